@@ -1,0 +1,34 @@
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model file (safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seconds per phase (latency, throughput).
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let graph = qscope::model::load(&a.model)?.fused();
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let r = qscope::eval::bench(&graph, a.batch, threads, Duration::from_secs_f64(a.seconds))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!("{} ({}), {} thread(s)", graph.meta.arch, r.path, r.threads);
+    println!("  batch 1:   median {:.3} ms, p90 {:.3} ms", r.latency_ms_median, r.latency_ms_p90);
+    println!("  batch {}: {:.0} images/s, {:.1} GFLOP/s", r.batch, r.images_per_s, r.gflops);
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Command-line interface. Human tables go to stdout, progress bars to stderr;
+//! with `--json`, stdout is exactly one JSON object.
+mod bench;
+mod eval;
+mod info;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "qscope", version, about = "A terminal laboratory for quantizing convolutional networks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Worker threads for compute (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the layer table of a model: name, op, shape, parameters, MACs.
+    Info(info::InfoArgs),
+    /// Top-1/top-5 accuracy on a dataset's test split (All and, with --classes, Sub).
+    Eval(eval::EvalArgs),
+    /// Batch-1 latency and batch-N throughput.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(t) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().ok();
+    }
+    match cli.command {
+        Some(Command::Info(a)) => info::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
+        None => eval::run(eval::EvalArgs::sample()),
+    }
+}
+
+/// The bundled sample, found next to the working directory or the source tree.
+pub fn sample_path(rel: &str) -> PathBuf {
+    let here = Path::new("sample_models").join(rel);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models").join(rel)
+}

@@ -1,0 +1,147 @@
+//! Finding the train and test splits under a dataset root, whatever its format:
+//! `root/{train,test}/<class>/` folders, CIFAR-10/100 binaries, MNIST IDX, or a
+//! single folder of class folders (then train and test are the same split).
+use crate::data::formats;
+use crate::data::split::Split;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitKind {
+    Train,
+    Test,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SplitSource {
+    Folder(PathBuf),
+    CifarBin { files: Vec<PathBuf>, label_bytes: usize, names: Vec<String> },
+    Idx { images: PathBuf, labels: PathBuf, names: Vec<String> },
+}
+
+#[derive(Clone, Debug)]
+pub struct DatasetRoot {
+    pub root: PathBuf,
+    pub train: SplitSource,
+    pub test: SplitSource,
+    /// True when the root is one folder of class folders used for both splits.
+    pub single_split: bool,
+}
+
+const CIFAR10_NAMES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+fn read_names(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    (!names.is_empty()).then_some(names)
+}
+
+fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [stem.to_string(), format!("{stem}.gz")].iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+impl DatasetRoot {
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.exists() {
+            return Err(Error::dataset(root, "does not exist"));
+        }
+        if !root.is_dir() {
+            return Err(Error::dataset(root, "is not a folder"));
+        }
+        // The official archives unpack into a sub-folder; accept either level.
+        for sub in ["", "cifar-10-batches-bin", "cifar-100-binary"] {
+            let dir = if sub.is_empty() { root.to_path_buf() } else { root.join(sub) };
+            if dir.join("data_batch_1.bin").is_file() && dir.join("test_batch.bin").is_file() {
+                let names = read_names(&dir.join("batches.meta.txt")).unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
+                let train = (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).filter(|p| p.is_file()).collect();
+                return Ok(DatasetRoot {
+                    root: root.to_path_buf(),
+                    train: SplitSource::CifarBin { files: train, label_bytes: 1, names: names.clone() },
+                    test: SplitSource::CifarBin { files: vec![dir.join("test_batch.bin")], label_bytes: 1, names },
+                    single_split: false,
+                });
+            }
+            if dir.join("train.bin").is_file() && dir.join("test.bin").is_file() {
+                let names = read_names(&dir.join("fine_label_names.txt")).unwrap_or_else(|| (0..100).map(|i| format!("class{i:02}")).collect());
+                return Ok(DatasetRoot {
+                    root: root.to_path_buf(),
+                    train: SplitSource::CifarBin { files: vec![dir.join("train.bin")], label_bytes: 2, names: names.clone() },
+                    test: SplitSource::CifarBin { files: vec![dir.join("test.bin")], label_bytes: 2, names },
+                    single_split: false,
+                });
+            }
+        }
+        if let (Some(ti), Some(tl), Some(vi), Some(vl)) = (
+            find_file(root, "train-images-idx3-ubyte"),
+            find_file(root, "train-labels-idx1-ubyte"),
+            find_file(root, "t10k-images-idx3-ubyte"),
+            find_file(root, "t10k-labels-idx1-ubyte"),
+        ) {
+            let names = read_names(&root.join("classes.txt")).unwrap_or_else(|| (0..10).map(|i| i.to_string()).collect());
+            return Ok(DatasetRoot {
+                root: root.to_path_buf(),
+                train: SplitSource::Idx { images: ti, labels: tl, names: names.clone() },
+                test: SplitSource::Idx { images: vi, labels: vl, names },
+                single_split: false,
+            });
+        }
+        let (train, test) = (root.join("train"), root.join("test"));
+        if train.is_dir() && test.is_dir() {
+            return Ok(DatasetRoot {
+                root: root.to_path_buf(),
+                train: SplitSource::Folder(train),
+                test: SplitSource::Folder(test),
+                single_split: false,
+            });
+        }
+        if formats::class_dirs(root)?.is_empty() {
+            return Err(Error::dataset(
+                root,
+                "no dataset found: expected train/ and test/ class folders, a folder of class folders, CIFAR .bin files or MNIST IDX files",
+            ));
+        }
+        Ok(DatasetRoot {
+            root: root.to_path_buf(),
+            train: SplitSource::Folder(root.to_path_buf()),
+            test: SplitSource::Folder(root.to_path_buf()),
+            single_split: true,
+        })
+    }
+
+    pub fn source(&self, kind: SplitKind) -> &SplitSource {
+        match kind {
+            SplitKind::Train => &self.train,
+            SplitKind::Test => &self.test,
+        }
+    }
+
+    /// The decoded split, from the process-wide cache when already decoded.
+    pub fn split(&self, kind: SplitKind) -> Result<Arc<Split>> {
+        load_cached(self.source(kind))
+    }
+}
+
+type Cache = Mutex<HashMap<SplitSource, Arc<Split>>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+pub fn load_cached(source: &SplitSource) -> Result<Arc<Split>> {
+    if let Some(s) = cache().lock().ok().and_then(|c| c.get(source).cloned()) {
+        return Ok(s);
+    }
+    let split = Arc::new(match source {
+        SplitSource::Folder(dir) => formats::read_image_folder(dir)?,
+        SplitSource::CifarBin { files, label_bytes, names } => formats::read_cifar_bin(files, *label_bytes, names.clone())?,
+        SplitSource::Idx { images, labels, names } => formats::read_idx(images, labels, names.clone())?,
+    });
+    if let Ok(mut c) = cache().lock() {
+        c.insert(source.clone(), split.clone());
+    }
+    Ok(split)
+}

@@ -1,0 +1,4 @@
+//! The only place for `unsafe`. Each kernel has a safe signature that checks
+//! its bounds, a portable fallback, and a test against that fallback.
+pub mod sgemm;
+pub use sgemm::{sgemm, MatRef};

@@ -1,0 +1,126 @@
+//! f32 matrix multiply. The `gemm` crate picks AVX-512/AVX2/FMA micro-kernels
+//! at run time (never at build time), which measured 70–88 GFLOP/s per core on
+//! ResNet-20's shapes against 28–58 for ndarray's matrixmultiply.
+
+/// A strided read-only matrix view: element (r, c) is `data[r*row_stride + c*col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major `rows × cols`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+    /// The transpose of a row-major `cols × rows` matrix, without copying.
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef { data, rows, cols, row_stride: 1, col_stride: rows }
+    }
+    fn max_index(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            return 0;
+        }
+        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+    }
+}
+
+/// `c = a·b` (or `c += a·b` when `accumulate`), `c` row-major `a.rows × b.cols`.
+/// `threads > 1` lets the kernel split the product itself (used when there are
+/// fewer images than cores); otherwise it runs on the calling thread.
+pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "sgemm: inner dimensions differ");
+    assert!(c.len() >= m * n, "sgemm: output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    assert!(a.max_index() < a.data.len(), "sgemm: lhs out of bounds");
+    assert!(b.max_index() < b.data.len(), "sgemm: rhs out of bounds");
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above prove every index the kernel touches lies inside
+    // `a.data`, `b.data` and `c` (m*n elements, row-major); the slices are
+    // borrowed for the whole call so nothing aliases `c`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Portable reference used by the tests (and nowhere hot).
+pub fn sgemm_reference(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                s += a.data[i * a.row_stride + p * a.col_stride] as f64
+                    * b.data[p * b.row_stride + j * b.col_stride] as f64;
+            }
+            let dst = &mut c[i * n + j];
+            *dst = if accumulate { *dst + s as f32 } else { s as f32 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::Rng;
+
+    fn rand_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn matches_reference_for_odd_shapes_and_strides() {
+        let mut rng = Rng::new(7);
+        for &(m, k, n) in &[(1, 1, 1), (3, 27, 1024), (17, 5, 9), (64, 576, 64), (10, 64, 3)] {
+            let a = rand_vec(&mut rng, m * k);
+            let b = rand_vec(&mut rng, n * k);
+            for threads in [1, 2] {
+                let mut c = vec![0.5f32; m * n];
+                let mut r = c.clone();
+                // b used transposed: exercises non-unit strides.
+                sgemm(MatRef::row_major(&a, m, k), MatRef::transposed(&b, k, n), &mut c, true, threads);
+                sgemm_reference(MatRef::row_major(&a, m, k), MatRef::transposed(&b, k, n), &mut r, true);
+                for (x, y) in c.iter().zip(&r) {
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+                }
+            }
+        }
+    }
+}

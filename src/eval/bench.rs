@@ -1,0 +1,96 @@
+//! Latency at batch 1 (median and p90 over many runs) and throughput at batch
+//! N, on a dedicated thread pool of the requested size.
+use crate::engine::Tensor;
+use crate::model::{forward, Graph};
+use crate::util::Rng;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub images_per_s: f64,
+    pub latency_ms_median: f64,
+    pub latency_ms_p90: f64,
+    pub batch: usize,
+    pub threads: usize,
+    /// Useful (model) FLOPs per second at batch N: 2·MACs·images/s.
+    pub gflops: f64,
+    /// Which kernels ran.
+    pub path: String,
+}
+
+fn random_input(g: &Graph, n: usize) -> Tensor {
+    let s = g.meta.input_size;
+    let c = g.meta.input_channels;
+    let mut rng = Rng::new(1);
+    Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32)
+}
+
+/// Time `graph` (call on a fused graph). `budget` bounds each of the two phases.
+pub fn bench(graph: &Graph, batch: usize, threads: usize, budget: Duration) -> Result<BenchReport> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| Error::Invalid(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        let one = random_input(graph, 1);
+        for _ in 0..5 {
+            forward(graph, one.clone())?;
+        }
+        let mut lat = Vec::new();
+        let start = Instant::now();
+        while (lat.len() < 30 || start.elapsed() < budget) && lat.len() < 2000 {
+            let t = Instant::now();
+            forward(graph, one.clone())?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        lat.sort_by(f64::total_cmp);
+        let many = random_input(graph, batch.max(1));
+        forward(graph, many.clone())?;
+        let mut runs = 0usize;
+        let start = Instant::now();
+        while runs < 3 || start.elapsed() < budget {
+            forward(graph, many.clone())?;
+            runs += 1;
+        }
+        let ips = (runs * batch.max(1)) as f64 / start.elapsed().as_secs_f64();
+        Ok(BenchReport {
+            images_per_s: ips,
+            latency_ms_median: lat[lat.len() / 2],
+            latency_ms_p90: lat[lat.len() * 9 / 10],
+            batch: batch.max(1),
+            threads: threads.max(1),
+            gflops: 2.0 * graph.macs_per_image() as f64 * ips / 1e9,
+            path: format!("fp32 im2col+gemm ({})", cpu_features()),
+        })
+    })
+}
+
+/// SIMD features detected at run time (never assumed at build time).
+pub fn cpu_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut f = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            f.push("avx512f");
+        }
+        if std::arch::is_x86_feature_detected!("avx512vnni") {
+            f.push("avx512vnni");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            f.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            f.push("fma");
+        }
+        if f.is_empty() {
+            return "portable".into();
+        }
+        f.join("+")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "portable".into()
+    }
+}

@@ -1,0 +1,160 @@
+//! Runs a graph on the engine, node by node. The `Runner` can stop before any
+//! node, expose that node's input (the calibration capture hook) and resume —
+//! possibly after the caller changed that node's weights. Plain inference is
+//! the same loop run to the end, so there is one code path, not two.
+use crate::engine::ops::{self, Epilogue};
+use crate::engine::Tensor;
+use crate::model::graph::{Graph, Op};
+use crate::{Error, Result};
+use std::borrow::Cow;
+
+pub struct Runner {
+    values: Vec<Option<Tensor>>,
+    uses_left: Vec<usize>,
+    next: usize,
+}
+
+fn use_counts(g: &Graph) -> Vec<usize> {
+    let mut uses = vec![0usize; g.num_values];
+    for n in &g.nodes {
+        for &v in &n.inputs {
+            uses[v] += 1;
+        }
+    }
+    uses[g.output] += 1;
+    uses
+}
+
+impl Runner {
+    pub fn new(graph: &Graph, input: Tensor) -> Result<Self> {
+        let c = input.dim().1;
+        let m = &graph.meta;
+        if c != m.input_channels {
+            return Err(Error::Shape {
+                layer: "input".into(),
+                problem: format!("model expects {} channels, input has {c}", m.input_channels),
+            });
+        }
+        let mut values = vec![None; graph.num_values];
+        values[0] = Some(input);
+        Ok(Runner { values, uses_left: use_counts(graph), next: 0 })
+    }
+
+    /// Index of the node that `step` will run next (None when finished).
+    pub fn next_node(&self, graph: &Graph) -> Option<usize> {
+        (self.next < graph.nodes.len()).then_some(self.next)
+    }
+
+    /// The first input of node `node`, available while it is the next node.
+    pub fn input_of(&self, graph: &Graph, node: usize) -> Option<&Tensor> {
+        self.values.get(*graph.nodes.get(node)?.inputs.first()?)?.as_ref()
+    }
+
+    pub fn step(&mut self, graph: &Graph) -> Result<()> {
+        let node = &graph.nodes[self.next];
+        let get = |v: usize| -> Result<&Tensor> {
+            self.values[v].as_ref().ok_or_else(|| Error::Shape {
+                layer: node.name.clone(),
+                problem: format!("input value {v} not computed (graph out of order)"),
+            })
+        };
+        let shape_err = |problem: String| Error::Shape { layer: node.name.clone(), problem };
+        let out = match &node.op {
+            Op::Conv(c) => {
+                let x = get(node.inputs[0])?;
+                let residual = match node.inputs.get(1) {
+                    Some(&r) => Some(get(r)?),
+                    None => None,
+                };
+                let (weight, bias) = effective_conv(c);
+                ops::conv2d(
+                    x,
+                    &weight,
+                    c.shape,
+                    c.geom,
+                    Epilogue { bias: bias.as_deref(), residual, relu: c.post.relu },
+                )
+                .map_err(shape_err)?
+            }
+            Op::Linear(l) => ops::linear(get(node.inputs[0])?, &l.weight, l.out_features, l.bias.as_deref())
+                .map_err(shape_err)?,
+            Op::BatchNorm(bn) => {
+                let (scale, shift) = bn.scale_shift();
+                ops::batchnorm(get(node.inputs[0])?.clone(), &scale, &shift).map_err(shape_err)?
+            }
+            Op::Relu => ops::relu(get(node.inputs[0])?.clone()),
+            Op::Add => ops::add(get(node.inputs[0])?, get(node.inputs[1])?).map_err(shape_err)?,
+            Op::MaxPool { kernel, stride, pad } => {
+                ops::max_pool(get(node.inputs[0])?, *kernel, *stride, *pad).map_err(shape_err)?
+            }
+            Op::AvgPool { kernel, stride, pad } => {
+                ops::avg_pool(get(node.inputs[0])?, *kernel, *stride, *pad).map_err(shape_err)?
+            }
+            Op::GlobalAvgPool => ops::global_avg_pool(get(node.inputs[0])?),
+            Op::Flatten => {
+                let x = get(node.inputs[0])?;
+                let (n, c, h, w) = x.dim();
+                let flat: Vec<f32> = x.iter().copied().collect();
+                Tensor::from_shape_vec((n, c * h * w, 1, 1), flat).map_err(|e| shape_err(e.to_string()))?
+            }
+            Op::ShortcutPad { stride, pad_before, pad_after } => {
+                ops::shortcut_pad(get(node.inputs[0])?, *stride, *pad_before, *pad_after)
+            }
+        };
+        for &v in &node.inputs {
+            self.uses_left[v] -= 1;
+            if self.uses_left[v] == 0 {
+                self.values[v] = None;
+            }
+        }
+        self.values[node.output] = Some(out);
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Run to the end and return the graph output (`[N, classes, 1, 1]`).
+    pub fn finish(mut self, graph: &Graph) -> Result<Tensor> {
+        while self.next_node(graph).is_some() {
+            self.step(graph)?;
+        }
+        self.values[graph.output].take().ok_or_else(|| Error::Shape {
+            layer: "output".into(),
+            problem: "graph produced no output".into(),
+        })
+    }
+}
+
+/// The conv's weight and bias with the folded BN applied. Cheap (O(N·d)) next
+/// to the convolution itself (O(N·d·H·W·batch)), and it keeps `weight` raw.
+pub fn effective_conv(c: &crate::model::ConvLayer) -> (Cow<'_, [f32]>, Option<Vec<f32>>) {
+    let o = c.shape[0];
+    let per = c.weight.len() / o.max(1);
+    let weight = match &c.post.scale {
+        Some(scale) => Cow::Owned(
+            c.weight
+                .chunks(per)
+                .zip(scale)
+                .flat_map(|(row, s)| row.iter().map(move |w| w * s))
+                .collect(),
+        ),
+        None => Cow::Borrowed(c.weight.as_slice()),
+    };
+    let bias = match (&c.bias, &c.post.scale, &c.post.shift) {
+        (None, None, None) => None,
+        (b, scale, shift) => Some(
+            (0..o)
+                .map(|i| {
+                    let bi = b.as_ref().map_or(0.0, |b| b[i]);
+                    let si = scale.as_ref().map_or(1.0, |s| s[i]);
+                    bi * si + shift.as_ref().map_or(0.0, |s| s[i])
+                })
+                .collect(),
+        ),
+    };
+    (weight, bias)
+}
+
+/// Run the whole graph on `input`.
+pub fn forward(graph: &Graph, input: Tensor) -> Result<Tensor> {
+    Runner::new(graph, input)?.finish(graph)
+}

@@ -1,0 +1,101 @@
+//! Inference rewrites that keep outputs identical: fold eval-mode BatchNorm into
+//! the conv before it, fuse a residual add and a ReLU into the conv epilogue.
+//! Layer weights are untouched (the fold lives in `PostOps`), so a fused graph
+//! can still be quantized and its quantized weights swapped in.
+use crate::model::graph::{Graph, Op};
+
+impl Graph {
+    /// The graph with BN folded and add/ReLU fused, ready for fast inference.
+    pub fn fused(&self) -> Graph {
+        let mut g = self.clone();
+        fold_batchnorm(&mut g);
+        fuse_add(&mut g);
+        fuse_relu(&mut g);
+        g
+    }
+
+    fn consumers(&self, value: usize) -> usize {
+        let uses = self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|&&v| v == value).count();
+        uses + usize::from(self.output == value)
+    }
+
+    fn producer(&self, value: usize) -> Option<usize> {
+        self.nodes.iter().position(|n| n.output == value)
+    }
+}
+
+/// Remove node `i`, whose single input is replaced everywhere by its output.
+fn splice_out(g: &mut Graph, i: usize, into: usize) {
+    let removed = g.nodes.remove(i);
+    let idx = if into > i { into - 1 } else { into };
+    g.nodes[idx].output = removed.output;
+}
+
+fn fold_batchnorm(g: &mut Graph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        if let Op::BatchNorm(bn) = &g.nodes[i].op {
+            let src = g.nodes[i].inputs[0];
+            if let Some(p) = g.producer(src) {
+                let foldable = g.consumers(src) == 1
+                    && matches!(&g.nodes[p].op, Op::Conv(c) if c.post.scale.is_none() && !c.post.relu && g.nodes[p].inputs.len() == 1);
+                if foldable {
+                    let (scale, shift) = bn.scale_shift();
+                    if let Op::Conv(c) = &mut g.nodes[p].op {
+                        c.post.scale = Some(scale);
+                        c.post.shift = Some(shift);
+                    }
+                    splice_out(g, i, p);
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+fn fuse_add(g: &mut Graph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        if matches!(g.nodes[i].op, Op::Add) {
+            let (a, b) = (g.nodes[i].inputs[0], g.nodes[i].inputs[1]);
+            // Prefer the operand computed last (the block's conv2) as the conv.
+            for (conv_in, other) in [(a, b), (b, a)] {
+                if let Some(p) = g.producer(conv_in) {
+                    let ok = g.consumers(conv_in) == 1
+                        && g.nodes[p].inputs.len() == 1
+                        && matches!(&g.nodes[p].op, Op::Conv(c) if !c.post.relu)
+                        && g.producer(other).is_none_or(|q| q < p);
+                    if ok {
+                        g.nodes[p].inputs.push(other);
+                        splice_out(g, i, p);
+                        i = i.saturating_sub(1);
+                        break;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+fn fuse_relu(g: &mut Graph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        if matches!(g.nodes[i].op, Op::Relu) {
+            let src = g.nodes[i].inputs[0];
+            if let Some(p) = g.producer(src) {
+                if g.consumers(src) == 1 {
+                    if let Op::Conv(c) = &mut g.nodes[p].op {
+                        if !c.post.relu {
+                            c.post.relu = true;
+                            splice_out(g, i, p);
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+}

@@ -1,0 +1,165 @@
+//! A small graph IR: nodes in topological order, each reading value slots and
+//! writing one. Value 0 is the network input. Every conv and linear node is a
+//! named *quantizable layer*; its `weight` is always the raw PyTorch weight
+//! (BatchNorm folding is kept separately in `post`, so quantizers see the
+//! weights the papers quantize).
+use crate::engine::ops::ConvGeom;
+use crate::model::meta::ModelMeta;
+
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub output: usize,
+    pub num_values: usize,
+    pub meta: ModelMeta,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// PyTorch module path, e.g. `layer1.0.conv1`.
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<usize>,
+    pub output: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Inputs: `[x]`, or `[x, residual]` once an add has been fused in.
+    Conv(ConvLayer),
+    Linear(LinearLayer),
+    BatchNorm(BatchNormParams),
+    Relu,
+    Add,
+    MaxPool { kernel: usize, stride: usize, pad: usize },
+    AvgPool { kernel: usize, stride: usize, pad: usize },
+    GlobalAvgPool,
+    Flatten,
+    /// Option-A shortcut: subsample by `stride`, zero-pad channels.
+    ShortcutPad { stride: usize, pad_before: usize, pad_after: usize },
+}
+
+/// Per-output-channel work fused after a conv: `relu(conv·scale + shift (+ residual))`.
+#[derive(Clone, Debug, Default)]
+pub struct PostOps {
+    pub scale: Option<Vec<f32>>,
+    pub shift: Option<Vec<f32>>,
+    pub relu: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConvLayer {
+    /// `[out, in/groups, kh, kw]`, row-major.
+    pub weight: Vec<f32>,
+    pub shape: [usize; 4],
+    pub bias: Option<Vec<f32>>,
+    pub geom: ConvGeom,
+    pub post: PostOps,
+}
+
+#[derive(Clone, Debug)]
+pub struct LinearLayer {
+    /// `[out, in]`, row-major.
+    pub weight: Vec<f32>,
+    pub out_features: usize,
+    pub in_features: usize,
+    pub bias: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchNormParams {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub eps: f32,
+}
+
+impl BatchNormParams {
+    /// Eval-mode BN as `x·scale + shift`: `scale = γ/√(σ²+ε)`, `shift = β − μ·scale`.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self
+            .gamma
+            .iter()
+            .zip(&self.var)
+            .map(|(g, v)| g / (v + self.eps).sqrt())
+            .collect();
+        let shift = self
+            .beta
+            .iter()
+            .zip(&self.mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        (scale, shift)
+    }
+}
+
+/// A quantizable layer's weight as a GEMM matrix `W ∈ R^{N×d}`.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    pub node: usize,
+    pub name: String,
+    pub kind: &'static str,
+    /// `[out, in/groups, kh, kw]` (linear: `[out, in, 1, 1]`).
+    pub shape: [usize; 4],
+    pub params: usize,
+    /// Multiply-accumulates per image.
+    pub macs: u64,
+    pub output_hw: (usize, usize),
+}
+
+impl Graph {
+    /// Indices of conv and linear nodes, in forward order.
+    pub fn layer_nodes(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::Conv(_) | Op::Linear(_)))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn find_layer(&self, name: &str) -> crate::Result<usize> {
+        self.layer_nodes()
+            .into_iter()
+            .find(|&i| self.nodes[i].name == name)
+            .ok_or_else(|| crate::Error::UnknownLayer {
+                name: name.to_string(),
+                known: self.layer_names().join(", "),
+            })
+    }
+
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layer_nodes().iter().map(|&i| self.nodes[i].name.clone()).collect()
+    }
+
+    /// The raw weight of a quantizable layer.
+    pub fn weight(&self, node: usize) -> Option<(&[f32], [usize; 4])> {
+        match &self.nodes.get(node)?.op {
+            Op::Conv(c) => Some((&c.weight, c.shape)),
+            Op::Linear(l) => Some((&l.weight, [l.out_features, l.in_features, 1, 1])),
+            _ => None,
+        }
+    }
+
+    pub fn weight_mut(&mut self, node: usize) -> Option<&mut Vec<f32>> {
+        match &mut self.nodes.get_mut(node)?.op {
+            Op::Conv(c) => Some(&mut c.weight),
+            Op::Linear(l) => Some(&mut l.weight),
+            _ => None,
+        }
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
+                Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Vec::len),
+                Op::BatchNorm(b) => 2 * b.gamma.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}

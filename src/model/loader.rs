@@ -1,0 +1,196 @@
+//! safetensors → `Graph`. The architecture is inferred from tensor names and
+//! shapes; the file's metadata (`arch`, `family`, `mean`, `std`, `classes`,
+//! `input_size`) overrides what inference cannot know. All PyTorch naming
+//! conventions are handled here and nowhere else.
+use crate::model::arch;
+use crate::model::graph::Graph;
+use crate::model::meta::{Family, ModelMeta};
+use crate::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Named f32 tensors read from a file, with bookkeeping so that tensors the
+/// architecture does not use are reported instead of silently ignored.
+pub struct TensorStore {
+    pub path: PathBuf,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    used: BTreeSet<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TensorStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e:?}")))?;
+        let metadata: BTreeMap<String, String> =
+            header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let mut tensors = HashMap::new();
+        for (raw_name, view) in st.iter() {
+            // DataParallel checkpoints prefix every key with `module.`.
+            let name = raw_name.strip_prefix("module.").unwrap_or(raw_name).to_string();
+            if name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F64 => data
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                    .collect(),
+                Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                // Integer tensors: quantized exports (codes, zero points) are read as
+                // their numeric values; the quantized loader interprets them.
+                Dtype::I8 => data.iter().map(|&b| b as i8 as f32).collect(),
+                Dtype::U8 => data.iter().map(|&b| b as f32).collect(),
+                Dtype::I32 => data.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
+                other => {
+                    return Err(Error::Tensor {
+                        path: path.to_path_buf(),
+                        tensor: name,
+                        problem: format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
+                    })
+                }
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(TensorStore { path: path.to_path_buf(), tensors, used: BTreeSet::new(), metadata })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|(s, _)| s.as_slice())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// Take a tensor, checking its shape; `None` in `expected` means "any size".
+    pub fn take(&mut self, name: &str, expected: &[Option<usize>]) -> Result<Vec<f32>> {
+        let (shape, values) = self.tensors.get(name).ok_or_else(|| Error::Tensor {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+            problem: format!("missing (expected shape {})", fmt_shape(expected)),
+        })?;
+        let fits = shape.len() == expected.len() && shape.iter().zip(expected).all(|(a, e)| e.is_none_or(|e| e == *a));
+        if !fits {
+            return Err(Error::Tensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                problem: format!("has shape {shape:?}, expected {}", fmt_shape(expected)),
+            });
+        }
+        self.used.insert(name.to_string());
+        Ok(values.clone())
+    }
+
+    /// Error if the file holds tensors the architecture did not use.
+    pub fn finish(&self) -> Result<()> {
+        let mut extra: Vec<&String> = self.tensors.keys().filter(|k| !self.used.contains(*k)).collect();
+        extra.sort();
+        if let Some(first) = extra.first() {
+            return Err(Error::Tensor {
+                path: self.path.clone(),
+                tensor: (*first).clone(),
+                problem: format!(
+                    "not used by the inferred architecture ({} unexpected tensor(s): {})",
+                    extra.len(),
+                    extra.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn fmt_shape(expected: &[Option<usize>]) -> String {
+    let parts: Vec<String> = expected.iter().map(|e| e.map_or("?".into(), |v| v.to_string())).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Load a model file into a graph (BN kept as separate nodes; call
+/// `Graph::fused` for fast inference).
+pub fn load(path: &Path) -> Result<Graph> {
+    let mut store = TensorStore::open(path)?;
+    let graph = build(&mut store)?;
+    store.finish()?;
+    Ok(graph)
+}
+
+pub fn build(store: &mut TensorStore) -> Result<Graph> {
+    let path = store.path.clone();
+    let arch_err = |reason: String| Error::Architecture { path: path.clone(), reason };
+    let stem = store
+        .shape("conv1.weight")
+        .ok_or_else(|| arch_err("no `conv1.weight` tensor: only ResNet-style checkpoints are supported".into()))?
+        .to_vec();
+    if stem.len() != 4 {
+        return Err(arch_err(format!("`conv1.weight` has shape {stem:?}, expected 4 dimensions")));
+    }
+    let md = store.metadata.clone();
+    let family = match md.get("family").map(String::as_str) {
+        Some("cifar") => Family::Cifar,
+        Some("imagenet") => Family::Imagenet,
+        Some(other) => return Err(arch_err(format!("metadata family `{other}` is not `cifar` or `imagenet`"))),
+        None if stem[2] == 7 => Family::Imagenet,
+        None => Family::Cifar,
+    };
+    let (nodes, num_values, output, num_classes, depth) = match family {
+        Family::Cifar | Family::Imagenet => arch::resnet::build(store, family)?,
+    };
+    let channels = stem[1];
+    let (mut mean, mut std) = ModelMeta::default_norm(channels);
+    if let Some(m) = md.get("mean") {
+        mean = parse_floats(m).ok_or_else(|| arch_err(format!("metadata mean `{m}` is not a list of numbers")))?;
+    }
+    if let Some(s) = md.get("std") {
+        std = parse_floats(s).ok_or_else(|| arch_err(format!("metadata std `{s}` is not a list of numbers")))?;
+    }
+    if mean.len() != channels || std.len() != channels {
+        return Err(arch_err(format!("mean/std have {}/{} values for {channels} input channels", mean.len(), std.len())));
+    }
+    let default_size = match (family, channels) {
+        (Family::Imagenet, _) => 224,
+        (Family::Cifar, 1) => 28,
+        (Family::Cifar, _) => 32,
+    };
+    let input_size = match md.get("input_size") {
+        Some(s) => s.trim().parse().map_err(|_| arch_err(format!("metadata input_size `{s}` is not a number")))?,
+        None => default_size,
+    };
+    let class_names = md.get("classes").map(|c| c.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>());
+    let arch_name = md.get("arch").cloned().unwrap_or_else(|| format!("resnet{depth}"));
+    let meta = ModelMeta {
+        arch: arch_name,
+        family,
+        source: path.clone(),
+        num_classes,
+        input_channels: channels,
+        input_size,
+        resize: (family == Family::Imagenet).then_some(input_size * 8 / 7),
+        mean,
+        std,
+        class_names,
+        file_metadata: md,
+    };
+    Ok(Graph { nodes, num_values, output, meta })
+}
+
+fn parse_floats(s: &str) -> Option<Vec<f32>> {
+    s.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|v| v.trim().parse().ok())
+        .collect()
+}
