@@ -21,14 +21,22 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?.fused();
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let r = qscope::eval::bench(&graph, a.batch, threads, Duration::from_secs_f64(a.seconds))?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
     println!("{} ({}), {} thread(s)", graph.meta.arch, r.path, r.threads);
-    println!("  batch 1:   median {:.3} ms, p90 {:.3} ms", r.latency_ms_median, r.latency_ms_p90);
-    println!("  batch {}: {:.0} images/s, {:.1} GFLOP/s", r.batch, r.images_per_s, r.gflops);
+    println!(
+        "  batch 1:   median {:.3} ms, p90 {:.3} ms",
+        r.latency_ms_median, r.latency_ms_p90
+    );
+    println!(
+        "  batch {}: {:.0} images/s, {:.1} GFLOP/s",
+        r.batch, r.images_per_s, r.gflops
+    );
     Ok(())
 }

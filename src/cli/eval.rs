@@ -43,8 +43,14 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?.fused();
     let root = DatasetRoot::open(&a.data)?;
     let split = root.split(SplitKind::Test)?;
-    let subset = a.classes.as_deref().map(|c| parse_classes(c, &split.class_names)).transpose()?;
-    let classes: Vec<usize> = subset.clone().unwrap_or_else(|| (0..split.num_classes()).collect());
+    let subset = a
+        .classes
+        .as_deref()
+        .map(|c| parse_classes(c, &split.class_names))
+        .transpose()?;
+    let classes: Vec<usize> = subset
+        .clone()
+        .unwrap_or_else(|| (0..split.num_classes()).collect());
     let indices = eval_indices(&split, &classes, a.limit);
     let pre = Preprocess::for_model(&graph.meta);
     let mut progress = Progress::new("evaluating");
@@ -66,14 +72,23 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!("{} on {} ({} images, {:.2} s)", graph.meta.arch, split.source, report.images, report.seconds);
-    println!("  top-1 All {:6.2} %   top-5 All {:6.2} %", report.top1_all, report.top5_all);
+    println!(
+        "{} on {} ({} images, {:.2} s)",
+        graph.meta.arch, split.source, report.images, report.seconds
+    );
+    println!(
+        "  top-1 All {:6.2} %   top-5 All {:6.2} %",
+        report.top1_all, report.top5_all
+    );
     if let (Some(s1), Some(s5)) = (report.top1_sub, report.top5_sub) {
         println!("  top-1 Sub {s1:6.2} %   top-5 Sub {s5:6.2} %");
     }
     println!("  per class:");
     for c in &report.per_class {
-        println!("    {:<16} {:6.2} %  ({} images)", c.class, c.top1, c.images);
+        println!(
+            "    {:<16} {:6.2} %  ({} images)",
+            c.class, c.top1, c.images
+        );
     }
     Ok(())
 }

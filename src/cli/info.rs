@@ -37,10 +37,19 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         g.param_count(),
         g.macs_per_image() as f64 / 1e6
     );
-    println!("{:<28} {:<7} {:<18} {:>10} {:>12}", "layer", "op", "weight shape", "params", "MACs");
+    println!(
+        "{:<28} {:<7} {:<18} {:>10} {:>12}",
+        "layer", "op", "weight shape", "params", "MACs"
+    );
     for l in &layers {
-        let shape = format!("{}x{}x{}x{}", l.shape[0], l.shape[1], l.shape[2], l.shape[3]);
-        println!("{:<28} {:<7} {:<18} {:>10} {:>12}", l.name, l.kind, shape, l.params, l.macs);
+        let shape = format!(
+            "{}x{}x{}x{}",
+            l.shape[0], l.shape[1], l.shape[2], l.shape[3]
+        );
+        println!(
+            "{:<28} {:<7} {:<18} {:>10} {:>12}",
+            l.name, l.kind, shape, l.params, l.macs
+        );
     }
     println!("{} quantizable layers", layers.len());
     Ok(())

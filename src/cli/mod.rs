@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "qscope", version, about = "A terminal laboratory for quantizing convolutional networks")]
+#[command(
+    name = "qscope",
+    version,
+    about = "A terminal laboratory for quantizing convolutional networks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -30,7 +34,10 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(t) = cli.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .ok();
     }
     match cli.command {
         Some(Command::Info(a)) => info::run(a),
@@ -46,5 +53,7 @@ pub fn sample_path(rel: &str) -> PathBuf {
     if here.exists() {
         return here;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample_models")
+        .join(rel)
 }

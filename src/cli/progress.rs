@@ -11,12 +11,19 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &str) -> Self {
-        Progress { label: label.to_string(), start: Instant::now(), bar: None }
+        Progress {
+            label: label.to_string(),
+            start: Instant::now(),
+            bar: None,
+        }
     }
 
     pub fn update(&mut self, done: usize, total: usize) {
         if self.bar.is_none() && self.start.elapsed() > Duration::from_secs(1) {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(
+                Some(total as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
             let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");

@@ -17,7 +17,13 @@ pub struct Preprocess {
 
 impl Preprocess {
     pub fn for_model(meta: &ModelMeta) -> Self {
-        Preprocess { size: meta.input_size, resize: meta.resize, channels: meta.input_channels, mean: meta.mean.clone(), std: meta.std.clone() }
+        Preprocess {
+            size: meta.input_size,
+            resize: meta.resize,
+            channels: meta.input_channels,
+            mean: meta.mean.clone(),
+            std: meta.std.clone(),
+        }
     }
 
     /// The image as `size × size` pixels with `self.channels` channels, HWC u8.
@@ -27,7 +33,11 @@ impl Preprocess {
         let pixels = if let Some(r) = self.resize {
             // Shorter side to `r`, then the centre `s × s` crop.
             let r = r as u32;
-            let (nw, nh) = if w <= h { (r, (h as u64 * r as u64 / w.max(1) as u64) as u32) } else { ((w as u64 * r as u64 / h.max(1) as u64) as u32, r) };
+            let (nw, nh) = if w <= h {
+                (r, (h as u64 * r as u64 / w.max(1) as u64) as u32)
+            } else {
+                ((w as u64 * r as u64 / h.max(1) as u64) as u32, r)
+            };
             let resized = resize(img, nw, nh);
             let (x0, y0) = ((nw.saturating_sub(s)) / 2, (nh.saturating_sub(s)) / 2);
             let c = img.channels as usize;
@@ -52,17 +62,20 @@ impl Preprocess {
         let (s, c) = (self.size, self.channels);
         let per = c * s * s;
         let mut data = vec![0f32; indices.len() * per];
-        data.par_chunks_mut(per).zip(indices.par_iter()).for_each(|(dst, &i)| {
-            let px = self.geometry(&split.images[i]);
-            for ch in 0..c {
-                let (m, sd) = (self.mean[ch], self.std[ch]);
-                let plane = &mut dst[ch * s * s..(ch + 1) * s * s];
-                for (p, v) in plane.iter_mut().enumerate() {
-                    *v = (px[p * c + ch] as f32 / 255.0 - m) / sd;
+        data.par_chunks_mut(per)
+            .zip(indices.par_iter())
+            .for_each(|(dst, &i)| {
+                let px = self.geometry(&split.images[i]);
+                for ch in 0..c {
+                    let (m, sd) = (self.mean[ch], self.std[ch]);
+                    let plane = &mut dst[ch * s * s..(ch + 1) * s * s];
+                    for (p, v) in plane.iter_mut().enumerate() {
+                        *v = (px[p * c + ch] as f32 / 255.0 - m) / sd;
+                    }
                 }
-            }
-        });
-        Tensor::from_shape_vec((indices.len(), c, s, s), data).unwrap_or_else(|_| Tensor::zeros((0, c, s, s)))
+            });
+        Tensor::from_shape_vec((indices.len(), c, s, s), data)
+            .unwrap_or_else(|_| Tensor::zeros((0, c, s, s)))
     }
 }
 
@@ -86,8 +99,14 @@ fn convert_channels(px: &[u8], from: usize, to: usize) -> Vec<u8> {
         (1, 3) => px.iter().flat_map(|&v| [v, v, v]).collect(),
         (3, 1) => px
             .chunks_exact(3)
-            .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8)
+            .map(|p| {
+                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8
+            })
             .collect(),
-        _ => px.iter().step_by(from.max(1)).flat_map(|&v| std::iter::repeat_n(v, to)).collect(),
+        _ => px
+            .iter()
+            .step_by(from.max(1))
+            .flat_map(|&v| std::iter::repeat_n(v, to))
+            .collect(),
     }
 }

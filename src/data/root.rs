@@ -18,8 +18,16 @@ pub enum SplitKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SplitSource {
     Folder(PathBuf),
-    CifarBin { files: Vec<PathBuf>, label_bytes: usize, names: Vec<String> },
-    Idx { images: PathBuf, labels: PathBuf, names: Vec<String> },
+    CifarBin {
+        files: Vec<PathBuf>,
+        label_bytes: usize,
+        names: Vec<String>,
+    },
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+        names: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -31,16 +39,35 @@ pub struct DatasetRoot {
     pub single_split: bool,
 }
 
-const CIFAR10_NAMES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CIFAR10_NAMES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 fn read_names(path: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(path).ok()?;
-    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     (!names.is_empty()).then_some(names)
 }
 
 fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [stem.to_string(), format!("{stem}.gz")].iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    [stem.to_string(), format!("{stem}.gz")]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }
 
 impl DatasetRoot {
@@ -53,23 +80,48 @@ impl DatasetRoot {
         }
         // The official archives unpack into a sub-folder; accept either level.
         for sub in ["", "cifar-10-batches-bin", "cifar-100-binary"] {
-            let dir = if sub.is_empty() { root.to_path_buf() } else { root.join(sub) };
+            let dir = if sub.is_empty() {
+                root.to_path_buf()
+            } else {
+                root.join(sub)
+            };
             if dir.join("data_batch_1.bin").is_file() && dir.join("test_batch.bin").is_file() {
-                let names = read_names(&dir.join("batches.meta.txt")).unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
-                let train = (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).filter(|p| p.is_file()).collect();
+                let names = read_names(&dir.join("batches.meta.txt"))
+                    .unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
+                let train = (1..=5)
+                    .map(|i| dir.join(format!("data_batch_{i}.bin")))
+                    .filter(|p| p.is_file())
+                    .collect();
                 return Ok(DatasetRoot {
                     root: root.to_path_buf(),
-                    train: SplitSource::CifarBin { files: train, label_bytes: 1, names: names.clone() },
-                    test: SplitSource::CifarBin { files: vec![dir.join("test_batch.bin")], label_bytes: 1, names },
+                    train: SplitSource::CifarBin {
+                        files: train,
+                        label_bytes: 1,
+                        names: names.clone(),
+                    },
+                    test: SplitSource::CifarBin {
+                        files: vec![dir.join("test_batch.bin")],
+                        label_bytes: 1,
+                        names,
+                    },
                     single_split: false,
                 });
             }
             if dir.join("train.bin").is_file() && dir.join("test.bin").is_file() {
-                let names = read_names(&dir.join("fine_label_names.txt")).unwrap_or_else(|| (0..100).map(|i| format!("class{i:02}")).collect());
+                let names = read_names(&dir.join("fine_label_names.txt"))
+                    .unwrap_or_else(|| (0..100).map(|i| format!("class{i:02}")).collect());
                 return Ok(DatasetRoot {
                     root: root.to_path_buf(),
-                    train: SplitSource::CifarBin { files: vec![dir.join("train.bin")], label_bytes: 2, names: names.clone() },
-                    test: SplitSource::CifarBin { files: vec![dir.join("test.bin")], label_bytes: 2, names },
+                    train: SplitSource::CifarBin {
+                        files: vec![dir.join("train.bin")],
+                        label_bytes: 2,
+                        names: names.clone(),
+                    },
+                    test: SplitSource::CifarBin {
+                        files: vec![dir.join("test.bin")],
+                        label_bytes: 2,
+                        names,
+                    },
                     single_split: false,
                 });
             }
@@ -80,11 +132,20 @@ impl DatasetRoot {
             find_file(root, "t10k-images-idx3-ubyte"),
             find_file(root, "t10k-labels-idx1-ubyte"),
         ) {
-            let names = read_names(&root.join("classes.txt")).unwrap_or_else(|| (0..10).map(|i| i.to_string()).collect());
+            let names = read_names(&root.join("classes.txt"))
+                .unwrap_or_else(|| (0..10).map(|i| i.to_string()).collect());
             return Ok(DatasetRoot {
                 root: root.to_path_buf(),
-                train: SplitSource::Idx { images: ti, labels: tl, names: names.clone() },
-                test: SplitSource::Idx { images: vi, labels: vl, names },
+                train: SplitSource::Idx {
+                    images: ti,
+                    labels: tl,
+                    names: names.clone(),
+                },
+                test: SplitSource::Idx {
+                    images: vi,
+                    labels: vl,
+                    names,
+                },
                 single_split: false,
             });
         }
@@ -137,8 +198,16 @@ pub fn load_cached(source: &SplitSource) -> Result<Arc<Split>> {
     }
     let split = Arc::new(match source {
         SplitSource::Folder(dir) => formats::read_image_folder(dir)?,
-        SplitSource::CifarBin { files, label_bytes, names } => formats::read_cifar_bin(files, *label_bytes, names.clone())?,
-        SplitSource::Idx { images, labels, names } => formats::read_idx(images, labels, names.clone())?,
+        SplitSource::CifarBin {
+            files,
+            label_bytes,
+            names,
+        } => formats::read_cifar_bin(files, *label_bytes, names.clone())?,
+        SplitSource::Idx {
+            images,
+            labels,
+            names,
+        } => formats::read_idx(images, labels, names.clone())?,
     });
     if let Ok(mut c) = cache().lock() {
         c.insert(source.clone(), split.clone());

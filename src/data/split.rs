@@ -36,7 +36,9 @@ impl Split {
                 *k = true;
             }
         }
-        (0..self.len()).filter(|&i| keep.get(self.labels[i] as usize).copied().unwrap_or(false)).collect()
+        (0..self.len())
+            .filter(|&i| keep.get(self.labels[i] as usize).copied().unwrap_or(false))
+            .collect()
     }
     /// Indices grouped by class.
     pub fn by_class(&self) -> Vec<Vec<usize>> {

@@ -35,7 +35,12 @@ pub fn parse_classes(spec: &str, names: &[String]) -> Result<Vec<usize>> {
 }
 
 /// `n` images of each class in `classes`, chosen by a seeded shuffle.
-pub fn sample_per_class(split: &Split, classes: &[usize], n: usize, seed: u64) -> Result<Vec<usize>> {
+pub fn sample_per_class(
+    split: &Split,
+    classes: &[usize],
+    n: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
     let groups = split.by_class();
     let mut out = Vec::new();
     for &c in classes {
@@ -56,7 +61,12 @@ pub fn sample_per_class(split: &Split, classes: &[usize], n: usize, seed: u64) -
 
 /// `total` images spread as evenly as possible over `classes` (the first
 /// `total mod k` classes get one more), seeded. Errors if not enough exist.
-pub fn sample_spread(split: &Split, classes: &[usize], total: usize, seed: u64) -> Result<Vec<usize>> {
+pub fn sample_spread(
+    split: &Split,
+    classes: &[usize],
+    total: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
     if classes.is_empty() {
         return Err(Error::Invalid("empty class subset".into()));
     }

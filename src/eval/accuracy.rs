@@ -30,7 +30,10 @@ pub struct EvalReport {
 /// Rank of the true class among `candidates` (0 = top-1).
 fn rank_of(logits: &[f32], truth: usize, candidates: &[usize]) -> usize {
     let t = logits[truth];
-    candidates.iter().filter(|&&c| c != truth && (logits[c] > t || (logits[c] == t && c < truth))).count()
+    candidates
+        .iter()
+        .filter(|&&c| c != truth && (logits[c] > t || (logits[c] == t && c < truth)))
+        .count()
 }
 
 /// Evaluate `graph` (ideally `Graph::fused`) on `split[indices]`. With
@@ -47,7 +50,10 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport> {
     if indices.is_empty() {
-        return Err(Error::Invalid(format!("no images to evaluate in {}", split.source)));
+        return Err(Error::Invalid(format!(
+            "no images to evaluate in {}",
+            split.source
+        )));
     }
     let classes = graph.meta.num_classes;
     if split.num_classes() > classes {
@@ -66,7 +72,9 @@ pub fn evaluate(
             return Err(Error::Cancelled);
         }
         let logits = forward(graph, pre.batch(split, chunk))?;
-        let flat = logits.as_slice().ok_or_else(|| Error::Invalid("non-contiguous logits".into()))?;
+        let flat = logits
+            .as_slice()
+            .ok_or_else(|| Error::Invalid("non-contiguous logits".into()))?;
         for (row, &i) in flat.chunks(classes).zip(chunk) {
             let truth = split.labels[i] as usize;
             let r = rank_of(row, truth, &all);
@@ -95,7 +103,11 @@ pub fn evaluate(
             .iter()
             .enumerate()
             .filter(|(_, (_, t))| *t > 0)
-            .map(|(c, (ok, t))| ClassAccuracy { class: split.class_names[c].clone(), top1: 100.0 * *ok as f64 / *t as f64, images: *t })
+            .map(|(c, (ok, t))| ClassAccuracy {
+                class: split.class_names[c].clone(),
+                top1: 100.0 * *ok as f64 / *t as f64,
+                images: *t,
+            })
             .collect(),
     })
 }
@@ -105,7 +117,10 @@ pub fn evaluate(
 pub fn eval_indices(split: &Split, classes: &[usize], limit: Option<usize>) -> Vec<usize> {
     let groups = split.by_class();
     let per = limit.map(|l| l.div_ceil(classes.len().max(1)));
-    let mut out: Vec<usize> = classes.iter().flat_map(|&c| groups[c].iter().take(per.unwrap_or(usize::MAX)).copied()).collect();
+    let mut out: Vec<usize> = classes
+        .iter()
+        .flat_map(|&c| groups[c].iter().take(per.unwrap_or(usize::MAX)).copied())
+        .collect();
     if let Some(l) = limit {
         out.sort_unstable();
         out.truncate(l);

@@ -37,7 +37,11 @@ impl Runner {
         }
         let mut values = vec![None; graph.num_values];
         values[0] = Some(input);
-        Ok(Runner { values, uses_left: use_counts(graph), next: 0 })
+        Ok(Runner {
+            values,
+            uses_left: use_counts(graph),
+            next: 0,
+        })
     }
 
     /// Index of the node that `step` will run next (None when finished).
@@ -47,7 +51,9 @@ impl Runner {
 
     /// The first input of node `node`, available while it is the next node.
     pub fn input_of(&self, graph: &Graph, node: usize) -> Option<&Tensor> {
-        self.values.get(*graph.nodes.get(node)?.inputs.first()?)?.as_ref()
+        self.values
+            .get(*graph.nodes.get(node)?.inputs.first()?)?
+            .as_ref()
     }
 
     pub fn step(&mut self, graph: &Graph) -> Result<()> {
@@ -58,7 +64,10 @@ impl Runner {
                 problem: format!("input value {v} not computed (graph out of order)"),
             })
         };
-        let shape_err = |problem: String| Error::Shape { layer: node.name.clone(), problem };
+        let shape_err = |problem: String| Error::Shape {
+            layer: node.name.clone(),
+            problem,
+        };
         let out = match &node.op {
             Op::Conv(c) => {
                 let x = get(node.inputs[0])?;
@@ -72,34 +81,50 @@ impl Runner {
                     &weight,
                     c.shape,
                     c.geom,
-                    Epilogue { bias: bias.as_deref(), residual, relu: c.post.relu },
+                    Epilogue {
+                        bias: bias.as_deref(),
+                        residual,
+                        relu: c.post.relu,
+                    },
                 )
                 .map_err(shape_err)?
             }
-            Op::Linear(l) => ops::linear(get(node.inputs[0])?, &l.weight, l.out_features, l.bias.as_deref())
-                .map_err(shape_err)?,
+            Op::Linear(l) => ops::linear(
+                get(node.inputs[0])?,
+                &l.weight,
+                l.out_features,
+                l.bias.as_deref(),
+            )
+            .map_err(shape_err)?,
             Op::BatchNorm(bn) => {
                 let (scale, shift) = bn.scale_shift();
                 ops::batchnorm(get(node.inputs[0])?.clone(), &scale, &shift).map_err(shape_err)?
             }
             Op::Relu => ops::relu(get(node.inputs[0])?.clone()),
             Op::Add => ops::add(get(node.inputs[0])?, get(node.inputs[1])?).map_err(shape_err)?,
-            Op::MaxPool { kernel, stride, pad } => {
-                ops::max_pool(get(node.inputs[0])?, *kernel, *stride, *pad).map_err(shape_err)?
-            }
-            Op::AvgPool { kernel, stride, pad } => {
-                ops::avg_pool(get(node.inputs[0])?, *kernel, *stride, *pad).map_err(shape_err)?
-            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                pad,
+            } => ops::max_pool(get(node.inputs[0])?, *kernel, *stride, *pad).map_err(shape_err)?,
+            Op::AvgPool {
+                kernel,
+                stride,
+                pad,
+            } => ops::avg_pool(get(node.inputs[0])?, *kernel, *stride, *pad).map_err(shape_err)?,
             Op::GlobalAvgPool => ops::global_avg_pool(get(node.inputs[0])?),
             Op::Flatten => {
                 let x = get(node.inputs[0])?;
                 let (n, c, h, w) = x.dim();
                 let flat: Vec<f32> = x.iter().copied().collect();
-                Tensor::from_shape_vec((n, c * h * w, 1, 1), flat).map_err(|e| shape_err(e.to_string()))?
+                Tensor::from_shape_vec((n, c * h * w, 1, 1), flat)
+                    .map_err(|e| shape_err(e.to_string()))?
             }
-            Op::ShortcutPad { stride, pad_before, pad_after } => {
-                ops::shortcut_pad(get(node.inputs[0])?, *stride, *pad_before, *pad_after)
-            }
+            Op::ShortcutPad {
+                stride,
+                pad_before,
+                pad_after,
+            } => ops::shortcut_pad(get(node.inputs[0])?, *stride, *pad_before, *pad_after),
         };
         for &v in &node.inputs {
             self.uses_left[v] -= 1;
@@ -117,16 +142,30 @@ impl Runner {
         while self.next_node(graph).is_some() {
             self.step(graph)?;
         }
-        self.values[graph.output].take().ok_or_else(|| Error::Shape {
-            layer: "output".into(),
-            problem: "graph produced no output".into(),
-        })
+        self.values[graph.output]
+            .take()
+            .ok_or_else(|| Error::Shape {
+                layer: "output".into(),
+                problem: "graph produced no output".into(),
+            })
     }
 }
 
 /// The conv's weight and bias with the folded BN applied. Cheap (O(N·d)) next
 /// to the convolution itself (O(N·d·H·W·batch)), and it keeps `weight` raw.
-pub fn effective_conv(c: &crate::model::ConvLayer) -> (Cow<'_, [f32]>, Option<Vec<f32>>) {
+pub fn effective_conv(c: &crate::model::ConvLayer) -> (Cow<'_, [f32]>, Option<Cow<'_, [f32]>>) {
+    if let Some(f) = &c.folded {
+        return (
+            Cow::Borrowed(&f.weight),
+            f.bias.as_deref().map(Cow::Borrowed),
+        );
+    }
+    let (w, b) = fold_conv(c);
+    (w, b.map(Cow::Owned))
+}
+
+/// Apply `post.scale/shift` to a conv's raw weight and bias.
+pub fn fold_conv(c: &crate::model::ConvLayer) -> (Cow<'_, [f32]>, Option<Vec<f32>>) {
     let o = c.shape[0];
     let per = c.weight.len() / o.max(1);
     let weight = match &c.post.scale {

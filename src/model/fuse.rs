@@ -11,11 +11,17 @@ impl Graph {
         fold_batchnorm(&mut g);
         fuse_add(&mut g);
         fuse_relu(&mut g);
+        g.refold();
         g
     }
 
     fn consumers(&self, value: usize) -> usize {
-        let uses = self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|&&v| v == value).count();
+        let uses = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter())
+            .filter(|&&v| v == value)
+            .count();
         uses + usize::from(self.output == value)
     }
 

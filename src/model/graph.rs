@@ -31,12 +31,24 @@ pub enum Op {
     BatchNorm(BatchNormParams),
     Relu,
     Add,
-    MaxPool { kernel: usize, stride: usize, pad: usize },
-    AvgPool { kernel: usize, stride: usize, pad: usize },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    },
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    },
     GlobalAvgPool,
     Flatten,
     /// Option-A shortcut: subsample by `stride`, zero-pad channels.
-    ShortcutPad { stride: usize, pad_before: usize, pad_after: usize },
+    ShortcutPad {
+        stride: usize,
+        pad_before: usize,
+        pad_after: usize,
+    },
 }
 
 /// Per-output-channel work fused after a conv: `relu(conv·scale + shift (+ residual))`.
@@ -55,6 +67,15 @@ pub struct ConvLayer {
     pub bias: Option<Vec<f32>>,
     pub geom: ConvGeom,
     pub post: PostOps,
+    /// Weight and bias with `post.scale/shift` applied, cached by
+    /// `Graph::fused`; cleared whenever the weight changes.
+    pub folded: Option<std::sync::Arc<FoldedConv>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FoldedConv {
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,7 +152,10 @@ impl Graph {
     }
 
     pub fn layer_names(&self) -> Vec<String> {
-        self.layer_nodes().iter().map(|&i| self.nodes[i].name.clone()).collect()
+        self.layer_nodes()
+            .iter()
+            .map(|&i| self.nodes[i].name.clone())
+            .collect()
     }
 
     /// The raw weight of a quantizable layer.
@@ -145,9 +169,25 @@ impl Graph {
 
     pub fn weight_mut(&mut self, node: usize) -> Option<&mut Vec<f32>> {
         match &mut self.nodes.get_mut(node)?.op {
-            Op::Conv(c) => Some(&mut c.weight),
+            Op::Conv(c) => {
+                c.folded = None;
+                Some(&mut c.weight)
+            }
             Op::Linear(l) => Some(&mut l.weight),
             _ => None,
+        }
+    }
+
+    /// Recompute every conv's cached folded weights (after weights changed).
+    pub fn refold(&mut self) {
+        for n in &mut self.nodes {
+            if let Op::Conv(c) = &mut n.op {
+                let (w, b) = crate::model::exec::fold_conv(c);
+                c.folded = Some(std::sync::Arc::new(FoldedConv {
+                    weight: w.into_owned(),
+                    bias: b,
+                }));
+            }
         }
     }
 

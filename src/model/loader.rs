@@ -26,43 +26,74 @@ impl TensorStore {
     }
 
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
+        let bad = |reason: String| Error::Safetensors {
+            path: path.to_path_buf(),
+            reason,
+        };
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let metadata: BTreeMap<String, String> =
-            header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut tensors = HashMap::new();
         for (raw_name, view) in st.iter() {
             // DataParallel checkpoints prefix every key with `module.`.
-            let name = raw_name.strip_prefix("module.").unwrap_or(raw_name).to_string();
+            let name = raw_name
+                .strip_prefix("module.")
+                .unwrap_or(raw_name)
+                .to_string();
             if name.ends_with("num_batches_tracked") {
                 continue;
             }
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
                 Dtype::F64 => data
                     .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                    .map(|b| {
+                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                    })
                     .collect(),
-                Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
                 // Integer tensors: quantized exports (codes, zero points) are read as
                 // their numeric values; the quantized loader interprets them.
                 Dtype::I8 => data.iter().map(|&b| b as i8 as f32).collect(),
                 Dtype::U8 => data.iter().map(|&b| b as f32).collect(),
-                Dtype::I32 => data.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
+                Dtype::I32 => data
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+                    .collect(),
                 other => {
                     return Err(Error::Tensor {
                         path: path.to_path_buf(),
                         tensor: name,
-                        problem: format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
+                        problem: format!(
+                            "unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"
+                        ),
                     })
                 }
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(TensorStore { path: path.to_path_buf(), tensors, used: BTreeSet::new(), metadata })
+        Ok(TensorStore {
+            path: path.to_path_buf(),
+            tensors,
+            used: BTreeSet::new(),
+            metadata,
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -84,7 +115,11 @@ impl TensorStore {
             tensor: name.to_string(),
             problem: format!("missing (expected shape {})", fmt_shape(expected)),
         })?;
-        let fits = shape.len() == expected.len() && shape.iter().zip(expected).all(|(a, e)| e.is_none_or(|e| e == *a));
+        let fits = shape.len() == expected.len()
+            && shape
+                .iter()
+                .zip(expected)
+                .all(|(a, e)| e.is_none_or(|e| e == *a));
         if !fits {
             return Err(Error::Tensor {
                 path: self.path.clone(),
@@ -98,7 +133,11 @@ impl TensorStore {
 
     /// Error if the file holds tensors the architecture did not use.
     pub fn finish(&self) -> Result<()> {
-        let mut extra: Vec<&String> = self.tensors.keys().filter(|k| !self.used.contains(*k)).collect();
+        let mut extra: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .collect();
         extra.sort();
         if let Some(first) = extra.first() {
             return Err(Error::Tensor {
@@ -107,7 +146,12 @@ impl TensorStore {
                 problem: format!(
                     "not used by the inferred architecture ({} unexpected tensor(s): {})",
                     extra.len(),
-                    extra.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    extra
+                        .iter()
+                        .take(5)
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -116,7 +160,10 @@ impl TensorStore {
 }
 
 fn fmt_shape(expected: &[Option<usize>]) -> String {
-    let parts: Vec<String> = expected.iter().map(|e| e.map_or("?".into(), |v| v.to_string())).collect();
+    let parts: Vec<String> = expected
+        .iter()
+        .map(|e| e.map_or("?".into(), |v| v.to_string()))
+        .collect();
     format!("[{}]", parts.join(", "))
 }
 
@@ -131,19 +178,30 @@ pub fn load(path: &Path) -> Result<Graph> {
 
 pub fn build(store: &mut TensorStore) -> Result<Graph> {
     let path = store.path.clone();
-    let arch_err = |reason: String| Error::Architecture { path: path.clone(), reason };
+    let arch_err = |reason: String| Error::Architecture {
+        path: path.clone(),
+        reason,
+    };
     let stem = store
         .shape("conv1.weight")
-        .ok_or_else(|| arch_err("no `conv1.weight` tensor: only ResNet-style checkpoints are supported".into()))?
+        .ok_or_else(|| {
+            arch_err("no `conv1.weight` tensor: only ResNet-style checkpoints are supported".into())
+        })?
         .to_vec();
     if stem.len() != 4 {
-        return Err(arch_err(format!("`conv1.weight` has shape {stem:?}, expected 4 dimensions")));
+        return Err(arch_err(format!(
+            "`conv1.weight` has shape {stem:?}, expected 4 dimensions"
+        )));
     }
     let md = store.metadata.clone();
     let family = match md.get("family").map(String::as_str) {
         Some("cifar") => Family::Cifar,
         Some("imagenet") => Family::Imagenet,
-        Some(other) => return Err(arch_err(format!("metadata family `{other}` is not `cifar` or `imagenet`"))),
+        Some(other) => {
+            return Err(arch_err(format!(
+                "metadata family `{other}` is not `cifar` or `imagenet`"
+            )))
+        }
         None if stem[2] == 7 => Family::Imagenet,
         None => Family::Cifar,
     };
@@ -153,13 +211,19 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
     let channels = stem[1];
     let (mut mean, mut std) = ModelMeta::default_norm(channels);
     if let Some(m) = md.get("mean") {
-        mean = parse_floats(m).ok_or_else(|| arch_err(format!("metadata mean `{m}` is not a list of numbers")))?;
+        mean = parse_floats(m)
+            .ok_or_else(|| arch_err(format!("metadata mean `{m}` is not a list of numbers")))?;
     }
     if let Some(s) = md.get("std") {
-        std = parse_floats(s).ok_or_else(|| arch_err(format!("metadata std `{s}` is not a list of numbers")))?;
+        std = parse_floats(s)
+            .ok_or_else(|| arch_err(format!("metadata std `{s}` is not a list of numbers")))?;
     }
     if mean.len() != channels || std.len() != channels {
-        return Err(arch_err(format!("mean/std have {}/{} values for {channels} input channels", mean.len(), std.len())));
+        return Err(arch_err(format!(
+            "mean/std have {}/{} values for {channels} input channels",
+            mean.len(),
+            std.len()
+        )));
     }
     let default_size = match (family, channels) {
         (Family::Imagenet, _) => 224,
@@ -167,11 +231,21 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
         (Family::Cifar, _) => 32,
     };
     let input_size = match md.get("input_size") {
-        Some(s) => s.trim().parse().map_err(|_| arch_err(format!("metadata input_size `{s}` is not a number")))?,
+        Some(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| arch_err(format!("metadata input_size `{s}` is not a number")))?,
         None => default_size,
     };
-    let class_names = md.get("classes").map(|c| c.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>());
-    let arch_name = md.get("arch").cloned().unwrap_or_else(|| format!("resnet{depth}"));
+    let class_names = md.get("classes").map(|c| {
+        c.split(',')
+            .map(|s| s.trim().to_string())
+            .collect::<Vec<_>>()
+    });
+    let arch_name = md
+        .get("arch")
+        .cloned()
+        .unwrap_or_else(|| format!("resnet{depth}"));
     let meta = ModelMeta {
         arch: arch_name,
         family,
@@ -185,7 +259,12 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
         class_names,
         file_metadata: md,
     };
-    Ok(Graph { nodes, num_values, output, meta })
+    Ok(Graph {
+        nodes,
+        num_values,
+        output,
+        meta,
+    })
 }
 
 fn parse_floats(s: &str) -> Option<Vec<f32>> {

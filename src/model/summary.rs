@@ -12,21 +12,44 @@ impl Graph {
         for n in &self.nodes {
             let (c, h, w) = shapes[n.inputs[0]];
             let pooled = |k: usize, s: usize, p: usize| {
-                (c, conv_output_size(h, k, s, p).unwrap_or(0), conv_output_size(w, k, s, p).unwrap_or(0))
+                (
+                    c,
+                    conv_output_size(h, k, s, p).unwrap_or(0),
+                    conv_output_size(w, k, s, p).unwrap_or(0),
+                )
             };
             shapes[n.output] = match &n.op {
                 Op::Conv(cv) => {
                     let [o, _, kh, kw] = cv.shape;
                     let s = cv.geom.stride.max(1);
-                    (o, conv_output_size(h, kh, s, cv.geom.pad).unwrap_or(0), conv_output_size(w, kw, s, cv.geom.pad).unwrap_or(0))
+                    (
+                        o,
+                        conv_output_size(h, kh, s, cv.geom.pad).unwrap_or(0),
+                        conv_output_size(w, kw, s, cv.geom.pad).unwrap_or(0),
+                    )
                 }
                 Op::Linear(l) => (l.out_features, 1, 1),
-                Op::MaxPool { kernel, stride, pad } | Op::AvgPool { kernel, stride, pad } => pooled(*kernel, *stride, *pad),
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    pad,
+                }
+                | Op::AvgPool {
+                    kernel,
+                    stride,
+                    pad,
+                } => pooled(*kernel, *stride, *pad),
                 Op::GlobalAvgPool => (c, 1, 1),
                 Op::Flatten => (c * h * w, 1, 1),
-                Op::ShortcutPad { stride, pad_before, pad_after } => {
-                    (c + pad_before + pad_after, h.div_ceil(*stride), w.div_ceil(*stride))
-                }
+                Op::ShortcutPad {
+                    stride,
+                    pad_before,
+                    pad_after,
+                } => (
+                    c + pad_before + pad_after,
+                    h.div_ceil(*stride),
+                    w.div_ceil(*stride),
+                ),
                 Op::BatchNorm(_) | Op::Relu | Op::Add => (c, h, w),
             };
         }
@@ -51,7 +74,11 @@ impl Graph {
                 Some(LayerInfo {
                     node: i,
                     name: n.name.clone(),
-                    kind: if matches!(n.op, Op::Conv(_)) { "conv" } else { "linear" },
+                    kind: if matches!(n.op, Op::Conv(_)) {
+                        "conv"
+                    } else {
+                        "linear"
+                    },
                     shape,
                     params: wcount + bias,
                     macs: (wcount * ho * wo) as u64,

@@ -15,11 +15,23 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// Row-major `rows × cols`.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
     /// The transpose of a row-major `cols × rows` matrix, without copying.
     pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, row_stride: 1, col_stride: rows }
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows,
+        }
     }
     fn max_index(&self) -> usize {
         if self.rows == 0 || self.cols == 0 {
@@ -91,7 +103,11 @@ pub fn sgemm_reference(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
                     * b.data[p * b.row_stride + j * b.col_stride] as f64;
             }
             let dst = &mut c[i * n + j];
-            *dst = if accumulate { *dst + s as f32 } else { s as f32 };
+            *dst = if accumulate {
+                *dst + s as f32
+            } else {
+                s as f32
+            };
         }
     }
 }
@@ -108,17 +124,37 @@ mod tests {
     #[test]
     fn matches_reference_for_odd_shapes_and_strides() {
         let mut rng = Rng::new(7);
-        for &(m, k, n) in &[(1, 1, 1), (3, 27, 1024), (17, 5, 9), (64, 576, 64), (10, 64, 3)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 27, 1024),
+            (17, 5, 9),
+            (64, 576, 64),
+            (10, 64, 3),
+        ] {
             let a = rand_vec(&mut rng, m * k);
             let b = rand_vec(&mut rng, n * k);
             for threads in [1, 2] {
                 let mut c = vec![0.5f32; m * n];
                 let mut r = c.clone();
                 // b used transposed: exercises non-unit strides.
-                sgemm(MatRef::row_major(&a, m, k), MatRef::transposed(&b, k, n), &mut c, true, threads);
-                sgemm_reference(MatRef::row_major(&a, m, k), MatRef::transposed(&b, k, n), &mut r, true);
+                sgemm(
+                    MatRef::row_major(&a, m, k),
+                    MatRef::transposed(&b, k, n),
+                    &mut c,
+                    true,
+                    threads,
+                );
+                sgemm_reference(
+                    MatRef::row_major(&a, m, k),
+                    MatRef::transposed(&b, k, n),
+                    &mut r,
+                    true,
+                );
                 for (x, y) in c.iter().zip(&r) {
-                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{m}x{k}x{n}: {x} vs {y}"
+                    );
                 }
             }
         }

@@ -16,7 +16,11 @@ pub struct ConvGeom {
 
 impl ConvGeom {
     pub fn new(stride: usize, pad: usize) -> Self {
-        ConvGeom { stride, pad, groups: 1 }
+        ConvGeom {
+            stride,
+            pad,
+            groups: 1,
+        }
     }
 }
 
@@ -37,8 +41,10 @@ thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Unfold one image's channels `[c0, c0+cg)` into `col[(c*kh+ky)*kw+kx, oy*wo+ox]`
-/// (PyTorch's `flatten(1)` column order), zeros where the window leaves the image.
+/// Unfold one image's channels `[c0, c0+cg)` and output rows `[oy0, oy1)` into
+/// `col[(c*kh+ky)*kw+kx, (oy-oy0)*wo+ox]` (PyTorch's `flatten(1)` column
+/// order), zeros where the window leaves the image. Interior runs are plain
+/// slice copies (stride 1) so this stays at memory speed.
 #[allow(clippy::too_many_arguments)]
 pub fn im2col(
     img: &[f32],
@@ -47,28 +53,46 @@ pub fn im2col(
     (kh, kw): (usize, usize),
     stride: usize,
     pad: usize,
-    (ho, wo): (usize, usize),
+    (oy0, oy1, wo): (usize, usize, usize),
     col: &mut [f32],
 ) {
-    let plane = ho * wo;
+    let ncols = (oy1 - oy0) * wo;
     for c in 0..cg {
         let src = &img[(c0 + c) * h * w..(c0 + c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut col[((c * kh + ky) * kw + kx) * plane..][..plane];
-                for oy in 0..ho {
-                    let dst = &mut row[oy * wo..(oy + 1) * wo];
+                let row = &mut col[((c * kh + ky) * kw + kx) * ncols..][..ncols];
+                // Output columns ox whose input column ox*stride + kx - pad is inside.
+                let off = kx as isize - pad as isize;
+                let ox_lo = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(stride)
+                };
+                let ox_hi = if (w as isize) - off <= 0 {
+                    0
+                } else {
+                    (((w as isize - off) as usize).div_ceil(stride)).min(wo)
+                };
+                for oy in oy0..oy1 {
+                    let dst = &mut row[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
                     let iy = (oy * stride + ky) as isize - pad as isize;
-                    if iy < 0 || iy >= h as isize {
+                    if iy < 0 || iy >= h as isize || ox_lo >= ox_hi {
                         dst.fill(0.0);
                         continue;
                     }
                     let src_row = &src[iy as usize * w..(iy as usize + 1) * w];
-                    // Output columns whose input column lies inside the image.
-                    let off = kx as isize - pad as isize;
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * stride) as isize + off;
-                        *d = if ix >= 0 && ix < w as isize { src_row[ix as usize] } else { 0.0 };
+                    dst[..ox_lo].fill(0.0);
+                    dst[ox_hi..].fill(0.0);
+                    let first = (ox_lo * stride) as isize + off;
+                    if stride == 1 {
+                        dst[ox_lo..ox_hi].copy_from_slice(
+                            &src_row[first as usize..first as usize + (ox_hi - ox_lo)],
+                        );
+                    } else {
+                        for (k, d) in dst[ox_lo..ox_hi].iter_mut().enumerate() {
+                            *d = src_row[first as usize + k * stride];
+                        }
                     }
                 }
             }
@@ -94,7 +118,11 @@ pub fn conv2d(
         ));
     }
     if weight.len() != o * cg * kh * kw {
-        return Err(format!("weight has {} values, shape {wshape:?} needs {}", weight.len(), o * cg * kh * kw));
+        return Err(format!(
+            "weight has {} values, shape {wshape:?} needs {}",
+            weight.len(),
+            o * cg * kh * kw
+        ));
     }
     let stride = geom.stride.max(1);
     let (ho, wo) = match (
@@ -111,7 +139,11 @@ pub fn conv2d(
     }
     if let Some(r) = epi.residual {
         if r.dim() != (n, o, ho, wo) {
-            return Err(format!("residual {:?} does not match output {:?}", r.dim(), (n, o, ho, wo)));
+            return Err(format!(
+                "residual {:?} does not match output {:?}",
+                r.dim(),
+                (n, o, ho, wo)
+            ));
         }
     }
     let xs = contiguous(x);
@@ -119,68 +151,176 @@ pub fn conv2d(
     let mut out = Tensor::zeros((n, o, ho, wo));
     let plane = ho * wo;
     let per_img_out = o * plane;
-    let og = o / g;
-    let dcol = cg * kh * kw;
-    let direct = kh == 1 && kw == 1 && stride == 1 && geom.pad == 0;
-    // Fewer images than cores: let the GEMM split the work instead.
-    let inner_threads = if n >= crate::engine::threads() { 1 } else { crate::engine::threads() };
+    let shape = BlockShape {
+        c,
+        h,
+        w,
+        o,
+        g,
+        cg,
+        kh,
+        kw,
+        stride,
+        pad: geom.pad,
+        ho,
+        wo,
+    };
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
-    let run_image = |(b, dst): (usize, &mut [f32])| {
-        let img = &xs[b * c * h * w..(b + 1) * c * h * w];
-        for gi in 0..g {
-            let wg = &weight[gi * og * dcol..(gi + 1) * og * dcol];
-            let dst_g = &mut dst[gi * og * plane..(gi + 1) * og * plane];
-            if direct {
-                let src = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
+    let threads = crate::engine::threads();
+    if n >= threads || ho < 2 {
+        // Epilogue fused into the same pass, while the image's output is in cache.
+        out_slice
+            .par_chunks_mut(per_img_out)
+            .enumerate()
+            .for_each(|(b, dst)| {
+                compute_rows(
+                    &xs[b * c * h * w..(b + 1) * c * h * w],
+                    weight,
+                    &shape,
+                    (0, ho),
+                    dst,
+                );
+                let res = residual
+                    .as_ref()
+                    .map(|r| &r[b * per_img_out..(b + 1) * per_img_out]);
+                apply_epilogue(dst, res, epi.bias, epi.relu, plane);
+            });
+        return Ok(out);
+    } else {
+        // Fewer images than cores (batch-1 latency): split each image's output
+        // rows into blocks, compute blocks in parallel, then scatter.
+        let per_img = threads.div_ceil(n).min(ho);
+        let units: Vec<(usize, usize, usize)> = (0..n)
+            .flat_map(|b| (0..per_img).map(move |k| (b, k * ho / per_img, (k + 1) * ho / per_img)))
+            .filter(|(_, a, z)| z > a)
+            .collect();
+        let blocks: Vec<Vec<f32>> = units
+            .par_iter()
+            .map(|&(b, oy0, oy1)| {
+                let mut tmp = vec![0f32; o * (oy1 - oy0) * wo];
+                compute_rows(
+                    &xs[b * c * h * w..(b + 1) * c * h * w],
+                    weight,
+                    &shape,
+                    (oy0, oy1),
+                    &mut tmp,
+                );
+                tmp
+            })
+            .collect();
+        for (&(b, oy0, oy1), tmp) in units.iter().zip(&blocks) {
+            let cols = (oy1 - oy0) * wo;
+            for ch in 0..o {
+                let dst = &mut out_slice[b * per_img_out + ch * plane + oy0 * wo..][..cols];
+                dst.copy_from_slice(&tmp[ch * cols..(ch + 1) * cols]);
+            }
+        }
+    }
+    out_slice
+        .par_chunks_mut(per_img_out)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let res = residual
+                .as_ref()
+                .map(|r| &r[b * per_img_out..(b + 1) * per_img_out]);
+            apply_epilogue(dst, res, epi.bias, epi.relu, plane);
+        });
+    Ok(out)
+}
+
+struct BlockShape {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    g: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+/// Output rows `[oy0, oy1)` of one image into `dst` (`o × (oy1-oy0)·wo`, row-major).
+fn compute_rows(
+    img: &[f32],
+    weight: &[f32],
+    s: &BlockShape,
+    (oy0, oy1): (usize, usize),
+    dst: &mut [f32],
+) {
+    let cols = (oy1 - oy0) * s.wo;
+    let og = s.o / s.g;
+    let dcol = s.cg * s.kh * s.kw;
+    let direct = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad == 0;
+    let _ = s.c;
+    for gi in 0..s.g {
+        let wg = &weight[gi * og * dcol..(gi + 1) * og * dcol];
+        let dst_g = &mut dst[gi * og * cols..(gi + 1) * og * cols];
+        if direct {
+            // A 1×1 stride-1 conv reads the input planes as they are.
+            let src = &img[gi * s.cg * s.h * s.w + oy0 * s.w..];
+            let rhs = MatRef {
+                data: src,
+                rows: dcol,
+                cols,
+                row_stride: s.h * s.w,
+                col_stride: 1,
+            };
+            sgemm(MatRef::row_major(wg, og, dcol), rhs, dst_g, false, 1);
+        } else {
+            COLUMNS.with(|cell| {
+                let mut col = cell.borrow_mut();
+                if col.len() < dcol * cols {
+                    col.resize(dcol * cols, 0.0);
+                }
+                im2col(
+                    img,
+                    (s.h, s.w),
+                    (gi * s.cg, s.cg),
+                    (s.kh, s.kw),
+                    s.stride,
+                    s.pad,
+                    (oy0, oy1, s.wo),
+                    &mut col,
+                );
                 sgemm(
                     MatRef::row_major(wg, og, dcol),
-                    MatRef::row_major(src, dcol, plane),
+                    MatRef::row_major(&col[..dcol * cols], dcol, cols),
                     dst_g,
                     false,
-                    inner_threads,
+                    1,
                 );
-            } else {
-                COLUMNS.with(|cell| {
-                    let mut col = cell.borrow_mut();
-                    if col.len() < dcol * plane {
-                        col.resize(dcol * plane, 0.0);
-                    }
-                    im2col(img, (h, w), (gi * cg, cg), (kh, kw), stride, geom.pad, (ho, wo), &mut col);
-                    sgemm(
-                        MatRef::row_major(wg, og, dcol),
-                        MatRef::row_major(&col[..dcol * plane], dcol, plane),
-                        dst_g,
-                        false,
-                        inner_threads,
-                    );
-                });
-            }
+            });
         }
-        let res = residual.as_ref().map(|r| &r[b * per_img_out..(b + 1) * per_img_out]);
-        for ch in 0..o {
-            let row = &mut dst[ch * plane..(ch + 1) * plane];
-            let bias = epi.bias.map_or(0.0, |bv| bv[ch]);
-            match (res, epi.relu) {
-                (Some(r), relu) => {
-                    let rr = &r[ch * plane..(ch + 1) * plane];
-                    for (v, a) in row.iter_mut().zip(rr) {
-                        let s = *v + bias + a;
-                        *v = if relu { s.max(0.0) } else { s };
-                    }
-                }
-                (None, true) => row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
-                (None, false) => {
-                    if bias != 0.0 {
-                        row.iter_mut().for_each(|v| *v += bias)
-                    }
-                }
-            }
-        }
-    };
-    if inner_threads > 1 {
-        out_slice.chunks_mut(per_img_out).enumerate().for_each(run_image);
-    } else {
-        out_slice.par_chunks_mut(per_img_out).enumerate().for_each(run_image);
     }
-    Ok(out)
+}
+
+/// `+ bias[c]`, `+ residual`, ReLU, one pass over one image's output.
+fn apply_epilogue(
+    dst: &mut [f32],
+    res: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    relu: bool,
+    plane: usize,
+) {
+    for (ch, row) in dst.chunks_mut(plane).enumerate() {
+        let bias = bias.map_or(0.0, |bv| bv[ch]);
+        match (res, relu) {
+            (Some(r), relu) => {
+                for (v, a) in row.iter_mut().zip(&r[ch * plane..(ch + 1) * plane]) {
+                    let s = *v + bias + a;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }
+            (None, true) => row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
+            (None, false) => {
+                if bias != 0.0 {
+                    row.iter_mut().for_each(|v| *v += bias)
+                }
+            }
+        }
+    }
 }

@@ -18,7 +18,10 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
 pub fn batchnorm(mut x: Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor, String> {
     let c = x.dim().1;
     if scale.len() != c || shift.len() != c {
-        return Err(format!("batch norm has {} channels, input has {c}", scale.len()));
+        return Err(format!(
+            "batch norm has {} channels, input has {c}",
+            scale.len()
+        ));
     }
     for mut img in x.outer_iter_mut() {
         for (ch, mut plane) in img.axis_iter_mut(Axis(0)).enumerate() {
@@ -36,6 +39,7 @@ pub fn shortcut_pad(x: &Tensor, stride: usize, pad_before: usize, pad_after: usi
     let sub = x.slice(s![.., .., ..;stride as isize, ..;stride as isize]);
     let (_, _, ho, wo) = sub.dim();
     let mut out = Tensor::zeros((n, c + pad_before + pad_after, ho, wo));
-    out.slice_mut(s![.., pad_before..pad_before + c, .., ..]).assign(&sub);
+    out.slice_mut(s![.., pad_before..pad_before + c, .., ..])
+        .assign(&sub);
     out
 }

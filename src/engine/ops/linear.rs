@@ -3,7 +3,12 @@
 use crate::engine::kernels::{sgemm, MatRef};
 use crate::engine::tensor::{contiguous, Tensor};
 
-pub fn linear(x: &Tensor, weight: &[f32], out_features: usize, bias: Option<&[f32]>) -> Result<Tensor, String> {
+pub fn linear(
+    x: &Tensor,
+    weight: &[f32],
+    out_features: usize,
+    bias: Option<&[f32]>,
+) -> Result<Tensor, String> {
     let (n, c, h, w) = x.dim();
     let inf = c * h * w;
     if weight.len() != out_features * inf {
@@ -24,7 +29,10 @@ pub fn linear(x: &Tensor, weight: &[f32], out_features: usize, bias: Option<&[f3
     );
     if let Some(b) = bias {
         if b.len() != out_features {
-            return Err(format!("bias has {} values, expected {out_features}", b.len()));
+            return Err(format!(
+                "bias has {} values, expected {out_features}",
+                b.len()
+            ));
         }
         for row in o.chunks_mut(out_features) {
             row.iter_mut().zip(b).for_each(|(v, bb)| *v += bb);

@@ -3,7 +3,6 @@
 use crate::engine::ops::conv::conv_output_size;
 use crate::engine::tensor::Tensor;
 
-
 fn pool(x: &Tensor, k: usize, s: usize, p: usize, is_max: bool) -> Result<Tensor, String> {
     let (n, c, h, w) = x.dim();
     let (ho, wo) = match (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)) {
@@ -22,8 +21,15 @@ fn pool(x: &Tensor, k: usize, s: usize, p: usize, is_max: bool) -> Result<Tensor
                             let iy = (oy * s + ky) as isize - p as isize;
                             for kx in 0..k {
                                 let ix = (ox * s + kx) as isize - p as isize;
-                                let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
-                                let v = if inside { xb[[ch, iy as usize, ix as usize]] } else if is_max { f32::NEG_INFINITY } else { 0.0 };
+                                let inside =
+                                    iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                                let v = if inside {
+                                    xb[[ch, iy as usize, ix as usize]]
+                                } else if is_max {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    0.0
+                                };
                                 acc = if is_max { acc.max(v) } else { acc + v };
                             }
                         }

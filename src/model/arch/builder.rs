@@ -12,18 +12,35 @@ pub struct GraphBuilder<'s> {
 
 impl<'s> GraphBuilder<'s> {
     pub fn new(store: &'s mut TensorStore) -> Self {
-        GraphBuilder { store, nodes: Vec::new(), num_values: 1 }
+        GraphBuilder {
+            store,
+            nodes: Vec::new(),
+            num_values: 1,
+        }
     }
 
     fn push(&mut self, name: String, op: Op, inputs: Vec<usize>) -> usize {
         let output = self.num_values;
         self.num_values += 1;
-        self.nodes.push(Node { name, op, inputs, output });
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            output,
+        });
         output
     }
 
     /// `{prefix}.weight` of shape `[out, cin, k, k]`, optional `{prefix}.bias`.
-    pub fn conv(&mut self, x: usize, prefix: &str, cin: usize, out: Option<usize>, k: Option<usize>, stride: usize) -> Result<(usize, usize)> {
+    pub fn conv(
+        &mut self,
+        x: usize,
+        prefix: &str,
+        cin: usize,
+        out: Option<usize>,
+        k: Option<usize>,
+        stride: usize,
+    ) -> Result<(usize, usize)> {
         let wname = format!("{prefix}.weight");
         let weight = self.store.take(&wname, &[out, Some(cin), k, k])?;
         let shape: [usize; 4] = {
@@ -31,19 +48,49 @@ impl<'s> GraphBuilder<'s> {
             [s[0], s[1], s[2], s[3]]
         };
         let bias_name = format!("{prefix}.bias");
-        let bias = if self.store.has(&bias_name) { Some(self.store.take(&bias_name, &[Some(shape[0])])?) } else { None };
+        let bias = if self.store.has(&bias_name) {
+            Some(self.store.take(&bias_name, &[Some(shape[0])])?)
+        } else {
+            None
+        };
         let geom = ConvGeom::new(stride, shape[2] / 2);
-        let v = self.push(prefix.to_string(), Op::Conv(ConvLayer { weight, shape, bias, geom, post: PostOps::default() }), vec![x]);
+        let v = self.push(
+            prefix.to_string(),
+            Op::Conv(ConvLayer {
+                weight,
+                shape,
+                bias,
+                geom,
+                post: PostOps::default(),
+                folded: None,
+            }),
+            vec![x],
+        );
         Ok((v, shape[0]))
     }
 
     pub fn batchnorm(&mut self, x: usize, prefix: &str, c: usize) -> Result<usize> {
         let mut t = |s: &str| self.store.take(&format!("{prefix}.{s}"), &[Some(c)]);
-        let bn = BatchNormParams { gamma: t("weight")?, beta: t("bias")?, mean: t("running_mean")?, var: t("running_var")?, eps: 1e-5 };
+        let bn = BatchNormParams {
+            gamma: t("weight")?,
+            beta: t("bias")?,
+            mean: t("running_mean")?,
+            var: t("running_var")?,
+            eps: 1e-5,
+        };
         Ok(self.push(prefix.to_string(), Op::BatchNorm(bn), vec![x]))
     }
 
-    pub fn conv_bn(&mut self, x: usize, conv: &str, bn: &str, cin: usize, out: Option<usize>, k: Option<usize>, stride: usize) -> Result<(usize, usize)> {
+    pub fn conv_bn(
+        &mut self,
+        x: usize,
+        conv: &str,
+        bn: &str,
+        cin: usize,
+        out: Option<usize>,
+        k: Option<usize>,
+        stride: usize,
+    ) -> Result<(usize, usize)> {
         let (v, c) = self.conv(x, conv, cin, out, k, stride)?;
         Ok((self.batchnorm(v, bn, c)?, c))
     }
@@ -60,30 +107,51 @@ impl<'s> GraphBuilder<'s> {
         let weight = self.store.take(&wname, &[None, Some(cin)])?;
         let out_features = weight.len() / cin.max(1);
         let bias = if self.store.has(&format!("{prefix}.bias")) {
-            Some(self.store.take(&format!("{prefix}.bias"), &[Some(out_features)])?)
+            Some(
+                self.store
+                    .take(&format!("{prefix}.bias"), &[Some(out_features)])?,
+            )
         } else {
             None
         };
-        let v = self.push(prefix.to_string(), Op::Linear(LinearLayer { weight, out_features, in_features: cin, bias }), vec![f]);
+        let v = self.push(
+            prefix.to_string(),
+            Op::Linear(LinearLayer {
+                weight,
+                out_features,
+                in_features: cin,
+                bias,
+            }),
+            vec![f],
+        );
         Ok((v, out_features))
     }
 
     /// Stage and block indices present: `layerL.i.` → sorted `(L, [i…])`.
     pub fn stages(&self) -> Vec<(usize, Vec<usize>)> {
-        let mut found: std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> = Default::default();
+        let mut found: std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> =
+            Default::default();
         for name in self.store.names() {
             let mut parts = name.split('.');
             if let (Some(l), Some(i)) = (parts.next(), parts.next()) {
-                if let (Some(l), Ok(i)) = (l.strip_prefix("layer").and_then(|v| v.parse().ok()), i.parse::<usize>()) {
+                if let (Some(l), Ok(i)) = (
+                    l.strip_prefix("layer").and_then(|v| v.parse().ok()),
+                    i.parse::<usize>(),
+                ) {
                     found.entry(l).or_default().insert(i);
                 }
             }
         }
-        found.into_iter().map(|(l, is)| (l, is.into_iter().collect())).collect()
+        found
+            .into_iter()
+            .map(|(l, is)| (l, is.into_iter().collect()))
+            .collect()
     }
 
     /// Name of the classifier: `linear` (akamaster) or `fc` (torchvision).
     pub fn classifier_name(&self) -> Option<&'static str> {
-        ["fc", "linear", "classifier"].into_iter().find(|n| self.store.has(&format!("{n}.weight")))
+        ["fc", "linear", "classifier"]
+            .into_iter()
+            .find(|n| self.store.has(&format!("{n}.weight")))
     }
 }

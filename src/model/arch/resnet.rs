@@ -11,7 +11,10 @@ use crate::{Error, Result};
 
 pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
     let path = store.path.clone();
-    let arch_err = |reason: String| Error::Architecture { path: path.clone(), reason };
+    let arch_err = |reason: String| Error::Architecture {
+        path: path.clone(),
+        reason,
+    };
     let in_ch = store.shape("conv1.weight").map_or(3, |s| s[1]);
     let mut b = GraphBuilder::new(store);
     let stages = b.stages();
@@ -20,10 +23,16 @@ pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
     }
     for (k, (l, blocks)) in stages.iter().enumerate() {
         if *l != k + 1 {
-            return Err(arch_err(format!("stages must be numbered layer1, layer2, …; found layer{l} in position {}", k + 1)));
+            return Err(arch_err(format!(
+                "stages must be numbered layer1, layer2, …; found layer{l} in position {}",
+                k + 1
+            )));
         }
         if blocks.iter().enumerate().any(|(j, i)| j != *i) {
-            return Err(arch_err(format!("blocks of layer{l} are not numbered 0..{}", blocks.len())));
+            return Err(arch_err(format!(
+                "blocks of layer{l} are not numbered 0..{}",
+                blocks.len()
+            )));
         }
     }
     let bottleneck = b.store.has("layer1.0.conv3.weight");
@@ -34,7 +43,15 @@ pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
     let (mut x, mut c) = b.conv_bn(0, "conv1", "bn1", in_ch, None, Some(stem_k), stem_stride)?;
     x = b.op("relu", Op::Relu, vec![x]);
     if family == Family::Imagenet {
-        x = b.op("maxpool", Op::MaxPool { kernel: 3, stride: 2, pad: 1 }, vec![x]);
+        x = b.op(
+            "maxpool",
+            Op::MaxPool {
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            },
+            vec![x],
+        );
     }
     let mut blocks_total = 0;
     for (l, blocks) in &stages {
@@ -43,26 +60,87 @@ pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
             let stride = if *l > 1 && i == 0 { 2 } else { 1 };
             let input = x;
             let y = if bottleneck {
-                let (y, m) = b.conv_bn(x, &format!("{pre}.conv1"), &format!("{pre}.bn1"), c, None, Some(1), 1)?;
+                let (y, m) = b.conv_bn(
+                    x,
+                    &format!("{pre}.conv1"),
+                    &format!("{pre}.bn1"),
+                    c,
+                    None,
+                    Some(1),
+                    1,
+                )?;
                 let y = b.op(&format!("{pre}.relu1"), Op::Relu, vec![y]);
-                let (y, m2) = b.conv_bn(y, &format!("{pre}.conv2"), &format!("{pre}.bn2"), m, None, Some(3), stride)?;
+                let (y, m2) = b.conv_bn(
+                    y,
+                    &format!("{pre}.conv2"),
+                    &format!("{pre}.bn2"),
+                    m,
+                    None,
+                    Some(3),
+                    stride,
+                )?;
                 let y = b.op(&format!("{pre}.relu2"), Op::Relu, vec![y]);
-                b.conv_bn(y, &format!("{pre}.conv3"), &format!("{pre}.bn3"), m2, None, Some(1), 1)?
+                b.conv_bn(
+                    y,
+                    &format!("{pre}.conv3"),
+                    &format!("{pre}.bn3"),
+                    m2,
+                    None,
+                    Some(1),
+                    1,
+                )?
             } else {
-                let (y, m) = b.conv_bn(x, &format!("{pre}.conv1"), &format!("{pre}.bn1"), c, None, Some(3), stride)?;
+                let (y, m) = b.conv_bn(
+                    x,
+                    &format!("{pre}.conv1"),
+                    &format!("{pre}.bn1"),
+                    c,
+                    None,
+                    Some(3),
+                    stride,
+                )?;
                 let y = b.op(&format!("{pre}.relu1"), Op::Relu, vec![y]);
-                b.conv_bn(y, &format!("{pre}.conv2"), &format!("{pre}.bn2"), m, None, Some(3), 1)?
+                b.conv_bn(
+                    y,
+                    &format!("{pre}.conv2"),
+                    &format!("{pre}.bn2"),
+                    m,
+                    None,
+                    Some(3),
+                    1,
+                )?
             };
             let (y, cout) = y;
-            let shortcut = ["downsample", "shortcut"].into_iter().find(|s| b.store.has(&format!("{pre}.{s}.0.weight")));
+            let shortcut = ["downsample", "shortcut"]
+                .into_iter()
+                .find(|s| b.store.has(&format!("{pre}.{s}.0.weight")));
             let skip = if let Some(s) = shortcut {
-                b.conv_bn(input, &format!("{pre}.{s}.0"), &format!("{pre}.{s}.1"), c, Some(cout), Some(1), stride)?.0
+                b.conv_bn(
+                    input,
+                    &format!("{pre}.{s}.0"),
+                    &format!("{pre}.{s}.1"),
+                    c,
+                    Some(cout),
+                    Some(1),
+                    stride,
+                )?
+                .0
             } else if stride != 1 || c != cout {
                 if cout < c {
-                    return Err(arch_err(format!("{pre}: channels shrink from {c} to {cout} without a shortcut conv")));
+                    return Err(arch_err(format!(
+                        "{pre}: channels shrink from {c} to {cout} without a shortcut conv"
+                    )));
                 }
                 let pad_before = (cout - c) / 2;
-                b.op(&format!("{pre}.shortcut"), Op::ShortcutPad { stride, pad_before, pad_after: cout - c - pad_before }, vec![input])
+                b.op(
+                    &format!("{pre}.shortcut"),
+                    Op::ShortcutPad {
+                        stride,
+                        pad_before,
+                        pad_after: cout - c - pad_before,
+                    },
+                    vec![input],
+                )
             } else {
                 input
             };
@@ -72,7 +150,9 @@ pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
             blocks_total += 1;
         }
     }
-    let fc = b.classifier_name().ok_or_else(|| arch_err("no classifier tensor (`fc.weight` or `linear.weight`)".into()))?;
+    let fc = b
+        .classifier_name()
+        .ok_or_else(|| arch_err("no classifier tensor (`fc.weight` or `linear.weight`)".into()))?;
     let (out, classes) = b.head(x, fc, c)?;
     let depth = blocks_total * if bottleneck { 3 } else { 2 } + 2;
     Ok((b.nodes, b.num_values, out, classes, depth))

@@ -1,0 +1,131 @@
+//! Shared fixtures: random ResNet checkpoints written as real safetensors files
+//! in both naming conventions, so loader tests never depend on `../shared`.
+#![allow(dead_code)]
+use qscope::util::Rng;
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub struct Tensors(pub Vec<(String, Vec<usize>, Vec<f32>)>);
+
+impl Tensors {
+    pub fn add(&mut self, rng: &mut Rng, name: &str, shape: &[usize], scale: f64) {
+        let n: usize = shape.iter().product();
+        self.0.push((
+            name.into(),
+            shape.to_vec(),
+            (0..n).map(|_| (rng.normal() * scale) as f32).collect(),
+        ));
+    }
+    pub fn bn(&mut self, rng: &mut Rng, prefix: &str, c: usize) {
+        let mk = |rng: &mut Rng, base: f64, s: f64| -> Vec<f32> {
+            (0..c).map(|_| (base + rng.normal() * s) as f32).collect()
+        };
+        let g = mk(rng, 1.0, 0.1);
+        let b = mk(rng, 0.0, 0.1);
+        let m = mk(rng, 0.0, 0.1);
+        let v: Vec<f32> = mk(rng, 1.0, 0.1)
+            .into_iter()
+            .map(|x| x.abs() + 0.1)
+            .collect();
+        for (s, d) in [
+            ("weight", g),
+            ("bias", b),
+            ("running_mean", m),
+            ("running_var", v),
+        ] {
+            self.0.push((format!("{prefix}.{s}"), vec![c], d));
+        }
+    }
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _, _)| n != name);
+    }
+    pub fn write(&self, path: &Path, metadata: Option<HashMap<String, String>>) {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .0
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    s.clone(),
+                    d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).expect("view"),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, &metadata, path).expect("write safetensors");
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Shortcut {
+    /// akamaster: parameter-free option A, classifier `linear`.
+    OptionA,
+    /// torchvision-style `downsample.{0,1}`, classifier `fc`.
+    Downsample,
+}
+
+/// A CIFAR ResNet with `n` basic blocks per stage and the given stage widths.
+pub fn cifar_resnet(
+    n: usize,
+    widths: &[usize],
+    classes: usize,
+    shortcut: Shortcut,
+    seed: u64,
+) -> Tensors {
+    let mut rng = Rng::new(seed);
+    let mut t = Tensors(Vec::new());
+    t.add(&mut rng, "conv1.weight", &[widths[0], 3, 3, 3], 0.3);
+    t.bn(&mut rng, "bn1", widths[0]);
+    let mut cin = widths[0];
+    for (l, &w) in widths.iter().enumerate() {
+        for i in 0..n {
+            let p = format!("layer{}.{i}", l + 1);
+            let s = (0.6 / ((cin * 9) as f64).sqrt()).max(0.05);
+            t.add(&mut rng, &format!("{p}.conv1.weight"), &[w, cin, 3, 3], s);
+            t.bn(&mut rng, &format!("{p}.bn1"), w);
+            t.add(&mut rng, &format!("{p}.conv2.weight"), &[w, w, 3, 3], s);
+            t.bn(&mut rng, &format!("{p}.bn2"), w);
+            if shortcut == Shortcut::Downsample && (cin != w || (l > 0 && i == 0)) {
+                t.add(
+                    &mut rng,
+                    &format!("{p}.downsample.0.weight"),
+                    &[w, cin, 1, 1],
+                    0.3,
+                );
+                t.bn(&mut rng, &format!("{p}.downsample.1"), w);
+            }
+            cin = w;
+        }
+    }
+    let fc = if shortcut == Shortcut::OptionA {
+        "linear"
+    } else {
+        "fc"
+    };
+    t.add(&mut rng, &format!("{fc}.weight"), &[classes, cin], 0.3);
+    t.add(&mut rng, &format!("{fc}.bias"), &[classes], 0.1);
+    t
+}
+
+pub fn random_input(n: usize, c: usize, s: usize, seed: u64) -> qscope::engine::Tensor {
+    let mut rng = Rng::new(seed);
+    qscope::engine::Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32)
+}
+
+pub fn max_rel_diff(a: &qscope::engine::Tensor, b: &qscope::engine::Tensor) -> f32 {
+    assert_eq!(a.dim(), b.dim());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter()
+        .zip(b.iter())
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}

@@ -1,0 +1,162 @@
+//! Loader and graph tests on checkpoints written here (both PyTorch naming
+//! conventions, several depths and widths), plus clear errors on bad files.
+mod common;
+use common::{cifar_resnet, max_rel_diff, random_input, Shortcut};
+use qscope::model::{forward, load, Op};
+use std::collections::HashMap;
+
+#[test]
+fn infers_depth_and_widths_for_both_naming_conventions() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (n, widths, sc, depth) in [
+        (1, vec![8, 16, 32], Shortcut::OptionA, 8),
+        (3, vec![16, 32, 64], Shortcut::OptionA, 20),
+        (2, vec![4, 8], Shortcut::Downsample, 10),
+    ] {
+        let p = dir.path().join(format!("m{depth}.safetensors"));
+        cifar_resnet(n, &widths, 7, sc, 1).write(&p, None);
+        let g = load(&p).expect("load");
+        assert_eq!(g.meta.arch, format!("resnet{depth}"));
+        assert_eq!(g.meta.num_classes, 7);
+        let convs = g.layers().iter().filter(|l| l.kind == "conv").count();
+        let extra = if sc == Shortcut::Downsample {
+            widths.len() - 1
+        } else {
+            0
+        };
+        assert_eq!(convs, 1 + 2 * n * widths.len() + extra);
+        let out = forward(&g, random_input(2, 3, 32, 2)).expect("forward");
+        assert_eq!(out.dim(), (2, 7, 1, 1));
+    }
+}
+
+#[test]
+fn folding_batchnorm_and_fusing_preserve_outputs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for sc in [Shortcut::OptionA, Shortcut::Downsample] {
+        let p = dir.path().join("m.safetensors");
+        cifar_resnet(2, &[8, 16, 32], 10, sc, 9).write(&p, None);
+        let g = load(&p).expect("load");
+        let fused = g.fused();
+        assert!(fused.nodes.len() < g.nodes.len());
+        assert!(
+            !fused.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm(_))),
+            "every BN follows a conv and folds"
+        );
+        for batch in [1, 5] {
+            let x = random_input(batch, 3, 32, 4);
+            let a = forward(&g, x.clone()).expect("plain");
+            let b = forward(&fused, x).expect("fused");
+            // Reference: the unfused graph (separate BN, add, ReLU ops). Tolerance 1e-5 relative.
+            assert!(max_rel_diff(&b, &a) < 1e-5, "{}", max_rel_diff(&b, &a));
+        }
+    }
+}
+
+#[test]
+fn metadata_overrides_name_and_normalisation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("m.safetensors");
+    let md: HashMap<String, String> = [
+        ("arch", "my-net"),
+        ("mean", "[0.5, 0.5, 0.5]"),
+        ("std", "0.25,0.25,0.25"),
+        ("classes", "a,b,c"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 2).write(&p, Some(md));
+    let g = load(&p).expect("load");
+    assert_eq!(g.meta.arch, "my-net");
+    assert_eq!(g.meta.mean, vec![0.5; 3]);
+    assert_eq!(g.meta.std, vec![0.25; 3]);
+    assert_eq!(
+        g.meta.class_names.as_deref(),
+        Some(&["a".to_string(), "b".into(), "c".into()][..])
+    );
+}
+
+fn load_err(t: &common::Tensors) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("bad.safetensors");
+    t.write(&p, None);
+    load(&p).expect_err("must fail").to_string()
+}
+
+#[test]
+fn missing_extra_and_misshaped_tensors_are_named() {
+    let mut t = cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3);
+    t.remove("layer2.0.bn1.running_var");
+    let e = load_err(&t);
+    assert!(
+        e.contains("layer2.0.bn1.running_var") && e.contains("missing") && e.contains("[8]"),
+        "{e}"
+    );
+
+    let mut t = cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3);
+    t.0.push(("layer1.0.extra.weight".into(), vec![2], vec![0.0, 0.0]));
+    let e = load_err(&t);
+    assert!(
+        e.contains("layer1.0.extra.weight") && e.contains("not used"),
+        "{e}"
+    );
+
+    let mut t = cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3);
+    for (n, s, d) in &mut t.0 {
+        if n == "layer1.0.conv2.weight" {
+            *s = vec![4, 2, 3, 3];
+            d.truncate(72);
+        }
+    }
+    let e = load_err(&t);
+    assert!(
+        e.contains("layer1.0.conv2.weight") && e.contains("[4, 2, 3, 3]") && e.contains("expected"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_corrupt_and_wrong_dtype_files_give_errors_not_panics() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let good = dir.path().join("good.safetensors");
+    cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3).write(&good, None);
+    let bytes = std::fs::read(&good).expect("read");
+    for (name, data) in [
+        ("trunc.safetensors", bytes[..bytes.len() / 2].to_vec()),
+        ("garbage.safetensors", b"not a model at all".to_vec()),
+        ("empty.safetensors", vec![]),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).expect("write");
+        let e = load(&p).expect_err("must fail").to_string();
+        assert!(e.contains(name) && e.contains("safetensors"), "{e}");
+    }
+    // An int64 weight where floats are expected.
+    let p = dir.path().join("i64.safetensors");
+    let raw = vec![0u8; 8 * 4];
+    let v =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![4], &raw).expect("view");
+    safetensors::serialize_to_file(vec![("conv1.weight".to_string(), v)], &None, &p)
+        .expect("write");
+    let e = load(&p).expect_err("must fail").to_string();
+    assert!(e.contains("conv1.weight") && e.contains("dtype"), "{e}");
+    let e = load(&dir.path().join("nope.safetensors"))
+        .expect_err("must fail")
+        .to_string();
+    assert!(e.contains("nope.safetensors"), "{e}");
+}
+
+#[test]
+fn layer_table_counts_params_and_macs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("m.safetensors");
+    cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3).write(&p, None);
+    let g = load(&p).expect("load");
+    let l = g.layers();
+    assert_eq!(l[0].name, "conv1");
+    assert_eq!(l[0].macs, (4 * 3 * 9 * 32 * 32) as u64);
+    let last_conv = &l[l.len() - 2];
+    assert_eq!(last_conv.output_hw, (16, 16));
+    assert_eq!(l.last().map(|x| x.params), Some(3 * 8 + 3));
+}

@@ -1,0 +1,199 @@
+//! Every engine op against an independent naive implementation (direct loops
+//! in f64). Tolerance: 1e-5 relative to the output's max magnitude (f32 GEMM
+//! accumulation order differs from the naive sum).
+mod common;
+use common::{max_rel_diff, random_input};
+use qscope::engine::ops::{self, ConvGeom, Epilogue};
+use qscope::engine::Tensor;
+use qscope::util::Rng;
+
+fn naive_conv(
+    x: &Tensor,
+    w: &[f32],
+    [o, cg, kh, kw]: [usize; 4],
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    bias: Option<&[f32]>,
+) -> Tensor {
+    let (n, c, h, wd) = x.dim();
+    let ho = (h + 2 * pad - kh) / stride + 1;
+    let wo = (wd + 2 * pad - kw) / stride + 1;
+    let og = o / groups;
+    let _ = c;
+    Tensor::from_shape_fn((n, o, ho, wo), |(b, oc, oy, ox)| {
+        let g = oc / og;
+        let mut s = bias.map_or(0.0, |bv| bv[oc] as f64);
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    let ix = (ox * stride + kx) as isize - pad as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                        s += x[[b, g * cg + ci, iy as usize, ix as usize]] as f64
+                            * w[((oc * cg + ci) * kh + ky) * kw + kx] as f64;
+                    }
+                }
+            }
+        }
+        s as f32
+    })
+}
+
+#[test]
+fn conv_matches_direct_loops_across_shapes_strides_groups_and_batch_sizes() {
+    let mut rng = Rng::new(3);
+    // (n, c, h, o, k, stride, pad, groups): batch 1 exercises the row-block path.
+    let cases = [
+        (1, 3, 32, 16, 3, 1, 1, 1),
+        (4, 16, 8, 32, 3, 2, 1, 1),
+        (3, 8, 9, 8, 1, 1, 0, 1),
+        (2, 8, 7, 16, 1, 2, 0, 1),
+        (1, 4, 11, 6, 7, 2, 3, 2),
+        (5, 6, 6, 6, 3, 1, 1, 6),
+        (1, 16, 16, 16, 3, 1, 1, 1),
+    ];
+    for &(n, c, h, o, k, s, p, g) in &cases {
+        let x = random_input(n, c, h, rng.next_u64());
+        let shape = [o, c / g, k, k];
+        let w: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let bias: Vec<f32> = (0..o).map(|_| rng.normal() as f32).collect();
+        let got = ops::conv2d(
+            &x,
+            &w,
+            shape,
+            ConvGeom {
+                stride: s,
+                pad: p,
+                groups: g,
+            },
+            Epilogue {
+                bias: Some(&bias),
+                ..Default::default()
+            },
+        )
+        .expect("conv");
+        let want = naive_conv(&x, &w, shape, s, p, g, Some(&bias));
+        assert!(
+            max_rel_diff(&got, &want) < 1e-5,
+            "case {:?}: {}",
+            (n, c, h, o, k, s, p, g),
+            max_rel_diff(&got, &want)
+        );
+    }
+}
+
+#[test]
+fn conv_epilogue_adds_residual_then_applies_relu() {
+    let x = random_input(2, 4, 6, 1);
+    let res = random_input(2, 5, 6, 2);
+    let mut rng = Rng::new(5);
+    let w: Vec<f32> = (0..5 * 4 * 9).map(|_| rng.normal() as f32).collect();
+    let got = ops::conv2d(
+        &x,
+        &w,
+        [5, 4, 3, 3],
+        ConvGeom::new(1, 1),
+        Epilogue {
+            bias: None,
+            residual: Some(&res),
+            relu: true,
+        },
+    )
+    .expect("conv");
+    let want = (naive_conv(&x, &w, [5, 4, 3, 3], 1, 1, 1, None) + &res).mapv(|v| v.max(0.0));
+    assert!(max_rel_diff(&got, &want) < 1e-5);
+}
+
+#[test]
+fn conv_rejects_mismatched_channels_instead_of_panicking() {
+    let x = random_input(1, 3, 8, 1);
+    let err = ops::conv2d(
+        &x,
+        &[0.0; 16 * 4 * 9],
+        [16, 4, 3, 3],
+        ConvGeom::new(1, 1),
+        Epilogue::default(),
+    )
+    .unwrap_err();
+    assert!(err.contains("3 channels"), "{err}");
+}
+
+#[test]
+fn linear_pools_and_shortcut_match_direct_loops() {
+    let x = random_input(3, 6, 5, 9);
+    let mut rng = Rng::new(11);
+    let w: Vec<f32> = (0..4 * 150).map(|_| rng.normal() as f32).collect();
+    let b: Vec<f32> = (0..4).map(|_| rng.normal() as f32).collect();
+    let got = ops::linear(&x, &w, 4, Some(&b)).expect("linear");
+    let want = Tensor::from_shape_fn((3, 4, 1, 1), |(n, o, _, _)| {
+        let flat: Vec<f32> = x
+            .slice(ndarray::s![n, .., .., ..])
+            .iter()
+            .copied()
+            .collect();
+        b[o] + flat
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * w[o * 150 + i])
+            .sum::<f32>()
+    });
+    assert!(max_rel_diff(&got, &want) < 1e-5);
+
+    let gap = ops::global_avg_pool(&x);
+    assert!(
+        (gap[[1, 2, 0, 0]] - x.slice(ndarray::s![1, 2, .., ..]).mean().expect("mean")).abs() < 1e-6
+    );
+
+    let mp = ops::max_pool(&x, 3, 2, 1).expect("pool");
+    assert_eq!(mp.dim(), (3, 6, 3, 3));
+    // Window at (1,1) covers rows 1..=3, cols 1..=3.
+    let m = x
+        .slice(ndarray::s![0, 0, 1..4, 1..4])
+        .iter()
+        .fold(f32::MIN, |a, &v| a.max(v));
+    assert_eq!(mp[[0, 0, 1, 1]], m);
+    // Top-left window includes padding: only rows/cols 0..=1 are real.
+    let m0 = x
+        .slice(ndarray::s![0, 0, 0..2, 0..2])
+        .iter()
+        .fold(f32::MIN, |a, &v| a.max(v));
+    assert_eq!(mp[[0, 0, 0, 0]], m0);
+
+    let ap = ops::avg_pool(&x, 2, 2, 0).expect("pool");
+    let a = x.slice(ndarray::s![2, 5, 2..4, 0..2]).sum() / 4.0;
+    assert!((ap[[2, 5, 1, 0]] - a).abs() < 1e-6);
+
+    let sc = ops::shortcut_pad(&x, 2, 1, 2);
+    assert_eq!(sc.dim(), (3, 9, 3, 3));
+    assert_eq!(sc[[0, 0, 1, 1]], 0.0);
+    assert_eq!(sc[[0, 1, 1, 2]], x[[0, 0, 2, 4]]);
+    assert_eq!(sc[[2, 6, 2, 0]], x[[2, 5, 4, 0]]);
+    assert_eq!(sc[[2, 8, 0, 0]], 0.0);
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let x = random_input(3, 8, 12, 4);
+    let mut rng = Rng::new(8);
+    let w: Vec<f32> = (0..16 * 8 * 9).map(|_| rng.normal() as f32).collect();
+    let run = |t: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .expect("pool")
+            .install(|| {
+                ops::conv2d(
+                    &x,
+                    &w,
+                    [16, 8, 3, 3],
+                    ConvGeom::new(1, 1),
+                    Epilogue::default(),
+                )
+                .expect("conv")
+            })
+    };
+    assert_eq!(run(1), run(4));
+}
