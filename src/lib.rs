@@ -9,7 +9,9 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod jobs;
 pub mod model;
+pub mod quant;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -4,6 +4,8 @@ mod bench;
 mod eval;
 mod info;
 mod progress;
+mod quantize;
+mod runspec;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Batch-1 latency and batch-N throughput.
     Bench(bench::BenchArgs),
+    /// Quantize a model (RTN, GPTQ, GPFQ), evaluate it, save the result.
+    Quantize(quantize::QuantizeArgs),
+    /// Run a saved job spec (JSON) or every spec in a folder; finished specs are skipped.
+    Run(runspec::RunArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -43,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Quantize(a)) => quantize::run(a),
+        Some(Command::Run(a)) => runspec::run(a),
         None => eval::run(eval::EvalArgs::sample()),
     }
 }

@@ -36,13 +36,6 @@ impl Progress {
             b.set_position(done as u64);
         }
     }
-
-    pub fn set_label(&mut self, label: &str) {
-        self.label = label.to_string();
-        if let Some(b) = &self.bar {
-            b.set_message(label.to_string());
-        }
-    }
 }
 
 impl Drop for Progress {

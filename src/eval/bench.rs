@@ -94,3 +94,18 @@ pub fn cpu_features() -> String {
         "portable".into()
     }
 }
+
+/// Batch-1 median latency in ms on the current thread pool, for result tables.
+pub fn latency_only(graph: &Graph, budget: Duration) -> Result<f64> {
+    let one = random_input(graph, 1);
+    forward(graph, one.clone())?;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while lat.len() < 10 || (start.elapsed() < budget && lat.len() < 500) {
+        let t = Instant::now();
+        forward(graph, one.clone())?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat[lat.len() / 2])
+}

@@ -2,6 +2,7 @@
 //! lives there) and the executor that runs a graph on the engine.
 pub mod arch;
 pub mod exec;
+pub mod export;
 pub mod fuse;
 pub mod graph;
 pub mod loader;

@@ -162,7 +162,6 @@ pub fn conv2d(
         kw,
         stride,
         pad: geom.pad,
-        ho,
         wo,
     };
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
@@ -239,7 +238,6 @@ struct BlockShape {
     kw: usize,
     stride: usize,
     pad: usize,
-    ho: usize,
     wo: usize,
 }
 

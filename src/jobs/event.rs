@@ -1,0 +1,28 @@
+//! The one message type from a job to whoever watches it.
+use crate::eval::EvalReport;
+use crate::jobs::runner::RunResult;
+use crate::quant::LayerReport;
+
+#[derive(Clone, Debug)]
+pub enum JobEvent {
+    /// The model is loaded: its quantizable layers, in order.
+    Started {
+        layers: Vec<String>,
+    },
+    /// A long phase is under way (loading data, calibration, evaluation).
+    Stage {
+        name: String,
+        done: usize,
+        total: usize,
+    },
+    /// One layer quantized, with its metrics and histograms.
+    LayerDone {
+        report: Box<LayerReport>,
+        done: usize,
+        total: usize,
+    },
+    Evaluated(Box<EvalReport>),
+    Finished(Box<RunResult>),
+    Failed(String),
+    Cancelled,
+}

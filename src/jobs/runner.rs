@@ -1,0 +1,141 @@
+//! Runs one `JobSpec`: load → (calibrate + quantize) → evaluate → size and
+//! latency → result. Reports progress through `emit`; checks `cancel` between
+//! layers and batches (a cancelled job saves nothing and touches nothing saved).
+use crate::data::{parse_classes, sample_spread, DatasetRoot, Preprocess, SplitKind};
+use crate::eval::accuracy::eval_indices;
+use crate::eval::{size, EvalReport};
+use crate::jobs::{JobEvent, JobSpec};
+use crate::quant::{quantize_model, LayerReport};
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub key: String,
+    pub label: String,
+    pub spec: JobSpec,
+    pub arch: String,
+    pub eval: EvalReport,
+    pub layers: Vec<LayerReport>,
+    /// Average bits per quantized weight (32 for FP).
+    pub bits_avg: f64,
+    /// Model size with weights bit-packed at their bit width, plus per-channel
+    /// scales/zero points and the FP parameters (BN, biases).
+    pub size_bytes: u64,
+    pub fp32_bytes: u64,
+    pub quantize_seconds: f64,
+    pub total_seconds: f64,
+    pub latency_ms: f64,
+    /// Which kernel path the latency was measured on.
+    pub latency_path: String,
+    pub finished_unix: f64,
+}
+
+pub fn run(
+    spec: &JobSpec,
+    cancel: &AtomicBool,
+    emit: &mut dyn FnMut(JobEvent),
+) -> Result<RunResult> {
+    let start = Instant::now();
+    let graph = crate::model::load(&spec.model)?;
+    emit(JobEvent::Started {
+        layers: graph.layer_names(),
+    });
+    let root = DatasetRoot::open(&spec.data)?;
+    emit(JobEvent::Stage {
+        name: "loading test images".into(),
+        done: 0,
+        total: 1,
+    });
+    let test = root.split(SplitKind::Test)?;
+    let classes_spec = spec.classes.as_ref().map(|c| c.join(","));
+    let classes = parse_classes(classes_spec.as_deref().unwrap_or("all"), &test.class_names)?;
+    let subset = spec.classes.as_ref().map(|_| classes.clone());
+    let pre = Preprocess::for_model(&graph.meta);
+    let (model, layers, bits_avg, size_bytes, qsecs) = match &spec.quant {
+        None => {
+            let s = size::SizeReport::of(&graph);
+            (graph.clone(), vec![], 32.0, s.memory_bytes as u64, 0.0)
+        }
+        Some(cfg) => {
+            if spec.calib == 0 {
+                return Err(crate::Error::Invalid(
+                    "calibration size must be at least 1 image".into(),
+                ));
+            }
+            emit(JobEvent::Stage {
+                name: "loading train images".into(),
+                done: 0,
+                total: 1,
+            });
+            let train = root.split(SplitKind::Train)?;
+            let idx = sample_spread(&train, &classes, spec.calib, spec.seed)?;
+            let calib = pre.batch(&train, &idx);
+            let mut cfg = cfg.clone();
+            cfg.seed = spec.seed;
+            let out = quantize_model(&graph, &calib, &cfg, cancel, &mut |r, done, total| {
+                emit(JobEvent::LayerDone {
+                    report: Box::new(r.clone()),
+                    done,
+                    total,
+                });
+            })?;
+            let avg = crate::quant::BitsMap::average(&graph, &out.bits);
+            let packed = size::packed_bytes(
+                &out.graph,
+                &out.bits,
+                cfg.method == crate::quant::Method::Gpfq,
+            );
+            (out.graph, out.layers, avg, packed, out.seconds)
+        }
+    };
+    let fused = model.fused();
+    let idx = eval_indices(&test, &classes, spec.eval_limit);
+    let eval = crate::eval::evaluate(
+        &fused,
+        &test,
+        &idx,
+        &pre,
+        subset.as_deref(),
+        256,
+        cancel,
+        &mut |d, t| {
+            emit(JobEvent::Stage {
+                name: "evaluating".into(),
+                done: d,
+                total: t,
+            });
+        },
+    )?;
+    emit(JobEvent::Evaluated(Box::new(eval.clone())));
+    let lat = crate::eval::bench::latency_only(&fused, Duration::from_millis(300))?;
+    if let Some(path) = &spec.export {
+        crate::model::export::save(&model, path)?;
+    }
+    let result = RunResult {
+        key: spec.key(),
+        label: spec.label(),
+        spec: spec.clone(),
+        arch: graph.meta.arch.clone(),
+        eval,
+        layers,
+        bits_avg,
+        size_bytes,
+        fp32_bytes: (graph.param_count() * 4) as u64,
+        quantize_seconds: qsecs,
+        total_seconds: start.elapsed().as_secs_f64(),
+        latency_ms: lat,
+        latency_path: if spec.quant.is_some() {
+            "fp32 kernels, dequantized weights".into()
+        } else {
+            "fp32 kernels".into()
+        },
+        finished_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    emit(JobEvent::Finished(Box::new(result.clone())));
+    Ok(result)
+}

@@ -1,0 +1,194 @@
+//! Second-moment statistics of a layer's GEMM input `X ∈ R^{d×m}` (im2col of
+//! the captured activations): `X Xᵀ` for GPTQ, and `X X̃ᵀ`, `X̃ X̃ᵀ` on sampled
+//! patches for GPFQ. One f32 GEMM per image (fast), summed across images in
+//! f64 (ALGORITHMS.md §0: accumulate Gram matrices in f64).
+use crate::engine::kernels::{sgemm, MatRef};
+use crate::engine::ops::{conv_output_size, im2col, ConvGeom};
+use crate::engine::Tensor;
+use crate::util::Rng;
+use rayon::prelude::*;
+
+/// How a layer reads its input: conv geometry, or a linear layer.
+#[derive(Clone, Copy, Debug)]
+pub enum LayerGeom {
+    Conv { shape: [usize; 4], geom: ConvGeom },
+    Linear { in_features: usize },
+}
+
+impl LayerGeom {
+    pub fn d(&self) -> usize {
+        match self {
+            LayerGeom::Conv { shape, .. } => shape[1] * shape[2] * shape[3],
+            LayerGeom::Linear { in_features } => *in_features,
+        }
+    }
+}
+
+/// Columns of image `b` (`d × P`, row-major) with the given stride override.
+fn columns(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    shape: [usize; 4],
+    stride: usize,
+    pad: usize,
+) -> (Vec<f32>, usize) {
+    let (kh, kw) = (shape[2], shape[3]);
+    let ho = conv_output_size(h, kh, stride, pad).unwrap_or(0);
+    let wo = conv_output_size(w, kw, stride, pad).unwrap_or(0);
+    let p = ho * wo;
+    let mut col = vec![0f32; shape[1] * kh * kw * p];
+    im2col(
+        x,
+        (h, w),
+        (0, c.min(shape[1])),
+        (kh, kw),
+        stride,
+        pad,
+        (0, ho, wo),
+        &mut col,
+    );
+    (col, p)
+}
+
+fn to_f64_sum(parts: impl ParallelIterator<Item = Vec<f32>>, len: usize) -> Vec<f64> {
+    parts
+        .map(|v| v.into_iter().map(f64::from).collect::<Vec<f64>>())
+        .reduce(
+            || vec![0f64; len],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// `X Xᵀ` over every position the layer computes (its own stride and padding).
+pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
+    let d = lg.d();
+    let (n, c, h, w) = x.dim();
+    let xs = crate::engine::tensor::contiguous(x);
+    match lg {
+        LayerGeom::Linear { .. } => {
+            let mut acc = vec![0f32; d * d];
+            sgemm(
+                MatRef::transposed(&xs, d, n),
+                MatRef::row_major(&xs, n, d),
+                &mut acc,
+                false,
+                crate::engine::threads(),
+            );
+            acc.into_iter().map(f64::from).collect()
+        }
+        LayerGeom::Conv { shape, geom } => {
+            let per = c * h * w;
+            let images: Vec<usize> = (0..n).collect();
+            to_f64_sum(
+                images.par_chunks(8).map(|chunk| {
+                    let mut acc = vec![0f32; d * d];
+                    for &b in chunk {
+                        let (col, p) = columns(
+                            &xs[b * per..(b + 1) * per],
+                            (c, h, w),
+                            shape,
+                            geom.stride.max(1),
+                            geom.pad,
+                        );
+                        sgemm(
+                            MatRef::row_major(&col, d, p),
+                            MatRef::transposed(&col, p, d),
+                            &mut acc,
+                            true,
+                            1,
+                        );
+                    }
+                    acc
+                }),
+                d * d,
+            )
+        }
+    }
+}
+
+/// GPFQ's statistics `(G = X X̃ᵀ, H̃ = X̃ X̃ᵀ)`. Convs use non-overlapping patches
+/// (stride = kernel) and draw `int(rate·L + 1)` patch indices per image with
+/// replacement, the same indices for X and X̃ (reference behaviour, §3).
+pub fn gram_pair_sampled(
+    x: &Tensor,
+    xt: &Tensor,
+    lg: LayerGeom,
+    rate: f64,
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>) {
+    let d = lg.d();
+    let (n, c, h, w) = x.dim();
+    let xs = crate::engine::tensor::contiguous(x);
+    let xts = crate::engine::tensor::contiguous(xt);
+    match lg {
+        LayerGeom::Linear { .. } => {
+            let mut g = vec![0f32; d * d];
+            let mut ht = vec![0f32; d * d];
+            let t = crate::engine::threads();
+            sgemm(
+                MatRef::transposed(&xs, d, n),
+                MatRef::row_major(&xts, n, d),
+                &mut g,
+                false,
+                t,
+            );
+            sgemm(
+                MatRef::transposed(&xts, d, n),
+                MatRef::row_major(&xts, n, d),
+                &mut ht,
+                false,
+                t,
+            );
+            (
+                g.into_iter().map(f64::from).collect(),
+                ht.into_iter().map(f64::from).collect(),
+            )
+        }
+        LayerGeom::Conv { shape, geom } => {
+            let per = c * h * w;
+            let images: Vec<usize> = (0..n).collect();
+            let both = images.par_chunks(8).map(|chunk| {
+                let mut g = vec![0f32; d * d];
+                let mut ht = vec![0f32; d * d];
+                for &b in chunk {
+                    let k = shape[2];
+                    let (cx, p) =
+                        columns(&xs[b * per..(b + 1) * per], (c, h, w), shape, k, geom.pad);
+                    let (ct, _) =
+                        columns(&xts[b * per..(b + 1) * per], (c, h, w), shape, k, geom.pad);
+                    let mut rng = Rng::new(seed ^ (b as u64).wrapping_mul(0x9E37_79B9));
+                    let m = (rate * p as f64 + 1.0) as usize;
+                    let pick: Vec<usize> = (0..m).map(|_| rng.below(p.max(1))).collect();
+                    let gather = |col: &[f32]| -> Vec<f32> {
+                        (0..d)
+                            .flat_map(|r| pick.iter().map(move |&j| col[r * p + j]))
+                            .collect()
+                    };
+                    let (sx, st) = (gather(&cx), gather(&ct));
+                    sgemm(
+                        MatRef::row_major(&sx, d, m),
+                        MatRef::transposed(&st, m, d),
+                        &mut g,
+                        true,
+                        1,
+                    );
+                    sgemm(
+                        MatRef::row_major(&st, d, m),
+                        MatRef::transposed(&st, m, d),
+                        &mut ht,
+                        true,
+                        1,
+                    );
+                }
+                let mut out = g;
+                out.extend(ht);
+                out
+            });
+            let sum = to_f64_sum(both, 2 * d * d);
+            (sum[..d * d].to_vec(), sum[d * d..].to_vec())
+        }
+    }
+}
