@@ -50,6 +50,15 @@ pub fn run(
         total: 1,
     });
     let test = root.split(SplitKind::Test)?;
+    if spec
+        .classes
+        .as_ref()
+        .is_some_and(|c| c.iter().all(|s| s.trim().is_empty()))
+    {
+        return Err(crate::Error::Invalid(
+            "empty class subset: name at least one class, or leave the subset unset for all".into(),
+        ));
+    }
     let classes_spec = spec.classes.as_ref().map(|c| c.join(","));
     let classes = parse_classes(classes_spec.as_deref().unwrap_or("all"), &test.class_names)?;
     let subset = spec.classes.as_ref().map(|_| classes.clone());

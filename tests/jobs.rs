@@ -1,0 +1,141 @@
+//! Whole jobs on the bundled sample: what a user runs, end to end.
+use qscope::jobs::{run, JobEvent, JobSpec, ResultsStore};
+use qscope::quant::{BitsMap, Method, QuantConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+fn sample(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample_models")
+        .join(rel)
+}
+
+fn spec(method: Option<(Method, u8)>) -> JobSpec {
+    let mut s = JobSpec::new(sample("resnet20.safetensors"), sample("cifar10"));
+    s.quant = method.map(|(m, b)| QuantConfig::new(m, b));
+    s.calib = 64;
+    s.eval_limit = Some(500);
+    s
+}
+
+fn run_quiet(s: &JobSpec) -> qscope::Result<qscope::jobs::RunResult> {
+    run(s, &AtomicBool::new(false), &mut |_| {})
+}
+
+#[test]
+fn eight_bit_rtn_per_channel_stays_within_a_third_of_a_point_of_fp() {
+    let fp = run_quiet(&spec(None)).expect("fp");
+    let q = run_quiet(&spec(Some((Method::Rtn, 8)))).expect("rtn8");
+    assert!(
+        (fp.eval.top1_all - q.eval.top1_all).abs() <= 0.3 + 1e-9,
+        "fp {} vs rtn8 {}",
+        fp.eval.top1_all,
+        q.eval.top1_all
+    );
+    assert!(
+        q.layers.iter().all(|l| l.sqnr_db > 30.0),
+        "8-bit layers have high SQNR"
+    );
+    assert!(
+        q.size_bytes * 3 < fp.size_bytes,
+        "8-bit packed is < 1/3 of fp32"
+    );
+}
+
+#[test]
+fn events_stream_one_layer_at_a_time_and_results_save_atomically() {
+    let s = spec(Some((Method::Gptq, 4)));
+    let mut seen = Vec::new();
+    let r = run(&s, &AtomicBool::new(false), &mut |e| {
+        if let JobEvent::LayerDone {
+            done,
+            total,
+            report,
+        } = e
+        {
+            seen.push((done, total, report.name.clone()));
+        }
+    })
+    .expect("gptq");
+    assert_eq!(seen.len(), 20);
+    assert_eq!(seen[0], (1, 20, "conv1".to_string()));
+    assert_eq!(seen[19].2, "linear");
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = ResultsStore::new(dir.path());
+    store.save(&r).expect("save");
+    assert_eq!(store.load(&r.key).as_ref(), Some(&r));
+    std::fs::write(dir.path().join("junk.json"), "{ not json").expect("w");
+    let (all, bad) = store.load_all();
+    assert_eq!(all.len(), 1);
+    assert!(bad[0].contains("junk.json"));
+}
+
+#[test]
+fn cancelled_job_stops_with_cancelled() {
+    let e = run(
+        &spec(Some((Method::Gptq, 4))),
+        &AtomicBool::new(true),
+        &mut |_| {},
+    )
+    .expect_err("cancelled");
+    assert!(matches!(e, qscope::Error::Cancelled));
+}
+
+#[test]
+fn mixed_precision_presets_keep_four_bits_on_average() {
+    let g = qscope::model::load(&sample("resnet20.safetensors")).expect("load");
+    for preset in ["5+3", "3+5"] {
+        let m = BitsMap {
+            bits: 4,
+            preset: preset.into(),
+            overrides: vec![],
+        };
+        let bits = m.resolve(&g).expect("resolve");
+        let avg = BitsMap::average(&g, &bits);
+        assert!((avg - 4.0).abs() <= 0.5, "{preset}: {avg}");
+        assert_eq!(bits[0], if preset == "5+3" { 5 } else { 3 });
+    }
+    let m = BitsMap {
+        bits: 4,
+        preset: "8-ends".into(),
+        overrides: vec![("layer2.0.conv1".into(), 6)],
+    };
+    let bits = m.resolve(&g).expect("resolve");
+    assert_eq!((bits[0], bits[19], bits[7], bits[8]), (8, 8, 6, 4));
+}
+
+#[test]
+fn bad_specs_get_clear_errors() {
+    let err = |s: JobSpec| run_quiet(&s).expect_err("must fail").to_string();
+    let e = err(spec(Some((Method::Rtn, 0))));
+    assert!(e.contains("0 bits"), "{e}");
+    let mut s = spec(Some((Method::Rtn, 4)));
+    if let Some(q) = &mut s.quant {
+        q.bits.overrides = vec![("layer9.conv".into(), 4)];
+    }
+    let e = err(s);
+    assert!(
+        e.contains("layer9.conv") && e.contains("layer1.0.conv1"),
+        "{e}"
+    );
+    let mut s = spec(Some((Method::Rtn, 4)));
+    s.classes = Some(vec![]);
+    assert!(err(s).contains("empty class subset"));
+    let mut s = spec(Some((Method::Gptq, 4)));
+    s.calib = 100_000;
+    let e = err(s);
+    assert!(e.contains("100000") && e.contains("only 500"), "{e}");
+    let mut s = spec(None);
+    s.model = sample("missing.safetensors");
+    assert!(err(s).contains("missing.safetensors"));
+}
+
+#[test]
+fn subset_calibration_reports_sub_accuracy_at_least_all() {
+    let mut s = spec(Some((Method::Gpfq, 4)));
+    s.classes = Some(vec!["cat".into(), "dog".into(), "deer".into()]);
+    let r = run_quiet(&s).expect("gpfq");
+    let sub = r.eval.top1_sub.expect("sub");
+    assert!(sub >= r.eval.top1_all);
+    assert_eq!(r.eval.per_class.len(), 3);
+}
