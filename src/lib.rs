@@ -5,6 +5,7 @@
 //! `engine::kernels` contains `unsafe`.
 #![deny(clippy::unwrap_used)]
 
+pub mod app;
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod eval;
 pub mod jobs;
 pub mod model;
 pub mod quant;
+pub mod tui;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -26,19 +26,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-impl EvalArgs {
-    pub fn sample() -> Self {
-        EvalArgs {
-            model: super::sample_path("resnet20.safetensors"),
-            data: super::sample_path("cifar10"),
-            classes: None,
-            limit: None,
-            batch: 256,
-            json: false,
-        }
-    }
-}
-
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?.fused();
     let root = DatasetRoot::open(&a.data)?;

@@ -1,6 +1,7 @@
 //! Command-line interface. Human tables go to stdout, progress bars to stderr;
 //! with `--json`, stdout is exactly one JSON object.
 mod bench;
+mod dashboard;
 mod eval;
 mod info;
 mod progress;
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Open the dashboard (the default when no command is given).
+    Dashboard(dashboard::DashboardArgs),
     /// Print the layer table of a model: name, op, shape, parameters, MACs.
     Info(info::InfoArgs),
     /// Top-1/top-5 accuracy on a dataset's test split (All and, with --classes, Sub).
@@ -51,7 +54,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Quantize(a)) => quantize::run(a),
         Some(Command::Run(a)) => runspec::run(a),
-        None => eval::run(eval::EvalArgs::sample()),
+        Some(Command::Dashboard(a)) => dashboard::run(a),
+        None => dashboard::run(dashboard::DashboardArgs {
+            results: "results".into(),
+            ..Default::default()
+        }),
     }
 }
 

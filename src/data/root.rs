@@ -179,6 +179,23 @@ impl DatasetRoot {
         }
     }
 
+    /// Class names without decoding any image (for pickers).
+    pub fn class_names(&self) -> Result<Vec<String>> {
+        match &self.test {
+            SplitSource::Folder(dir) => Ok(formats::class_dirs(dir)?
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+                .collect()),
+            SplitSource::CifarBin { names, .. } | SplitSource::Idx { names, .. } => {
+                Ok(names.clone())
+            }
+        }
+    }
+
     /// The decoded split, from the process-wide cache when already decoded.
     pub fn split(&self, kind: SplitKind) -> Result<Arc<Split>> {
         load_cached(self.source(kind))

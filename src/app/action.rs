@@ -1,0 +1,55 @@
+//! Inputs to the app and the effects it asks for.
+use crate::jobs::{JobEvent, JobSpec};
+
+/// Keys, independent of the terminal library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Enter,
+    Esc,
+    Up,
+    Down,
+    Left,
+    Right,
+    Tab,
+    BackTab,
+    Backspace,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Key(Key),
+    /// Left click at (column, row).
+    Click(u16, u16),
+    Resize(u16, u16),
+    Tick,
+    /// An event from job number `job` (the id the app gave it).
+    Job {
+        job: u64,
+        event: JobEvent,
+    },
+    /// The class names of the chosen dataset, or why they could not be read.
+    Classes(Result<Vec<String>, String>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    StartJob {
+        id: u64,
+        spec: Box<JobSpec>,
+    },
+    CancelJob {
+        id: u64,
+    },
+    /// Write the results table as CSV to this path.
+    ExportCsv(std::path::PathBuf),
+    /// Save a finished result to the results folder.
+    SaveResult(u64),
+    /// Read the class names of a dataset (the loop answers with `State::set_classes`).
+    LoadClasses(std::path::PathBuf),
+    Quit,
+}

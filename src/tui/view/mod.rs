@@ -1,0 +1,147 @@
+//! Pure render functions: `(frame, area, &State, &Theme)`, no I/O, no compute.
+pub mod compare;
+pub mod help;
+pub mod histogram;
+pub mod layers;
+pub mod results;
+pub mod setup;
+
+use crate::app::state::{RunStatus, Screen, State};
+use crate::tui::theme::Theme;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Tabs, Wrap};
+use ratatui::Frame;
+
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+pub fn render(f: &mut Frame, s: &State, t: &Theme) {
+    let area = f.area();
+    f.render_widget(
+        Block::default().style(Style::default().bg(t.bg).fg(t.fg)),
+        area,
+    );
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "Terminal too small: {}×{}.\nqscope needs at least {MIN_WIDTH}×{MIN_HEIGHT}.\nEnlarge the window, or press q to quit.",
+            area.width, area.height
+        );
+        let y = area.height.saturating_sub(3) / 2;
+        let r = Rect {
+            x: area.x,
+            y: area.y + y,
+            width: area.width,
+            height: area.height.min(3),
+        };
+        f.render_widget(
+            Paragraph::new(msg)
+                .alignment(Alignment::Center)
+                .wrap(Wrap { trim: true })
+                .style(Style::default().fg(t.warn)),
+            r,
+        );
+        return;
+    }
+    let [tabs, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let titles: Vec<Line> = Screen::TABS.iter().map(|s| Line::from(s.title())).collect();
+    let selected = Screen::TABS
+        .iter()
+        .position(|x| *x == s.screen)
+        .unwrap_or(0);
+    f.render_widget(
+        Tabs::new(titles)
+            .select(selected)
+            .style(Style::default().fg(t.muted))
+            .highlight_style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD))
+            .divider("│"),
+        tabs,
+    );
+    match s.screen {
+        Screen::Setup => setup::render(f, body, s, t),
+        Screen::Layers => layers::render(f, body, s, t),
+        Screen::Histogram => histogram::render(f, body, s, t),
+        Screen::Results => results::render(f, body, s, t),
+        Screen::Compare => compare::render(f, body, s, t),
+    }
+    render_status(f, status, s, t);
+    if s.help {
+        help::render(f, area, t);
+    }
+}
+
+fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
+    let mut spans = vec![];
+    if let Some(r) = s.running() {
+        let stage = r
+            .stage
+            .as_ref()
+            .map_or("starting".to_string(), |(n, d, tot)| {
+                format!("{n} {d}/{tot}")
+            });
+        spans.push(Span::styled(
+            format!(" ● {} — {stage} ", r.label),
+            Style::default().fg(t.bg).bg(t.accent),
+        ));
+        let queued = s
+            .runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Queued)
+            .count();
+        if queued > 0 {
+            spans.push(Span::styled(
+                format!(" +{queued} queued "),
+                Style::default().fg(t.muted),
+            ));
+        }
+    } else {
+        spans.push(Span::styled(" idle ", Style::default().fg(t.muted)));
+    }
+    if let Some(m) = &s.message {
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(m.clone(), Style::default().fg(t.warn)));
+    }
+    let right = format!(
+        "render {:.1} ms · key→draw {:.0} ms · {} · ? help ",
+        s.perf.render_ms,
+        s.perf.key_to_draw_ms,
+        s.theme_names.get(s.theme).map_or("", String::as_str)
+    );
+    let [l, r] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(right.chars().count() as u16),
+    ])
+    .areas(area);
+    f.render_widget(Paragraph::new(Line::from(spans)), l);
+    f.render_widget(
+        Paragraph::new(right)
+            .style(Style::default().fg(t.muted))
+            .alignment(Alignment::Right),
+        r,
+    );
+}
+
+/// A bordered block in the theme's colours.
+pub fn block<'a>(title: impl Into<Line<'a>>, t: &Theme) -> Block<'a> {
+    Block::bordered()
+        .title(title)
+        .border_style(Style::default().fg(t.muted))
+        .title_style(Style::default().fg(t.accent))
+}
+
+/// Colour for an SQNR figure: green above 20 dB, yellow above 10, red below.
+pub fn sqnr_color(db: f64, t: &Theme) -> ratatui::style::Color {
+    if db >= 20.0 {
+        t.good
+    } else if db >= 10.0 {
+        t.warn
+    } else {
+        t.bad
+    }
+}

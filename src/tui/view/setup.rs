@@ -1,0 +1,136 @@
+use crate::app::setup::Field;
+use crate::app::state::{RunStatus, State};
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, Paragraph};
+use ratatui::Frame;
+
+pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(area);
+    let form = &s.setup;
+    let mut lines = vec![];
+    for (i, field) in Field::ALL.iter().enumerate() {
+        let focused = i == form.focus;
+        let style = if focused {
+            Style::default()
+                .bg(t.highlight_bg)
+                .fg(t.fg)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        let marker = if focused { "▸ " } else { "  " };
+        let value = form.value(*field);
+        let editing = focused && form.editing.is_some();
+        let mut spans = vec![Span::styled(
+            format!("{marker}{:<20}", field.label()),
+            style.fg(if *field == Field::Start {
+                t.good
+            } else {
+                t.accent
+            }),
+        )];
+        if *field != Field::Start {
+            let arrows = if focused && !editing {
+                ["◂ ", " ▸"]
+            } else {
+                ["  ", "  "]
+            };
+            spans.push(Span::styled(
+                format!(
+                    "{}{value}{}",
+                    arrows[0],
+                    if editing { "█" } else { arrows[1] }
+                ),
+                style,
+            ));
+        } else {
+            spans.push(Span::styled("  press Enter", Style::default().fg(t.muted)));
+        }
+        lines.push(Line::from(spans));
+        if *field == Field::Start {
+            break;
+        }
+    }
+    lines.push(Line::from(""));
+    let hint = match form.field() {
+        Field::Model | Field::Data => "←/→ choose · e type a path",
+        Field::Classes => "←/→ move · space select · a all classes (right panel)",
+        Field::Start => "Enter queues the job; it runs in the background",
+        _ => "←/→ change · ↑/↓ move · Enter start",
+    };
+    lines.push(Line::from(Span::styled(hint, Style::default().fg(t.muted))));
+    f.render_widget(
+        Paragraph::new(lines).block(super::block(" New job ", t)),
+        left,
+    );
+
+    let [classes, queue] =
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(right);
+    let items: Vec<ListItem> = form
+        .class_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mark = if form.selected.get(i).copied().unwrap_or(false) {
+                "[x]"
+            } else {
+                "[ ]"
+            };
+            let cursor = form.field() == Field::Classes && i == form.class_cursor;
+            let style = if cursor {
+                Style::default()
+                    .bg(t.highlight_bg)
+                    .add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            ListItem::new(format!("{mark} {i:>2} {n}")).style(style)
+        })
+        .collect();
+    let title = match form.chosen_classes() {
+        None => " Class subset: all ".to_string(),
+        Some(c) => format!(" Class subset: {} of {} ", c.len(), form.class_names.len()),
+    };
+    let list = if items.is_empty() {
+        List::new(vec![ListItem::new("(choose a dataset)")])
+    } else {
+        List::new(items)
+    };
+    f.render_widget(list.block(super::block(title, t)), classes);
+
+    let runs: Vec<ListItem> = s
+        .runs
+        .iter()
+        .rev()
+        .filter(|r| r.job > 0)
+        .map(|r| {
+            let (txt, col) = match &r.status {
+                RunStatus::Queued => ("queued".to_string(), t.muted),
+                RunStatus::Running => (
+                    format!("running {}/{}", r.done_layers(), r.layers.len()),
+                    t.accent,
+                ),
+                RunStatus::Done => (
+                    r.result
+                        .as_ref()
+                        .map_or("done".into(), |x| format!("{:.2} %", x.eval.top1_all)),
+                    t.good,
+                ),
+                RunStatus::Failed(_) => ("failed".into(), t.bad),
+                RunStatus::Cancelled => ("cancelled".into(), t.warn),
+            };
+            ListItem::new(Line::from(vec![
+                Span::raw(format!("#{:<3} {:<14} ", r.job, r.label)),
+                Span::styled(txt, Style::default().fg(col)),
+            ]))
+        })
+        .collect();
+    f.render_widget(
+        List::new(runs).block(super::block(" Jobs this session ", t)),
+        queue,
+    );
+}
