@@ -1,1 +1,47 @@
-fn main() {}
+//! Engine throughput: the conv kernel on ResNet-20's shapes and whole forward
+//! passes of the bundled ResNet-20 at batch 1 and 256. Compare with ONNX
+//! Runtime in the same run (`qscope bench` prints the figures as JSON too).
+use qscope::engine::ops::{conv2d, ConvGeom, Epilogue};
+use qscope::engine::Tensor;
+use qscope::model::forward;
+use std::path::Path;
+
+fn main() {
+    divan::main();
+}
+
+fn input(n: usize, c: usize, s: usize) -> Tensor {
+    let mut rng = qscope::util::Rng::new(1);
+    Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32)
+}
+
+/// (channels, spatial) of ResNet-20's three stages.
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8)])]
+fn conv3x3_batch64(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    let x = input(64, c, s);
+    let w = vec![0.01f32; c * c * 9];
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * 64 * c * c * 9 * s * s))
+        .bench_local(|| {
+            conv2d(
+                &x,
+                &w,
+                [c, c, 3, 3],
+                ConvGeom::new(1, 1),
+                Epilogue {
+                    relu: true,
+                    ..Default::default()
+                },
+            )
+        });
+}
+
+#[divan::bench(args = [1, 256])]
+fn resnet20_forward(bencher: divan::Bencher, batch: usize) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/resnet20.safetensors");
+    let g = qscope::model::load(&p).expect("load").fused();
+    let x = input(batch, 3, 32);
+    bencher
+        .counter(divan::counter::ItemsCount::new(batch))
+        .bench_local(|| forward(&g, x.clone()));
+}

@@ -283,6 +283,10 @@ async fn event_loop(
         if state.quit {
             break;
         }
+        // Lets the test suite check that a UI panic restores the terminal.
+        if std::env::var_os("QSCOPE_TEST_PANIC").is_some() {
+            panic!("QSCOPE_TEST_PANIC is set: deliberate panic after the first frame");
+        }
         let mut key_at: Option<Instant> = None;
         let first = tokio::select! {
             got = rx.recv() => got,

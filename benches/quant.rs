@@ -1,0 +1,28 @@
+//! Quantization job time on the bundled ResNet-20 (evaluation excluded),
+//! 256 calibration images from the bundled sample (`qscope quantize --calib 1024`
+//! on the full train split gives the headline figures).
+use qscope::data::{sample_spread, DatasetRoot, Preprocess, SplitKind};
+use qscope::quant::{quantize_model, Method, QuantConfig};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+fn main() {
+    divan::main();
+}
+
+#[divan::bench(args = ["rtn", "gptq", "gpfq"], sample_count = 3, sample_size = 1)]
+fn resnet20_w4_calib256(bencher: divan::Bencher, method: &str) {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
+    let g = qscope::model::load(&base.join("resnet20.safetensors")).expect("load");
+    let train = DatasetRoot::open(&base.join("cifar10"))
+        .expect("data")
+        .split(SplitKind::Train)
+        .expect("train");
+    let idx = sample_spread(&train, &(0..10).collect::<Vec<_>>(), 256, 0).expect("sample");
+    let calib = Preprocess::for_model(&g.meta).batch(&train, &idx);
+    let cfg = QuantConfig::new(Method::parse(method).expect("method"), 4);
+    bencher.bench_local(|| {
+        quantize_model(&g, &calib, &cfg, &AtomicBool::new(false), &mut |_, _, _| {})
+            .expect("quantize")
+    });
+}

@@ -1,0 +1,357 @@
+//! Dashboard tests: every screen rendered with ratatui's TestBackend and
+//! compared with a reviewed snapshot (insta); state updates driven by actions.
+//! The fixture state comes from real jobs on the bundled sample (RTN and
+//! GPTQ, small calibration), with timings fixed so snapshots are stable.
+use qscope::app::{update, Action, Effect, Key, Screen, SetupForm, State};
+use qscope::jobs::{run, JobEvent, JobSpec, RunResult};
+use qscope::quant::{Method, QuantConfig};
+use qscope::tui::{view, Theme};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+fn sample(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample_models")
+        .join(rel)
+}
+
+fn job(method: Option<(Method, u8)>) -> JobSpec {
+    let mut s = JobSpec::new(
+        PathBuf::from("sample_models/resnet20.safetensors"),
+        PathBuf::from("sample_models/cifar10"),
+    );
+    s.quant = method.map(|(m, b)| QuantConfig::new(m, b));
+    s.calib = 32;
+    s.eval_limit = Some(200);
+    s
+}
+
+/// Run a job on the real sample, then pin its timings for stable snapshots.
+/// RTN only: its weights do not depend on GEMM summation order, so the
+/// snapshots are the same on AVX2 and AVX-512 machines.
+fn real_result(method: Option<(Method, u8)>, t: f64) -> RunResult {
+    let mut spec = job(method);
+    spec.model = sample("resnet20.safetensors");
+    spec.data = sample("cifar10");
+    let mut r = run(&spec, &AtomicBool::new(false), &mut |_| {}).expect("job");
+    r.spec = job(method);
+    r.latency_ms = 1.25;
+    r.finished_unix = t;
+    r.total_seconds = 1.0;
+    r.quantize_seconds = 0.5;
+    r.eval.seconds = 0.1;
+    for l in &mut r.layers {
+        l.seconds = 0.01;
+    }
+    r
+}
+
+fn results() -> &'static [RunResult] {
+    static R: OnceLock<Vec<RunResult>> = OnceLock::new();
+    R.get_or_init(|| {
+        vec![
+            real_result(None, 1.0),
+            real_result(Some((Method::Rtn, 4)), 2.0),
+            real_result(Some((Method::Rtn, 3)), 3.0),
+        ]
+    })
+}
+
+fn theme() -> Theme {
+    Theme::load_all(None).0.remove(0)
+}
+
+fn state() -> State {
+    let mut setup = SetupForm::new(
+        vec![PathBuf::from("sample_models/resnet20.safetensors")],
+        vec![PathBuf::from("sample_models/cifar10")],
+    );
+    setup.calib = 3;
+    let mut s = State::new(
+        setup,
+        results().to_vec(),
+        vec!["dark".into(), "light".into(), "high-contrast".into()],
+    );
+    s.set_classes(
+        [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    s
+}
+
+fn draw(s: &State, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    let t = theme();
+    term.draw(|f| view::render(f, s, &t)).expect("draw");
+    let buf = term.backend().buffer().clone();
+    (0..h)
+        .map(|y| {
+            (0..w)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Feed a finished job's events, as the event loop would, with job id `id`.
+fn replay(s: &mut State, id: u64, r: &RunResult) {
+    let names = r.layers.iter().map(|l| l.name.clone()).collect();
+    update(
+        s,
+        Action::Job {
+            job: id,
+            event: JobEvent::Started { layers: names },
+        },
+    );
+    let total = r.layers.len();
+    for (i, l) in r.layers.iter().enumerate() {
+        update(
+            s,
+            Action::Job {
+                job: id,
+                event: JobEvent::LayerDone {
+                    report: Box::new(l.clone()),
+                    done: i + 1,
+                    total,
+                },
+            },
+        );
+    }
+}
+
+#[test]
+fn setup_screen() {
+    let mut s = state();
+    update(&mut s, Action::Key(Key::Up));
+    update(&mut s, Action::Key(Key::Up));
+    insta::assert_snapshot!(draw(&s, 120, 40));
+}
+
+#[test]
+fn layers_screen_fills_in_live() {
+    let mut s = state();
+    let fx = update(&mut s, Action::Key(Key::Enter));
+    let Some(Effect::StartJob { id, .. }) = fx.first() else {
+        panic!("Enter must start a job: {fx:?}")
+    };
+    let r = &results()[2];
+    let names = r.layers.iter().map(|l| l.name.clone()).collect();
+    update(
+        &mut s,
+        Action::Job {
+            job: *id,
+            event: JobEvent::Started { layers: names },
+        },
+    );
+    for (i, l) in r.layers.iter().take(7).enumerate() {
+        update(
+            &mut s,
+            Action::Job {
+                job: *id,
+                event: JobEvent::LayerDone {
+                    report: Box::new(l.clone()),
+                    done: i + 1,
+                    total: 20,
+                },
+            },
+        );
+    }
+    assert_eq!(s.screen, Screen::Layers);
+    insta::assert_snapshot!("layers_partial", draw(&s, 120, 40));
+    replay(&mut s, *id, r);
+    let fx = update(
+        &mut s,
+        Action::Job {
+            job: *id,
+            event: JobEvent::Finished(Box::new(r.clone())),
+        },
+    );
+    assert_eq!(fx, vec![Effect::SaveResult(*id)]);
+    insta::assert_snapshot!("layers_done", draw(&s, 120, 40));
+}
+
+#[test]
+fn histogram_screen_overlay_and_stacked() {
+    let mut s = state();
+    let fx = update(&mut s, Action::Key(Key::Enter));
+    let Some(Effect::StartJob { id, .. }) = fx.first() else {
+        panic!()
+    };
+    replay(&mut s, *id, &results()[1]);
+    s.layer_cursor = 3;
+    update(&mut s, Action::Key(Key::Enter));
+    assert_eq!(s.screen, Screen::Histogram);
+    insta::assert_snapshot!("histogram_overlay", draw(&s, 120, 40));
+    update(&mut s, Action::Key(Key::Char('o')));
+    update(&mut s, Action::Key(Key::Right));
+    insta::assert_snapshot!("histogram_stacked", draw(&s, 120, 40));
+}
+
+#[test]
+fn results_and_compare_screens() {
+    let mut s = state();
+    update(&mut s, Action::Key(Key::Char('4')));
+    insta::assert_snapshot!("results", draw(&s, 120, 30));
+    update(&mut s, Action::Key(Key::Down));
+    update(&mut s, Action::Key(Key::Char(' ')));
+    update(&mut s, Action::Key(Key::Down));
+    update(&mut s, Action::Key(Key::Char(' ')));
+    update(&mut s, Action::Key(Key::Char('c')));
+    assert_eq!(s.screen, Screen::Compare);
+    insta::assert_snapshot!("compare", draw(&s, 120, 30));
+}
+
+#[test]
+fn help_overlay_and_too_small_message() {
+    let mut s = state();
+    update(&mut s, Action::Key(Key::Char('?')));
+    insta::assert_snapshot!("help", draw(&s, 100, 30));
+    let small = draw(&state(), 60, 20);
+    assert!(
+        small.contains("Terminal too small: 60×20") && small.contains("80×24"),
+        "{small}"
+    );
+}
+
+#[test]
+fn gptq_job_starts_in_one_keystroke_and_queue_runs_in_order() {
+    let mut s = state();
+    let fx = update(&mut s, Action::Key(Key::Enter));
+    match &fx[..] {
+        [Effect::StartJob { id: 1, spec }] => {
+            let q = spec.quant.as_ref().expect("quantized");
+            assert_eq!((q.method, q.bits.bits), (Method::Gptq, 4));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second job queues behind the first and starts when it finishes.
+    update(&mut s, Action::Key(Key::Char('1')));
+    assert!(update(&mut s, Action::Key(Key::Enter)).is_empty());
+    let fx = update(
+        &mut s,
+        Action::Job {
+            job: 1,
+            event: JobEvent::Failed("boom".into()),
+        },
+    );
+    assert!(
+        matches!(&fx[..], [Effect::StartJob { id: 2, .. }]),
+        "{fx:?}"
+    );
+    assert!(
+        s.message.as_deref().is_some_and(|m| m.contains("boom"))
+            || s.message.as_deref().is_some_and(|m| m.contains("job 2"))
+    );
+    let fx = update(&mut s, Action::Key(Key::Char('x')));
+    assert_eq!(fx, vec![Effect::CancelJob { id: 2 }]);
+    update(
+        &mut s,
+        Action::Job {
+            job: 2,
+            event: JobEvent::Cancelled,
+        },
+    );
+    assert!(s.running().is_none());
+}
+
+#[test]
+fn what_if_bits_change_reruns_with_an_override() {
+    let mut s = state();
+    let fx = update(&mut s, Action::Key(Key::Enter));
+    let Some(Effect::StartJob { id, .. }) = fx.first() else {
+        panic!()
+    };
+    replay(&mut s, *id, &results()[2]);
+    update(
+        &mut s,
+        Action::Job {
+            job: *id,
+            event: JobEvent::Finished(Box::new(results()[2].clone())),
+        },
+    );
+    s.layer_cursor = 2;
+    update(&mut s, Action::Key(Key::Char('-')));
+    update(&mut s, Action::Key(Key::Char('-')));
+    let fx = update(&mut s, Action::Key(Key::Char('r')));
+    match &fx[..] {
+        [Effect::StartJob { spec, .. }] => {
+            assert_eq!(
+                spec.quant.as_ref().expect("q").bits.overrides,
+                vec![("layer1.0.conv2".to_string(), 2)]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn setup_form_edits_paths_selects_classes_and_sorts_results() {
+    let mut s = state();
+    // Focus Classes (3rd field): from Start, Up 8 times.
+    for _ in 0..8 {
+        update(&mut s, Action::Key(Key::Up));
+    }
+    assert_eq!(s.setup.field(), qscope::app::Field::Classes);
+    update(&mut s, Action::Key(Key::Right));
+    update(&mut s, Action::Key(Key::Char(' ')));
+    update(&mut s, Action::Key(Key::Right));
+    update(&mut s, Action::Key(Key::Char(' ')));
+    assert_eq!(
+        s.setup.chosen_classes(),
+        Some(vec!["automobile".into(), "bird".into()])
+    );
+    update(&mut s, Action::Key(Key::Up));
+    update(&mut s, Action::Key(Key::Char('e')));
+    for _ in 0.."sample_models/cifar10".len() {
+        update(&mut s, Action::Key(Key::Backspace));
+    }
+    for c in "/data/mnist".chars() {
+        update(&mut s, Action::Key(Key::Char(c)));
+    }
+    let fx = update(&mut s, Action::Key(Key::Enter));
+    assert_eq!(fx, vec![Effect::LoadClasses(PathBuf::from("/data/mnist"))]);
+    update(
+        &mut s,
+        Action::Classes(Err("/data/mnist: does not exist".into())),
+    );
+    assert!(s
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("does not exist")));
+    update(&mut s, Action::Key(Key::Char('4')));
+    update(&mut s, Action::Key(Key::Char('s')));
+    update(&mut s, Action::Key(Key::Char('s')));
+    update(&mut s, Action::Key(Key::Char('s')));
+    update(&mut s, Action::Key(Key::Char('s')));
+    assert_eq!(s.sort.name(), "top-1 All");
+    let order = s.sorted_results();
+    let accs: Vec<f64> = order.iter().map(|&i| s.results[i].eval.top1_all).collect();
+    assert!(accs.windows(2).all(|w| w[0] <= w[1]), "{accs:?}");
+    let csv = qscope::tui::event_loop::results_csv(&s);
+    assert_eq!(csv.lines().count(), 4);
+    for (line, &i) in csv.lines().skip(1).zip(&order) {
+        assert!(
+            line.contains(&s.results[i].label)
+                && line.contains(&format!("{:.2}", s.results[i].eval.top1_all)),
+            "{line}"
+        );
+    }
+}
