@@ -160,3 +160,71 @@ fn layer_table_counts_params_and_macs() {
     assert_eq!(last_conv.output_hw, (16, 16));
     assert_eq!(l.last().map(|x| x.params), Some(3 * 8 + 3));
 }
+
+#[test]
+fn torchvision_imagenet_bottleneck_resnet_loads_and_folds() {
+    // A miniature ResNet-50 layout: 7×7 stride-2 stem, max-pool, bottleneck
+    // blocks with `downsample.{0,1}`, `fc`; stride 2 on conv2 of layer2.0.
+    let mut rng = qscope::util::Rng::new(4);
+    let mut t = common::Tensors(Vec::new());
+    t.add(&mut rng, "conv1.weight", &[8, 3, 7, 7], 0.1);
+    t.bn(&mut rng, "bn1", 8);
+    let mut cin = 8;
+    for (l, (mid, out)) in [(4, 16), (8, 32)].into_iter().enumerate() {
+        let p = format!("layer{}.0", l + 1);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv1.weight"),
+            &[mid, cin, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.bn1"), mid);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv2.weight"),
+            &[mid, mid, 3, 3],
+            0.2,
+        );
+        t.bn(&mut rng, &format!("{p}.bn2"), mid);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv3.weight"),
+            &[out, mid, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.bn3"), out);
+        t.add(
+            &mut rng,
+            &format!("{p}.downsample.0.weight"),
+            &[out, cin, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.downsample.1"), out);
+        cin = out;
+    }
+    t.add(&mut rng, "fc.weight", &[5, 32], 0.2);
+    t.add(&mut rng, "fc.bias", &[5], 0.1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("r.safetensors");
+    let md: HashMap<String, String> = [("input_size".to_string(), "64".to_string())]
+        .into_iter()
+        .collect();
+    t.write(&p, Some(md));
+    let g = load(&p).expect("load");
+    assert_eq!(g.meta.family, qscope::model::Family::Imagenet);
+    assert_eq!(g.meta.arch, "resnet8");
+    assert!(g.nodes.iter().any(|n| matches!(n.op, Op::MaxPool { .. })));
+    let layers = g.layers();
+    assert_eq!(layers.len(), 1 + 2 * 4 + 1);
+    let conv2 = layers
+        .iter()
+        .find(|l| l.name == "layer2.0.conv2")
+        .expect("conv2");
+    // 64 → stem /2 → 32 → pool /2 → 16 → layer2 stride 2 on conv2 → 8.
+    assert_eq!(conv2.output_hw, (8, 8));
+    let x = random_input(2, 3, 64, 3);
+    let a = forward(&g, x.clone()).expect("plain");
+    let b = forward(&g.fused(), x).expect("fused");
+    assert_eq!(a.dim(), (2, 5, 1, 1));
+    assert!(max_rel_diff(&b, &a) < 1e-5);
+}

@@ -54,7 +54,15 @@ impl Field {
 
 pub const PRESETS: [&str; 4] = ["uniform", "5+3", "3+5", "8-ends"];
 /// "fp32" evaluates the model unquantized (the baseline row).
-pub const METHODS: [&str; 4] = ["gptq", "gpfq", "rtn", "fp32"];
+pub const METHODS: [&str; 7] = [
+    "gptq",
+    "gpfq",
+    "rtn",
+    "awq",
+    "awq-salient",
+    "smoothquant",
+    "fp32",
+];
 pub const CALIB_STEPS: [usize; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
 pub const DAMPING_STEPS: [f64; 6] = [0.001, 0.01, 0.1, 1.0, 10.0, 1e6];
 

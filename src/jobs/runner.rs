@@ -63,10 +63,17 @@ pub fn run(
     let classes = parse_classes(classes_spec.as_deref().unwrap_or("all"), &test.class_names)?;
     let subset = spec.classes.as_ref().map(|_| classes.clone());
     let pre = Preprocess::for_model(&graph.meta);
-    let (model, layers, bits_avg, size_bytes, qsecs) = match &spec.quant {
+    let (model, layers, bits_avg, size_bytes, qsecs, packed) = match &spec.quant {
         None => {
             let s = size::SizeReport::of(&graph);
-            (graph.clone(), vec![], 32.0, s.memory_bytes as u64, 0.0)
+            (
+                graph.clone(),
+                vec![],
+                32.0,
+                s.memory_bytes as u64,
+                0.0,
+                vec![],
+            )
         }
         Some(cfg) => {
             if spec.calib == 0 {
@@ -92,21 +99,19 @@ pub fn run(
                 });
             })?;
             let avg = crate::quant::BitsMap::average(&graph, &out.bits);
-            let packed = size::packed_bytes(
-                &out.graph,
-                &out.bits,
-                cfg.method == crate::quant::Method::Gpfq,
-            );
-            (out.graph, out.layers, avg, packed, out.seconds)
+            let bytes = out.stored_bytes();
+            (out.graph, out.layers, avg, bytes, out.seconds, out.packed)
         }
     };
     let fused = model.fused();
     let idx = eval_indices(&test, &classes, spec.eval_limit);
+    // The quantized model's own normalisation (SmoothQuant folds input scales into it).
+    let eval_pre = Preprocess::for_model(&fused.meta);
     let eval = crate::eval::evaluate(
         &fused,
         &test,
         &idx,
-        &pre,
+        &eval_pre,
         subset.as_deref(),
         256,
         cancel,
@@ -121,7 +126,7 @@ pub fn run(
     emit(JobEvent::Evaluated(Box::new(eval.clone())));
     let lat = crate::eval::bench::latency_only(&fused, Duration::from_millis(300))?;
     if let Some(path) = &spec.export {
-        crate::model::export::save(&model, path)?;
+        crate::model::export::save(&model, &packed, path)?;
     }
     let result = RunResult {
         key: spec.key(),
@@ -136,10 +141,12 @@ pub fn run(
         quantize_seconds: qsecs,
         total_seconds: start.elapsed().as_secs_f64(),
         latency_ms: lat,
-        latency_path: if spec.quant.is_some() {
-            "fp32 kernels, dequantized weights".into()
-        } else {
-            "fp32 kernels".into()
+        latency_path: match &spec.quant {
+            None => "fp32 kernels".into(),
+            Some(q) if q.method == crate::quant::Method::SmoothQuant => {
+                "fp32 kernels, fake-quantized int8 activations".into()
+            }
+            Some(_) => "fp32 kernels, dequantized weights".into(),
         },
         finished_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -70,7 +70,8 @@ impl Runner {
         };
         let out = match &node.op {
             Op::Conv(c) => {
-                let x = get(node.inputs[0])?;
+                let x = fake_quant(get(node.inputs[0])?, c.act_scale);
+                let x = x.as_ref();
                 let residual = match node.inputs.get(1) {
                     Some(&r) => Some(get(r)?),
                     None => None,
@@ -90,7 +91,7 @@ impl Runner {
                 .map_err(shape_err)?
             }
             Op::Linear(l) => ops::linear(
-                get(node.inputs[0])?,
+                fake_quant(get(node.inputs[0])?, l.act_scale).as_ref(),
                 &l.weight,
                 l.out_features,
                 l.bias.as_deref(),
@@ -191,6 +192,16 @@ pub fn fold_conv(c: &crate::model::ConvLayer) -> (Cow<'_, [f32]>, Option<Vec<f32
         ),
     };
     (weight, bias)
+}
+
+/// Static symmetric int8 fake quantization of an activation (W8A8 inputs).
+pub fn fake_quant(x: &Tensor, scale: Option<f32>) -> Cow<'_, Tensor> {
+    match scale {
+        Some(s) if s > 0.0 => {
+            Cow::Owned(x.mapv(|v| (v / s).round_ties_even().clamp(-127.0, 127.0) * s))
+        }
+        _ => Cow::Borrowed(x),
+    }
 }
 
 /// Run the whole graph on `input`.

@@ -15,7 +15,7 @@ impl Graph {
         g
     }
 
-    fn consumers(&self, value: usize) -> usize {
+    pub fn consumers(&self, value: usize) -> usize {
         let uses = self
             .nodes
             .iter()
@@ -25,7 +25,7 @@ impl Graph {
         uses + usize::from(self.output == value)
     }
 
-    fn producer(&self, value: usize) -> Option<usize> {
+    pub fn producer(&self, value: usize) -> Option<usize> {
         self.nodes.iter().position(|n| n.output == value)
     }
 }
@@ -47,9 +47,11 @@ fn fold_batchnorm(g: &mut Graph) {
                     && matches!(&g.nodes[p].op, Op::Conv(c) if c.post.scale.is_none() && !c.post.relu && g.nodes[p].inputs.len() == 1);
                 if foldable {
                     let (scale, shift) = bn.scale_shift();
+                    let bn_name = g.nodes[i].name.clone();
                     if let Op::Conv(c) = &mut g.nodes[p].op {
                         c.post.scale = Some(scale);
                         c.post.shift = Some(shift);
+                        c.post.bn_name = Some(bn_name);
                     }
                     splice_out(g, i, p);
                     continue;

@@ -57,6 +57,8 @@ pub struct PostOps {
     pub scale: Option<Vec<f32>>,
     pub shift: Option<Vec<f32>>,
     pub relu: bool,
+    /// Name of the BatchNorm folded in here (kept so exports use the original names).
+    pub bn_name: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +72,9 @@ pub struct ConvLayer {
     /// Weight and bias with `post.scale/shift` applied, cached by
     /// `Graph::fused`; cleared whenever the weight changes.
     pub folded: Option<std::sync::Arc<FoldedConv>>,
+    /// Static per-tensor int8 scale of the input (W8A8): the executor feeds
+    /// `clamp(round(x/s), −127, 127)·s` to the conv. None = FP input.
+    pub act_scale: Option<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +90,8 @@ pub struct LinearLayer {
     pub out_features: usize,
     pub in_features: usize,
     pub bias: Option<Vec<f32>>,
+    /// As for `ConvLayer::act_scale`.
+    pub act_scale: Option<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -195,7 +202,12 @@ impl Graph {
         self.nodes
             .iter()
             .map(|n| match &n.op {
-                Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
+                Op::Conv(c) => {
+                    c.weight.len()
+                        + c.bias.as_ref().map_or(0, Vec::len)
+                        + c.post.scale.as_ref().map_or(0, Vec::len)
+                        + c.post.shift.as_ref().map_or(0, Vec::len)
+                }
                 Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Vec::len),
                 Op::BatchNorm(b) => 2 * b.gamma.len(),
                 _ => 0,

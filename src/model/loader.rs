@@ -88,12 +88,102 @@ impl TensorStore {
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(TensorStore {
+        let mut store = TensorStore {
             path: path.to_path_buf(),
             tensors,
             used: BTreeSet::new(),
             metadata,
-        })
+        };
+        store.dequantize_packed()?;
+        Ok(store)
+    }
+
+    /// Turn qscope's packed layers (`{layer}.weight.qcodes` + scales, see
+    /// `model::export`) back into f32 `{layer}.weight` tensors.
+    fn dequantize_packed(&mut self) -> Result<()> {
+        let entries: Vec<(String, String)> = self
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("qscope.q.")
+                    .map(|n| (n.to_string(), v.clone()))
+            })
+            .collect();
+        for (name, spec) in entries {
+            let bad = |problem: String| Error::Tensor {
+                path: self.path.clone(),
+                tensor: format!("{name}.weight.qcodes"),
+                problem,
+            };
+            let v: serde_json::Value = serde_json::from_str(&spec)
+                .map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
+            let bits = v["bits"]
+                .as_u64()
+                .filter(|b| (1..=8).contains(b))
+                .ok_or_else(|| bad("metadata has no valid `bits`".into()))?
+                as u8;
+            let shape: Vec<usize> = v["shape"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64().map(|x| x as usize))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if shape.is_empty() || shape.contains(&0) || shape.len() > 4 {
+                return Err(bad("metadata has no valid `shape`".into()));
+            }
+            let mut take = |suffix: &str| {
+                self.tensors
+                    .remove(&format!("{name}.weight.{suffix}"))
+                    .map(|(_, v)| v)
+            };
+            let codes = take("qcodes").ok_or_else(|| bad("missing".into()))?;
+            let scale = take("qscale").ok_or_else(|| bad("missing `.qscale`".into()))?;
+            let zero = take("qzero").ok_or_else(|| bad("missing `.qzero`".into()))?;
+            let col = take("qcol");
+            let count: usize = shape.iter().product();
+            let bytes: Vec<u8> = codes.iter().map(|&v| v as u8).collect();
+            let codes = crate::quant::packing::unpack(&bytes, bits, count).ok_or_else(|| {
+                bad(format!(
+                    "{} bytes is too short for {count} {bits}-bit codes",
+                    bytes.len()
+                ))
+            })?;
+            if scale.len() != shape[0] || zero.len() != shape[0] {
+                return Err(bad(format!(
+                    "scale/zero have {}/{} values for {} rows",
+                    scale.len(),
+                    zero.len(),
+                    shape[0]
+                )));
+            }
+            let mut s4 = [1usize; 4];
+            for (d, v) in s4.iter_mut().zip(&shape) {
+                *d = *v;
+            }
+            if let Some(c) = &col {
+                if c.len() != s4[1] {
+                    return Err(bad(format!(
+                        "`.qcol` has {} values for {} input channels",
+                        c.len(),
+                        s4[1]
+                    )));
+                }
+            }
+            let q = crate::quant::packing::QuantizedLayer {
+                name: name.clone(),
+                storage_bits: bits,
+                codes,
+                row_scale: scale,
+                row_zero: zero,
+                col_scale: col,
+                shape: s4,
+            };
+            self.tensors
+                .insert(format!("{name}.weight"), (shape, q.dequantize()));
+        }
+        Ok(())
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -246,6 +336,19 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
         .get("arch")
         .cloned()
         .unwrap_or_else(|| format!("resnet{depth}"));
+    // W8A8 activation scales saved by `model::export`.
+    let mut nodes = nodes;
+    for n in &mut nodes {
+        let key = format!("{}.input_scale", n.name);
+        if store.has(&key) {
+            let s = store.take(&key, &[Some(1)])?[0];
+            match &mut n.op {
+                crate::model::Op::Conv(c) => c.act_scale = Some(s),
+                crate::model::Op::Linear(l) => l.act_scale = Some(s),
+                _ => {}
+            }
+        }
+    }
     let meta = ModelMeta {
         arch: arch_name,
         family,

@@ -63,6 +63,7 @@ impl<'s> GraphBuilder<'s> {
                 geom,
                 post: PostOps::default(),
                 folded: None,
+                act_scale: None,
             }),
             vec![x],
         );
@@ -121,6 +122,7 @@ impl<'s> GraphBuilder<'s> {
                 out_features,
                 in_features: cin,
                 bias,
+                act_scale: None,
             }),
             vec![f],
         );
