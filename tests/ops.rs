@@ -197,3 +197,36 @@ fn results_do_not_depend_on_thread_count() {
     };
     assert_eq!(run(1), run(4));
 }
+
+#[test]
+fn direct_kernel_matches_the_im2col_gemm_fallback() {
+    // The AVX-512 direct kernel (where the CPU has it) against the portable
+    // im2col + GEMM path, odd sizes and channel counts not multiple of 8.
+    let mut rng = Rng::new(12);
+    for &(n, c, h, o, k, p) in &[
+        (1, 3, 32, 16, 3, 1),
+        (3, 16, 16, 32, 3, 1),
+        (2, 5, 9, 13, 3, 1),
+        (1, 7, 13, 11, 5, 2),
+        (4, 64, 8, 64, 3, 1),
+    ] {
+        let x = random_input(n, c, h, rng.next_u64());
+        let w: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
+        let res = random_input(n, o, h + 2 * p + 1 - k, rng.next_u64());
+        let epi = Epilogue {
+            bias: None,
+            residual: Some(&res),
+            relu: true,
+        };
+        let fast = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(1, p), epi).expect("direct");
+        ops::set_direct_conv(false);
+        let slow = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(1, p), epi).expect("gemm");
+        ops::set_direct_conv(true);
+        assert!(
+            max_rel_diff(&fast, &slow) < 1e-5,
+            "{:?}: {}",
+            (n, c, h, o, k, p),
+            max_rel_diff(&fast, &slow)
+        );
+    }
+}

@@ -62,7 +62,15 @@ pub fn bench(graph: &Graph, batch: usize, threads: usize, budget: Duration) -> R
             batch: batch.max(1),
             threads: threads.max(1),
             gflops: 2.0 * graph.macs_per_image() as f64 * ips / 1e9,
-            path: format!("fp32 im2col+gemm ({})", cpu_features()),
+            path: format!(
+                "fp32 {} ({})",
+                if crate::engine::kernels::direct_conv::available() {
+                    "direct conv avx512 + gemm"
+                } else {
+                    "im2col + gemm"
+                },
+                cpu_features()
+            ),
         })
     })
 }

@@ -77,9 +77,11 @@ impl Runner {
                     None => None,
                 };
                 let (weight, bias) = effective_conv(c);
-                ops::conv2d(
+                let packed = c.folded.as_ref().map(|f| f.packed.as_slice());
+                ops::conv::conv2d_prepacked(
                     x,
                     &weight,
+                    packed,
                     c.shape,
                     c.geom,
                     Epilogue {

@@ -81,6 +81,8 @@ pub struct ConvLayer {
 pub struct FoldedConv {
     pub weight: Vec<f32>,
     pub bias: Option<Vec<f32>>,
+    /// `weight` in the direct-convolution kernel's layout.
+    pub packed: Vec<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -190,9 +192,13 @@ impl Graph {
         for n in &mut self.nodes {
             if let Op::Conv(c) = &mut n.op {
                 let (w, b) = crate::model::exec::fold_conv(c);
+                let o = c.shape[0];
+                let packed =
+                    crate::engine::kernels::direct_conv::pack_weights(&w, o, w.len() / o.max(1));
                 c.folded = Some(std::sync::Arc::new(FoldedConv {
                     weight: w.into_owned(),
                     bias: b,
+                    packed,
                 }));
             }
         }

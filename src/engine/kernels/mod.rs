@@ -1,4 +1,5 @@
 //! The only place for `unsafe`. Each kernel has a safe signature that checks
 //! its bounds, a portable fallback, and a test against that fallback.
+pub mod direct_conv;
 pub mod sgemm;
 pub use sgemm::{sgemm, MatRef};

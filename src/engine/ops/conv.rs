@@ -2,7 +2,7 @@
 //! with bias, residual add and ReLU fused into a single pass over the output.
 //! One GEMM per image, parallel across images, measured faster than one large
 //! batched GEMM on ResNet-20's shapes (the column buffer stays in L2).
-use crate::engine::kernels::{sgemm, MatRef};
+use crate::engine::kernels::{direct_conv, sgemm, MatRef};
 use crate::engine::tensor::{contiguous, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -39,6 +39,19 @@ pub fn conv_output_size(size: usize, kernel: usize, stride: usize, pad: usize) -
 
 thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+static DIRECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Allow (default) or forbid the direct-convolution kernel, e.g. to compare
+/// it with the im2col + GEMM path in tests and benchmarks.
+pub fn set_direct_conv(enabled: bool) {
+    DIRECT.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn direct_enabled() -> bool {
+    DIRECT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Unfold one image's channels `[c0, c0+cg)` and output rows `[oy0, oy1)` into
@@ -108,6 +121,19 @@ pub fn conv2d(
     geom: ConvGeom,
     epi: Epilogue,
 ) -> Result<Tensor, String> {
+    conv2d_prepacked(x, weight, None, wshape, geom, epi)
+}
+
+/// As `conv2d`, with the weights already in the direct kernel's layout
+/// (`direct_conv::pack_weights`), as cached by `Graph::fused`.
+pub fn conv2d_prepacked(
+    x: &Tensor,
+    weight: &[f32],
+    prepacked: Option<&[f32]>,
+    wshape: [usize; 4],
+    geom: ConvGeom,
+    epi: Epilogue,
+) -> Result<Tensor, String> {
     let (n, c, h, w) = x.dim();
     let [o, cg, kh, kw] = wshape;
     let g = geom.groups.max(1);
@@ -166,7 +192,88 @@ pub fn conv2d(
     };
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
     let threads = crate::engine::threads();
-    if n >= threads || ho < 2 {
+    if g == 1 && stride == 1 && (kh > 1 || kw > 1) && direct_conv::available() && direct_enabled() {
+        let dg = direct_conv::Geometry {
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            pad: geom.pad,
+        };
+        let dcol = c * kh * kw;
+        let owned;
+        let packed = match prepacked {
+            Some(p) if p.len() == o.div_ceil(direct_conv::OB) * direct_conv::OB * dcol => p,
+            _ => {
+                owned = direct_conv::pack_weights(weight, o, dcol);
+                &owned
+            }
+        };
+        let offsets = direct_conv::tap_offsets(&dg);
+        let per_img_in = c * h * w;
+        // Below ~8 M multiply-adds per image, waking another thread costs more
+        // than it saves (measured on ResNet-20's 2.4 M-MAC layers at batch 1).
+        let small = o * ho * wo * dcol < 8_000_000;
+        let split = if n >= threads || small {
+            1
+        } else {
+            threads.div_ceil(n)
+        };
+        let per_part = o.div_ceil(direct_conv::OB).div_ceil(split).max(1) * direct_conv::OB;
+        let image = |b: usize, img_out: &mut [f32]| {
+            let res = residual
+                .as_ref()
+                .map(|r| &r[b * per_img_out..(b + 1) * per_img_out]);
+            let run = |(k, dst): (usize, &mut [f32])| {
+                let o0 = k * per_part;
+                let sub = direct_conv::Geometry {
+                    o: dst.len() / plane,
+                    ..dg
+                };
+                let epi = direct_conv::Epilogue {
+                    bias: epi.bias.map(|b| &b[o0..]),
+                    residual: res.map(|r| &r[o0 * plane..]),
+                    relu: epi.relu,
+                };
+                SCRATCH.with(|cell| {
+                    let mut s = cell.borrow_mut();
+                    if s.len() < sub.scratch_len() {
+                        s.resize(sub.scratch_len(), 0.0);
+                    }
+                    direct_conv::conv_image(
+                        &sub,
+                        &xs[b * per_img_in..(b + 1) * per_img_in],
+                        &packed[o0 * dcol..],
+                        &offsets,
+                        dst,
+                        &mut s,
+                        epi,
+                    );
+                });
+            };
+            if split > 1 {
+                img_out
+                    .par_chunks_mut(per_part * plane)
+                    .enumerate()
+                    .for_each(run);
+            } else {
+                run((0, img_out));
+            }
+        };
+        if n > 1 {
+            out_slice
+                .par_chunks_mut(per_img_out)
+                .enumerate()
+                .for_each(|(b, dst)| image(b, dst));
+        } else {
+            image(0, out_slice);
+        }
+        return Ok(out);
+    }
+    let small = n * o * ho * wo * dcol_of(wshape) < 8_000_000;
+    if n >= threads || ho < 2 || small {
         // Epilogue fused into the same pass, while the image's output is in cache.
         out_slice
             .par_chunks_mut(per_img_out)
@@ -225,6 +332,10 @@ pub fn conv2d(
             apply_epilogue(dst, res, epi.bias, epi.relu, plane);
         });
     Ok(out)
+}
+
+fn dcol_of(wshape: [usize; 4]) -> usize {
+    wshape[1] * wshape[2] * wshape[3]
 }
 
 struct BlockShape {

@@ -25,7 +25,12 @@ pub fn linear(
         MatRef::transposed(weight, inf, out_features),
         o,
         false,
-        crate::engine::threads(),
+        // Splitting a small product across threads costs more than it saves.
+        if n * inf * out_features > 4_000_000 {
+            crate::engine::threads()
+        } else {
+            1
+        },
     );
     if let Some(b) = bias {
         if b.len() != out_features {

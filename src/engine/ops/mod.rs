@@ -5,7 +5,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod pool;
 
-pub use conv::{conv2d, conv_output_size, im2col, ConvGeom, Epilogue};
+pub use conv::{conv2d, conv_output_size, im2col, set_direct_conv, ConvGeom, Epilogue};
 pub use elementwise::{add, batchnorm, relu, shortcut_pad};
 pub use linear::linear;
 pub use pool::{avg_pool, global_avg_pool, max_pool};
