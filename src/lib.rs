@@ -13,6 +13,7 @@ pub mod eval;
 pub mod jobs;
 pub mod model;
 pub mod quant;
+pub mod train;
 pub mod tui;
 pub mod util;
 

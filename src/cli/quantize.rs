@@ -47,6 +47,12 @@ pub struct QuantizeArgs {
     /// GPFQ alphabet scalar C.
     #[arg(long, default_value_t = 1.16)]
     pub gpfq_c: f64,
+    /// Fit grids by an MSE search over clipping ratios instead of min/max.
+    #[arg(long)]
+    pub mse_clip: bool,
+    /// SmoothQuant migration strength α.
+    #[arg(long, default_value_t = 0.5)]
+    pub sq_alpha: f64,
     /// Evaluate on at most N test images.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -77,6 +83,8 @@ pub fn build_spec(a: &QuantizeArgs) -> anyhow::Result<JobSpec> {
     q.damping = a.damping;
     q.act_order = a.act_order;
     q.gpfq_c = a.gpfq_c;
+    q.mse_clip = a.mse_clip;
+    q.sq_alpha = a.sq_alpha;
     let mut spec = JobSpec::new(a.model.clone(), a.data.clone());
     spec.quant = Some(q);
     spec.calib = a.calib;

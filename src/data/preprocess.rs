@@ -57,6 +57,30 @@ impl Preprocess {
         convert_channels(&pixels, img.channels as usize, self.channels)
     }
 
+    /// One normalised NCHW batch of loose images (e.g. augmented copies).
+    pub fn batch_images(&self, images: &[Image]) -> Tensor {
+        let (s, c) = (self.size, self.channels);
+        let per = c * s * s;
+        let mut data = vec![0f32; images.len() * per];
+        data.par_chunks_mut(per)
+            .zip(images.par_iter())
+            .for_each(|(dst, img)| self.write(img, dst));
+        Tensor::from_shape_vec((images.len(), c, s, s), data)
+            .unwrap_or_else(|_| Tensor::zeros((0, c, s, s)))
+    }
+
+    fn write(&self, img: &Image, dst: &mut [f32]) {
+        let (s, c) = (self.size, self.channels);
+        let px = self.geometry(img);
+        for ch in 0..c {
+            let (m, sd) = (self.mean[ch], self.std[ch]);
+            let plane = &mut dst[ch * s * s..(ch + 1) * s * s];
+            for (p, v) in plane.iter_mut().enumerate() {
+                *v = (px[p * c + ch] as f32 / 255.0 - m) / sd;
+            }
+        }
+    }
+
     /// One normalised NCHW batch of `split.images[indices]`.
     pub fn batch(&self, split: &Split, indices: &[usize]) -> Tensor {
         let (s, c) = (self.size, self.channels);

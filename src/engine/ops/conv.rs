@@ -433,3 +433,40 @@ fn apply_epilogue(
         }
     }
 }
+
+/// The adjoint of `im2col`: scatter-add `col[(c*kh+ky)*kw+kx, oy*wo+ox]` back
+/// into the image gradient `img[c0 + c, iy, ix]` (used by the conv backward pass).
+#[allow(clippy::too_many_arguments)]
+pub fn col2im(
+    col: &[f32],
+    (h, w): (usize, usize),
+    (c0, cg): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: usize,
+    pad: usize,
+    (ho, wo): (usize, usize),
+    img: &mut [f32],
+) {
+    let plane = ho * wo;
+    for c in 0..cg {
+        let dst = &mut img[(c0 + c) * h * w..(c0 + c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &col[((c * kh + ky) * kw + kx) * plane..][..plane];
+                for oy in 0..ho {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let drow = &mut dst[iy as usize * w..(iy as usize + 1) * w];
+                    for ox in 0..wo {
+                        let ix = (ox * stride + kx) as isize - pad as isize;
+                        if ix >= 0 && ix < w as isize {
+                            drow[ix as usize] += row[oy * wo + ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

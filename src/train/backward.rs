@@ -1,0 +1,302 @@
+//! The backward pass of every op, as pure functions of saved forward values.
+//! Each is checked against finite differences in `tests/train.rs`.
+use crate::engine::kernels::{sgemm, MatRef};
+use crate::engine::ops::conv::col2im;
+use crate::engine::ops::{conv_output_size, im2col, ConvGeom};
+use crate::engine::tensor::contiguous;
+use crate::engine::Tensor;
+use ndarray::Axis;
+use rayon::prelude::*;
+
+/// Conv backward (groups = 1): `dX` by col2im of `Wᵀ·dY`, `dW = Σ_b dY·colᵀ`, `db = Σ dY`.
+pub fn conv(
+    x: &Tensor,
+    w: &[f32],
+    shape: [usize; 4],
+    geom: ConvGeom,
+    dy: &Tensor,
+) -> Result<(Tensor, Vec<f32>, Vec<f32>), String> {
+    if geom.groups > 1 {
+        return Err("training grouped convolutions is not supported".into());
+    }
+    let (n, c, h, wd) = x.dim();
+    let [o, cin, kh, kw] = shape;
+    if cin != c {
+        return Err(format!("weight expects {cin} channels, input has {c}"));
+    }
+    let s = geom.stride.max(1);
+    let ho = conv_output_size(h, kh, s, geom.pad).ok_or("kernel larger than input")?;
+    let wo = conv_output_size(wd, kw, s, geom.pad).ok_or("kernel larger than input")?;
+    if dy.dim() != (n, o, ho, wo) {
+        return Err(format!(
+            "gradient {:?} does not match output {:?}",
+            dy.dim(),
+            (n, o, ho, wo)
+        ));
+    }
+    let d = c * kh * kw;
+    let p = ho * wo;
+    let xs = contiguous(x);
+    let dys = contiguous(dy);
+    let mut dx = Tensor::zeros((n, c, h, wd));
+    let dxs = dx.as_slice_mut().ok_or("fresh tensor")?;
+    let (dw, db) = dxs
+        .par_chunks_mut(c * h * wd)
+        .enumerate()
+        .fold(
+            || {
+                (
+                    vec![0f32; o * d],
+                    vec![0f32; o],
+                    vec![0f32; d * p],
+                    vec![0f32; d * p],
+                )
+            },
+            |(mut dw, mut db, mut col, mut dcol), (b, dxi)| {
+                let xi = &xs[b * c * h * wd..(b + 1) * c * h * wd];
+                let dyi = &dys[b * o * p..(b + 1) * o * p];
+                im2col(
+                    xi,
+                    (h, wd),
+                    (0, c),
+                    (kh, kw),
+                    s,
+                    geom.pad,
+                    (0, ho, wo),
+                    &mut col,
+                );
+                sgemm(
+                    MatRef::row_major(dyi, o, p),
+                    MatRef::transposed(&col, p, d),
+                    &mut dw,
+                    true,
+                    1,
+                );
+                sgemm(
+                    MatRef::transposed(w, d, o),
+                    MatRef::row_major(dyi, o, p),
+                    &mut dcol,
+                    false,
+                    1,
+                );
+                col2im(&dcol, (h, wd), (0, c), (kh, kw), s, geom.pad, (ho, wo), dxi);
+                for (k, row) in dyi.chunks(p).enumerate() {
+                    db[k] += row.iter().sum::<f32>();
+                }
+                (dw, db, col, dcol)
+            },
+        )
+        .map(|(dw, db, _, _)| (dw, db))
+        .reduce(
+            || (vec![0f32; o * d], vec![0f32; o]),
+            |(mut a, mut b), (c2, d2)| {
+                a.iter_mut().zip(c2).for_each(|(x, y)| *x += y);
+                b.iter_mut().zip(d2).for_each(|(x, y)| *x += y);
+                (a, b)
+            },
+        );
+    Ok((dx, dw, db))
+}
+
+/// Linear backward: `dX = dY·W`, `dW = dYᵀ·X`, `db = Σ dY`.
+pub fn linear(x: &Tensor, w: &[f32], out: usize, dy: &Tensor) -> (Tensor, Vec<f32>, Vec<f32>) {
+    let (n, c, h, wd) = x.dim();
+    let inf = c * h * wd;
+    let xs = contiguous(x);
+    let dys = contiguous(dy);
+    let mut dx = vec![0f32; n * inf];
+    sgemm(
+        MatRef::row_major(&dys, n, out),
+        MatRef::row_major(w, out, inf),
+        &mut dx,
+        false,
+        1,
+    );
+    let mut dw = vec![0f32; out * inf];
+    sgemm(
+        MatRef::transposed(&dys, out, n),
+        MatRef::row_major(&xs, n, inf),
+        &mut dw,
+        false,
+        1,
+    );
+    let mut db = vec![0f32; out];
+    for row in dys.chunks(out) {
+        db.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+    }
+    (
+        Tensor::from_shape_vec((n, c, h, wd), dx).unwrap_or_else(|_| Tensor::zeros((n, c, h, wd))),
+        dw,
+        db,
+    )
+}
+
+/// Batch statistics: `(x̂, 1/σ, mean, unbiased variance)` per channel.
+pub fn bn_normalise(x: &Tensor, eps: f32) -> (Tensor, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = x.dim().1;
+    let m = (x.len() / c.max(1)) as f64;
+    let mut xhat = x.clone();
+    let mut inv = vec![0f32; c];
+    let mut means = vec![0f32; c];
+    let mut vars = vec![0f32; c];
+    for (ch, mut plane) in xhat.axis_iter_mut(Axis(1)).enumerate() {
+        let mean = plane.iter().map(|&v| v as f64).sum::<f64>() / m;
+        let var = plane
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / m;
+        let is = 1.0 / (var + eps as f64).sqrt();
+        plane.mapv_inplace(|v| ((v as f64 - mean) * is) as f32);
+        inv[ch] = is as f32;
+        means[ch] = mean as f32;
+        vars[ch] = (var * m / (m - 1.0).max(1.0)) as f32;
+    }
+    (xhat, inv, means, vars)
+}
+
+/// BatchNorm backward. Training mode differentiates through the batch
+/// statistics; frozen (eval) mode is a per-channel affine map.
+pub fn batchnorm(
+    dy: &Tensor,
+    xhat: &Tensor,
+    inv_std: &[f32],
+    gamma: &[f32],
+    train: bool,
+) -> (Tensor, Vec<f32>, Vec<f32>) {
+    let c = dy.dim().1;
+    let m = (dy.len() / c.max(1)) as f32;
+    let mut dgamma = vec![0f32; c];
+    let mut dbeta = vec![0f32; c];
+    for ch in 0..c {
+        let g = dy.index_axis(Axis(1), ch);
+        let xh = xhat.index_axis(Axis(1), ch);
+        dbeta[ch] = g.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        dgamma[ch] = g
+            .iter()
+            .zip(xh.iter())
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>() as f32;
+    }
+    let mut dx = dy.clone();
+    for (ch, mut plane) in dx.axis_iter_mut(Axis(1)).enumerate() {
+        let k = gamma[ch] * inv_std[ch];
+        if train {
+            let xh = xhat.index_axis(Axis(1), ch);
+            let (sb, sg) = (dbeta[ch] / m, dgamma[ch] / m);
+            ndarray::Zip::from(&mut plane)
+                .and(&xh)
+                .for_each(|g, &x| *g = k * (*g - sb - x * sg));
+        } else {
+            plane.mapv_inplace(|g| g * k);
+        }
+    }
+    (dx, dgamma, dbeta)
+}
+
+pub fn max_pool(x: &Tensor, dy: &Tensor, k: usize, s: usize, p: usize) -> Tensor {
+    let (n, c, h, w) = x.dim();
+    let (_, _, ho, wo) = dy.dim();
+    let mut dx = Tensor::zeros((n, c, h, w));
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut best = (f32::NEG_INFINITY, None);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * s + ky) as isize - p as isize;
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                let v = x[[b, ch, iy as usize, ix as usize]];
+                                if v > best.0 {
+                                    best = (v, Some((iy as usize, ix as usize)));
+                                }
+                            }
+                        }
+                    }
+                    if let Some((iy, ix)) = best.1 {
+                        dx[[b, ch, iy, ix]] += dy[[b, ch, oy, ox]];
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+pub fn avg_pool(
+    dim: (usize, usize, usize, usize),
+    dy: &Tensor,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Tensor {
+    let (n, c, h, w) = dim;
+    let (_, _, ho, wo) = dy.dim();
+    let mut dx = Tensor::zeros(dim);
+    let area = (k * k) as f32;
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let g = dy[[b, ch, oy, ox]] / area;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * s + ky) as isize - p as isize;
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                dx[[b, ch, iy as usize, ix as usize]] += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// Option-A shortcut backward: the kept pixels of the un-padded channels.
+pub fn shortcut_pad(
+    dim: (usize, usize, usize, usize),
+    dy: &Tensor,
+    stride: usize,
+    pad_before: usize,
+) -> Tensor {
+    let (n, c, h, w) = dim;
+    let mut dx = Tensor::zeros((n, c, h, w));
+    let src = dy.slice(ndarray::s![.., pad_before..pad_before + c, .., ..]);
+    dx.slice_mut(ndarray::s![.., .., ..;stride as isize, ..;stride as isize])
+        .assign(&src);
+    dx
+}
+
+/// Mean softmax cross-entropy over the batch: `(loss, dlogits, correct)`.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> (f64, Tensor, usize) {
+    let (n, k, _, _) = logits.dim();
+    let mut d = Tensor::zeros((n, k, 1, 1));
+    let mut loss = 0f64;
+    let mut correct = 0;
+    for b in 0..n {
+        let row: Vec<f32> = (0..k).map(|j| logits[[b, j, 0, 0]]).collect();
+        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let exps: Vec<f64> = row.iter().map(|&v| ((v - mx) as f64).exp()).collect();
+        let z: f64 = exps.iter().sum();
+        let y = labels[b] as usize;
+        loss += -(exps[y] / z).ln();
+        let argmax = row
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |a, (j, &v)| if v > a.1 { (j, v) } else { a },
+            )
+            .0;
+        correct += usize::from(argmax == y);
+        for j in 0..k {
+            d[[b, j, 0, 0]] = ((exps[j] / z - f64::from(u8::from(j == y))) / n as f64) as f32;
+        }
+    }
+    (loss / n as f64, d, correct)
+}

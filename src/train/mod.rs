@@ -1,0 +1,10 @@
+//! Training: a taped forward pass over the (unfused) graph with BatchNorm in
+//! training mode, the backward pass of every op, optimisers and schedules,
+//! fine-tuning and quantization-aware training.
+pub mod augment;
+pub mod backward;
+pub mod finetune;
+pub mod optim;
+pub mod tape;
+
+pub use finetune::{finetune, TrainConfig, TrainEvent, TrainReport};
