@@ -3,6 +3,7 @@
 mod bench;
 mod dashboard;
 mod eval;
+mod finetune;
 mod info;
 mod progress;
 mod quantize;
@@ -37,6 +38,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Quantize a model (RTN, GPTQ, GPFQ), evaluate it, save the result.
     Quantize(quantize::QuantizeArgs),
+    /// Fine-tune (FT) or quantization-aware train (QAT) a model; evaluates and saves it.
+    Finetune(finetune::FinetuneArgs),
     /// Run a saved job spec (JSON) or every spec in a folder; finished specs are skipped.
     Run(runspec::RunArgs),
 }
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Quantize(a)) => quantize::run(a),
         Some(Command::Run(a)) => runspec::run(a),
+        Some(Command::Finetune(a)) => finetune::run(a),
         Some(Command::Dashboard(a)) => dashboard::run(a),
         None => dashboard::run(dashboard::DashboardArgs {
             results: "results".into(),

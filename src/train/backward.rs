@@ -5,7 +5,6 @@ use crate::engine::ops::conv::col2im;
 use crate::engine::ops::{conv_output_size, im2col, ConvGeom};
 use crate::engine::tensor::contiguous;
 use crate::engine::Tensor;
-use ndarray::Axis;
 use rayon::prelude::*;
 
 /// Conv backward (groups = 1): `dX` by col2im of `Wᵀ·dY`, `dW = Σ_b dY·colᵀ`, `db = Σ dY`.
@@ -38,7 +37,31 @@ pub fn conv(
     let p = ho * wo;
     let xs = contiguous(x);
     let dys = contiguous(dy);
-    let mut dx = Tensor::zeros((n, c, h, wd));
+    // Stride 1: dX is the convolution of dY with the transposed, flipped kernel
+    // (padding k−1−p), which runs on the fast forward kernels; only dW needs im2col.
+    let via_conv = s == 1 && kh == kw && geom.pad < kh;
+    let mut dx = if via_conv {
+        let mut wt = vec![0f32; w.len()];
+        for oc in 0..o {
+            for ci in 0..c {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        wt[((ci * o + oc) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)] =
+                            w[((oc * c + ci) * kh + ky) * kw + kx];
+                    }
+                }
+            }
+        }
+        crate::engine::ops::conv2d(
+            dy,
+            &wt,
+            [c, o, kh, kw],
+            ConvGeom::new(1, kh - 1 - geom.pad),
+            Default::default(),
+        )?
+    } else {
+        Tensor::zeros((n, c, h, wd))
+    };
     let dxs = dx.as_slice_mut().ok_or("fresh tensor")?;
     let (dw, db) = dxs
         .par_chunks_mut(c * h * wd)
@@ -72,14 +95,16 @@ pub fn conv(
                     true,
                     1,
                 );
-                sgemm(
-                    MatRef::transposed(w, d, o),
-                    MatRef::row_major(dyi, o, p),
-                    &mut dcol,
-                    false,
-                    1,
-                );
-                col2im(&dcol, (h, wd), (0, c), (kh, kw), s, geom.pad, (ho, wo), dxi);
+                if !via_conv {
+                    sgemm(
+                        MatRef::transposed(w, d, o),
+                        MatRef::row_major(dyi, o, p),
+                        &mut dcol,
+                        false,
+                        1,
+                    );
+                    col2im(&dcol, (h, wd), (0, c), (kh, kw), s, geom.pad, (ho, wo), dxi);
+                }
                 for (k, row) in dyi.chunks(p).enumerate() {
                     db[k] += row.iter().sum::<f32>();
                 }
@@ -132,27 +157,58 @@ pub fn linear(x: &Tensor, w: &[f32], out: usize, dy: &Tensor) -> (Tensor, Vec<f3
 }
 
 /// Batch statistics: `(x̂, 1/σ, mean, unbiased variance)` per channel.
+/// Loops run over contiguous (image, channel) planes of the NCHW tensor.
 pub fn bn_normalise(x: &Tensor, eps: f32) -> (Tensor, Vec<f32>, Vec<f32>, Vec<f32>) {
-    let c = x.dim().1;
-    let m = (x.len() / c.max(1)) as f64;
-    let mut xhat = x.clone();
-    let mut inv = vec![0f32; c];
-    let mut means = vec![0f32; c];
-    let mut vars = vec![0f32; c];
-    for (ch, mut plane) in xhat.axis_iter_mut(Axis(1)).enumerate() {
-        let mean = plane.iter().map(|&v| v as f64).sum::<f64>() / m;
-        let var = plane
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / m;
-        let is = 1.0 / (var + eps as f64).sqrt();
-        plane.mapv_inplace(|v| ((v as f64 - mean) * is) as f32);
-        inv[ch] = is as f32;
-        means[ch] = mean as f32;
-        vars[ch] = (var * m / (m - 1.0).max(1.0)) as f32;
+    let (n, c, h, w) = x.dim();
+    let plane = h * w;
+    let m = (n * plane) as f64;
+    let xs = contiguous(x);
+    let mut sum = vec![0f64; c];
+    let mut sq = vec![0f64; c];
+    for b in 0..n {
+        for ch in 0..c {
+            let p = &xs[(b * c + ch) * plane..][..plane];
+            let (s, q) = p.iter().fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
+            sum[ch] += s as f64;
+            sq[ch] += q as f64;
+        }
     }
-    (xhat, inv, means, vars)
+    let means: Vec<f64> = sum.iter().map(|s| s / m).collect();
+    let vars: Vec<f64> = sq
+        .iter()
+        .zip(&means)
+        .map(|(q, mu)| (q / m - mu * mu).max(0.0))
+        .collect();
+    let inv: Vec<f32> = vars
+        .iter()
+        .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
+        .collect();
+    let mut out = vec![0f32; xs.len()];
+    out.par_chunks_mut(c * plane)
+        .zip(xs.par_chunks(c * plane))
+        .for_each(|(o, xi)| {
+            for ch in 0..c {
+                let (mu, is) = (means[ch] as f32, inv[ch]);
+                for (d, &v) in o[ch * plane..(ch + 1) * plane]
+                    .iter_mut()
+                    .zip(&xi[ch * plane..(ch + 1) * plane])
+                {
+                    *d = (v - mu) * is;
+                }
+            }
+        });
+    let xhat =
+        Tensor::from_shape_vec((n, c, h, w), out).unwrap_or_else(|_| Tensor::zeros((n, c, h, w)));
+    let unbiased = vars
+        .iter()
+        .map(|v| (v * m / (m - 1.0).max(1.0)) as f32)
+        .collect();
+    (
+        xhat,
+        inv,
+        means.iter().map(|&v| v as f32).collect(),
+        unbiased,
+    )
 }
 
 /// BatchNorm backward. Training mode differentiates through the batch
@@ -164,34 +220,55 @@ pub fn batchnorm(
     gamma: &[f32],
     train: bool,
 ) -> (Tensor, Vec<f32>, Vec<f32>) {
-    let c = dy.dim().1;
-    let m = (dy.len() / c.max(1)) as f32;
-    let mut dgamma = vec![0f32; c];
-    let mut dbeta = vec![0f32; c];
-    for ch in 0..c {
-        let g = dy.index_axis(Axis(1), ch);
-        let xh = xhat.index_axis(Axis(1), ch);
-        dbeta[ch] = g.iter().map(|&v| v as f64).sum::<f64>() as f32;
-        dgamma[ch] = g
-            .iter()
-            .zip(xh.iter())
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum::<f64>() as f32;
-    }
-    let mut dx = dy.clone();
-    for (ch, mut plane) in dx.axis_iter_mut(Axis(1)).enumerate() {
-        let k = gamma[ch] * inv_std[ch];
-        if train {
-            let xh = xhat.index_axis(Axis(1), ch);
-            let (sb, sg) = (dbeta[ch] / m, dgamma[ch] / m);
-            ndarray::Zip::from(&mut plane)
-                .and(&xh)
-                .for_each(|g, &x| *g = k * (*g - sb - x * sg));
-        } else {
-            plane.mapv_inplace(|g| g * k);
+    let (n, c, h, w) = dy.dim();
+    let plane = h * w;
+    let m = (n * plane) as f32;
+    let g = contiguous(dy);
+    let xh = contiguous(xhat);
+    let mut dgamma = vec![0f64; c];
+    let mut dbeta = vec![0f64; c];
+    for b in 0..n {
+        for ch in 0..c {
+            let at = (b * c + ch) * plane;
+            let (sb, sg) = g[at..at + plane]
+                .iter()
+                .zip(&xh[at..at + plane])
+                .fold((0f32, 0f32), |(sb, sg), (&a, &x)| (sb + a, sg + a * x));
+            dbeta[ch] += sb as f64;
+            dgamma[ch] += sg as f64;
         }
     }
-    (dx, dgamma, dbeta)
+    let dgamma: Vec<f32> = dgamma.iter().map(|&v| v as f32).collect();
+    let dbeta: Vec<f32> = dbeta.iter().map(|&v| v as f32).collect();
+    let mut out = vec![0f32; g.len()];
+    out.par_chunks_mut(c * plane)
+        .enumerate()
+        .for_each(|(b, o)| {
+            for ch in 0..c {
+                let at = (b * c + ch) * plane;
+                let k = gamma[ch] * inv_std[ch];
+                let (sb, sg) = (dbeta[ch] / m, dgamma[ch] / m);
+                let dst = &mut o[ch * plane..(ch + 1) * plane];
+                if train {
+                    for ((d, &a), &x) in dst
+                        .iter_mut()
+                        .zip(&g[at..at + plane])
+                        .zip(&xh[at..at + plane])
+                    {
+                        *d = k * (a - sb - x * sg);
+                    }
+                } else {
+                    for (d, &a) in dst.iter_mut().zip(&g[at..at + plane]) {
+                        *d = k * a;
+                    }
+                }
+            }
+        });
+    (
+        Tensor::from_shape_vec((n, c, h, w), out).unwrap_or_else(|_| Tensor::zeros((n, c, h, w))),
+        dgamma,
+        dbeta,
+    )
 }
 
 pub fn max_pool(x: &Tensor, dy: &Tensor, k: usize, s: usize, p: usize) -> Tensor {

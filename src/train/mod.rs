@@ -5,6 +5,7 @@ pub mod augment;
 pub mod backward;
 pub mod finetune;
 pub mod optim;
+pub mod qat;
 pub mod tape;
 
 pub use finetune::{finetune, TrainConfig, TrainEvent, TrainReport};
