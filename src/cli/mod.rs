@@ -1,6 +1,7 @@
 //! Command-line interface. Human tables go to stdout, progress bars to stderr;
 //! with `--json`, stdout is exactly one JSON object.
 mod bench;
+mod cora;
 mod dashboard;
 mod eval;
 mod finetune;
@@ -40,6 +41,8 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Fine-tune (FT) or quantization-aware train (QAT) a model; evaluates and saves it.
     Finetune(finetune::FinetuneArgs),
+    /// CoRa: low-rank adapters on the quantization residual (optimal / heuristic ranks).
+    Cora(cora::CoraArgs),
     /// Run a saved job spec (JSON) or every spec in a folder; finished specs are skipped.
     Run(runspec::RunArgs),
 }
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Quantize(a)) => quantize::run(a),
         Some(Command::Run(a)) => runspec::run(a),
         Some(Command::Finetune(a)) => finetune::run(a),
+        Some(Command::Cora(a)) => cora::run(a),
         Some(Command::Dashboard(a)) => dashboard::run(a),
         None => dashboard::run(dashboard::DashboardArgs {
             results: "results".into(),

@@ -3,6 +3,7 @@
 //! through the engine. Specs: ALGORITHMS.md §1–4, §8.
 pub mod awq;
 pub mod bits;
+pub mod cora;
 pub mod gpfq;
 pub mod gptq;
 pub mod grid;

@@ -1,0 +1,223 @@
+//! CoRa-O: optimal adapter ranks by gradient descent on relaxed ranks r̃
+//! (ALGORITHMS.md §9). Each conv's weight is `Q + Σ_i T_i(r̃)² σ_i u_i v_iᵀ`;
+//! the loss is cross-entropy plus `γ·exp(relu(Σ_l w_l r̃_l − b))`. The
+//! gradient of the loss w.r.t. component i's weight is `σ_i u_iᵀ (∂L/∂W) v_i`,
+//! so one ordinary backward pass per step gives every ∂L/∂r̃_l.
+use crate::data::{Preprocess, Split};
+use crate::model::{Graph, Op};
+use crate::quant::cora::{butterworth, ResidualSvd};
+use crate::train::backward::softmax_cross_entropy;
+use crate::train::tape::{self, BnMode};
+use crate::util::Rng;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SearchConfig {
+    /// Adapter parameters allowed, as a fraction of the conv parameters.
+    pub budget: f64,
+    pub iterations: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Butterworth order n.
+    pub order: u32,
+    /// Initial r̃; 0 = start at the budget.
+    pub init: f64,
+    pub gamma: f64,
+    pub seed: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            budget: 0.05,
+            iterations: 200,
+            batch: 32,
+            lr: 0.01,
+            order: 4,
+            init: 0.0,
+            gamma: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SearchStep {
+    pub iteration: usize,
+    pub loss: f64,
+    /// `Σ w_l r̃_l`, the adapter share of the conv parameters.
+    pub budget_used: f64,
+    pub relaxed: Vec<f64>,
+}
+
+/// `layers[k] = (node index in graph, residual SVD)`; `graph` holds the
+/// quantized weights `Q` (unfused, BN as nodes). Returns integer ranks.
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    graph: &Graph,
+    layers: &[(usize, ResidualSvd)],
+    split: &Split,
+    indices: &[usize],
+    pre: &Preprocess,
+    cfg: &SearchConfig,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&SearchStep),
+) -> Result<Vec<usize>> {
+    if indices.is_empty() || layers.is_empty() {
+        return Err(Error::Invalid(
+            "CoRa search needs calibration images and at least one conv layer".into(),
+        ));
+    }
+    let conv_params: usize = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            if let Op::Conv(c) = &n.op {
+                c.weight.len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    // w_l = (N_l + C_in k²)·R_l / Σ conv params, so Σ w_l r̃_l ≈ adapter share.
+    let weights: Vec<f64> = layers
+        .iter()
+        .map(|(_, s)| s.adapter_params(s.rank_max()) as f64 / conv_params as f64)
+        .collect();
+    let base: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|(node, _)| {
+            graph
+                .weight(*node)
+                .map(|(w, _)| w.to_vec())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut g = graph.clone();
+    // [D] Start at the budget (Σ w_l r̃_l = b) rather than the reference's 0.9:
+    // from 0.9 the soft penalty cannot bring a 2–20 % budget back within a
+    // few hundred Adam steps (measured: 35 % used for a 10 % budget).
+    let total_w: f64 = weights.iter().sum();
+    let start = if cfg.init > 0.0 {
+        cfg.init
+    } else {
+        cfg.budget / total_w.max(1e-12)
+    };
+    let mut rt: Vec<f64> = layers
+        .iter()
+        .map(|(_, s)| start.clamp(1.0 / s.rank_max() as f64, 1.0))
+        .collect();
+    let (mut m, mut v) = (vec![0f64; layers.len()], vec![0f64; layers.len()]);
+    let mut rng = Rng::new(cfg.seed);
+    let mut order = indices.to_vec();
+    let per_epoch = order.len().div_ceil(cfg.batch.max(1));
+    for it in 0..cfg.iterations {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        if it % per_epoch == 0 {
+            rng.shuffle(&mut order);
+        }
+        let pos = it % per_epoch;
+        let chunk = &order[pos * cfg.batch..((pos + 1) * cfg.batch).min(order.len())];
+        let kernels: Vec<(Vec<f64>, Vec<f64>)> = layers
+            .iter()
+            .zip(&rt)
+            .map(|((_, s), &r)| butterworth(s.rank_max(), r, cfg.order))
+            .collect();
+        for (k, (node, svd)) in layers.iter().enumerate() {
+            let delta = svd.reconstruct(&kernels[k].0);
+            if let Some(w) = g.weight_mut(*node) {
+                for ((o, q), dd) in w.iter_mut().zip(&base[k]).zip(&delta) {
+                    *o = q + dd;
+                }
+            }
+        }
+        let x = pre.batch(split, chunk);
+        let labels: Vec<u32> = chunk.iter().map(|&i| split.labels[i]).collect();
+        let mut t = tape::forward(&mut g, x, BnMode::Frozen, None)?;
+        let logits = t
+            .output(&g)
+            .ok_or_else(|| Error::Invalid("no output".into()))?
+            .clone();
+        let (ce, dlogits, _) = softmax_cross_entropy(&logits, &labels);
+        let grads = t.backward(&g, dlogits)?;
+        let used: f64 = weights.iter().zip(&rt).map(|(w, r)| w * r).sum();
+        let over = used - cfg.budget;
+        let penalty = cfg.gamma * over.max(0.0).exp();
+        for (k, (node, svd)) in layers.iter().enumerate() {
+            let Some(gw) = grads[*node].as_ref() else {
+                continue;
+            };
+            let p = svd.project(&gw.w);
+            let dce: f64 = (0..svd.rank_max())
+                .map(|i| kernels[k].1[i] * svd.s[i] * p[i])
+                .sum();
+            let dpen = if over > 0.0 {
+                penalty * weights[k]
+            } else {
+                0.0
+            };
+            let grad = (dce + dpen).clamp(-0.2, 0.2);
+            let (b1, b2) = (0.9f64, 0.999f64);
+            m[k] = b1 * m[k] + (1.0 - b1) * grad;
+            v[k] = b2 * v[k] + (1.0 - b2) * grad * grad;
+            let mh = m[k] / (1.0 - b1.powi(it as i32 + 1));
+            let vh = v[k] / (1.0 - b2.powi(it as i32 + 1));
+            let lo = 1.0 / svd.rank_max() as f64;
+            let next = rt[k] - cfg.lr * mh / (vh.sqrt() + 1e-8);
+            rt[k] = if next.is_nan() {
+                lo
+            } else {
+                next.clamp(lo, 1.0)
+            };
+        }
+        on_step(&SearchStep {
+            iteration: it + 1,
+            loss: ce + penalty,
+            budget_used: used,
+            relaxed: rt.clone(),
+        });
+    }
+    Ok(fit_budget(
+        layers,
+        &rt,
+        (cfg.budget * conv_params as f64) as usize,
+    ))
+}
+
+/// Integer ranks `ceil(R·r̃)` (at least 1), with every r̃ scaled by the largest
+/// common factor (bisection) that keeps the adapters within `budget` params.
+pub fn fit_budget(layers: &[(usize, ResidualSvd)], rt: &[f64], budget: usize) -> Vec<usize> {
+    let ranks = |f: f64| -> Vec<usize> {
+        layers
+            .iter()
+            .zip(rt)
+            .map(|((_, s), &r)| {
+                ((s.rank_max() as f64 * r * f).ceil() as usize).clamp(1, s.rank_max())
+            })
+            .collect()
+    };
+    let cost = |r: &[usize]| -> usize {
+        layers
+            .iter()
+            .zip(r)
+            .map(|((_, s), &k)| s.adapter_params(k))
+            .sum()
+    };
+    if cost(&ranks(1.0)) <= budget {
+        return ranks(1.0);
+    }
+    let (mut lo, mut hi) = (0.0, 1.0);
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if cost(&ranks(mid)) <= budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    ranks(lo)
+}
