@@ -305,8 +305,8 @@ fn what_if_bits_change_reruns_with_an_override() {
 #[test]
 fn setup_form_edits_paths_selects_classes_and_sorts_results() {
     let mut s = state();
-    // Focus Classes (3rd field): from Start, Up 8 times.
-    for _ in 0..8 {
+    // Focus Classes (3rd field): from Start, Up 10 times.
+    for _ in 0..10 {
         update(&mut s, Action::Key(Key::Up));
     }
     assert_eq!(s.setup.field(), qscope::app::Field::Classes);
@@ -354,4 +354,71 @@ fn setup_form_edits_paths_selects_classes_and_sorts_results() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
+    use qscope::jobs::spec::TrainSpec;
+    use qscope::train::cora_job::CoraSpec;
+    let mut s = state();
+    // A real (tiny) fine-tune job: 4 steps of 16 images.
+    let mut ft = job(None);
+    ft.model = sample("resnet20.safetensors");
+    ft.data = sample("cifar10");
+    ft.train = Some(TrainSpec {
+        config: qscope::train::TrainConfig {
+            epochs: 4.0 * 16.0 / 500.0,
+            batch: 16,
+            ..Default::default()
+        },
+        qat_bits: None,
+        act_bits: None,
+    });
+    let id = s.next_job;
+    qscope::app::update::enqueue(&mut s, ft.clone());
+    let mut events = vec![];
+    run(&ft, &AtomicBool::new(false), &mut |e| events.push(e)).expect("ft");
+    for e in events {
+        update(&mut s, Action::Job { job: id, event: e });
+    }
+    update(&mut s, Action::Key(Key::Char('6')));
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("step 4/4")
+            && screen.contains("loss (20-step mean)")
+            && screen.contains("test top-1"),
+        "{screen}"
+    );
+    // A real RTN + CoRa-H job: spectra and final ranks within the budget.
+    let mut cj = job(Some((Method::Rtn, 3)));
+    cj.model = sample("resnet20.safetensors");
+    cj.data = sample("cifar10");
+    cj.cora = Some(CoraSpec {
+        budget: 0.1,
+        method: "heuristic".into(),
+        iterations: 0,
+        batch: 16,
+    });
+    let id = s.next_job;
+    qscope::app::update::enqueue(&mut s, cj.clone());
+    let mut events = vec![];
+    let r = run(&cj, &AtomicBool::new(false), &mut |e| events.push(e)).expect("cora");
+    for e in events {
+        update(&mut s, Action::Job { job: id, event: e });
+    }
+    update(&mut s, Action::Key(Key::Char('7')));
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("ranks (final)")
+            && screen.contains("residual spectrum")
+            && screen.contains("% budget"),
+        "{screen}"
+    );
+    let c = s
+        .current_run()
+        .and_then(|r| r.cora.as_ref())
+        .expect("cora state");
+    assert_eq!(c.spectra.len(), 19, "every conv has a spectrum");
+    assert!(c.extra_params as f64 <= 0.1 * c.conv_params as f64 + 1.0);
+    assert!(r.label.contains("+cora-heuristic 10%"));
 }

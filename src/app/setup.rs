@@ -18,11 +18,13 @@ pub enum Field {
     PerChannel,
     Damping,
     GpfqC,
+    Epochs,
+    CoraBudget,
     Start,
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 13] = [
         Field::Model,
         Field::Data,
         Field::Classes,
@@ -33,6 +35,8 @@ impl Field {
         Field::PerChannel,
         Field::Damping,
         Field::GpfqC,
+        Field::Epochs,
+        Field::CoraBudget,
         Field::Start,
     ];
     pub fn label(self) -> &'static str {
@@ -47,6 +51,8 @@ impl Field {
             Field::PerChannel => "Per channel",
             Field::Damping => "GPTQ damping",
             Field::GpfqC => "GPFQ C",
+            Field::Epochs => "Epochs (ft/qat)",
+            Field::CoraBudget => "CoRa budget",
             Field::Start => "▶ Start job",
         }
     }
@@ -54,15 +60,21 @@ impl Field {
 
 pub const PRESETS: [&str; 4] = ["uniform", "5+3", "3+5", "8-ends"];
 /// "fp32" evaluates the model unquantized (the baseline row).
-pub const METHODS: [&str; 7] = [
+pub const METHODS: [&str; 11] = [
     "gptq",
     "gpfq",
     "rtn",
     "awq",
     "awq-salient",
     "smoothquant",
+    "rtn+cora",
+    "gptq+cora",
+    "finetune",
+    "qat",
     "fp32",
 ];
+pub const EPOCH_STEPS: [f64; 7] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0];
+pub const BUDGET_STEPS: [f64; 4] = [0.02, 0.05, 0.1, 0.2];
 pub const CALIB_STEPS: [usize; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
 pub const DAMPING_STEPS: [f64; 6] = [0.001, 0.01, 0.1, 1.0, 10.0, 1e6];
 
@@ -84,6 +96,10 @@ pub struct SetupForm {
     pub per_channel: bool,
     pub damping: usize,
     pub gpfq_c: f64,
+    /// Index into `EPOCH_STEPS`.
+    pub epochs: usize,
+    /// Index into `BUDGET_STEPS`.
+    pub cora_budget: usize,
     /// Text being typed into the Model or Dataset field (`e` to edit).
     pub editing: Option<String>,
     /// Per-layer bit overrides set from the Layers screen (what-if).
@@ -109,6 +125,8 @@ impl SetupForm {
             per_channel: true,
             damping: 1,
             gpfq_c: 1.16,
+            epochs: 1,
+            cora_budget: 1,
             editing: None,
             overrides: vec![],
             eval_limit: None,
@@ -165,6 +183,11 @@ impl SetupForm {
             .into(),
             Field::Damping => format!("{}", DAMPING_STEPS[self.damping]),
             Field::GpfqC => format!("{:.2}", self.gpfq_c),
+            Field::Epochs => format!("{}", EPOCH_STEPS[self.epochs]),
+            Field::CoraBudget => format!(
+                "{:.0} % of conv parameters",
+                100.0 * BUDGET_STEPS[self.cora_budget]
+            ),
             Field::Start => String::new(),
         }
     }
@@ -195,6 +218,15 @@ impl SetupForm {
                     (self.damping as i32 + delta).clamp(0, DAMPING_STEPS.len() as i32 - 1) as usize
             }
             Field::GpfqC => self.gpfq_c = (self.gpfq_c + 0.05 * delta as f64).clamp(0.3, 4.0),
+            Field::Epochs => {
+                self.epochs =
+                    (self.epochs as i32 + delta).clamp(0, EPOCH_STEPS.len() as i32 - 1) as usize
+            }
+            Field::CoraBudget => {
+                self.cora_budget = (self.cora_budget as i32 + delta)
+                    .clamp(0, BUDGET_STEPS.len() as i32 - 1)
+                    as usize
+            }
             _ => {}
         }
     }
@@ -215,8 +247,39 @@ impl SetupForm {
         spec.classes = self.chosen_classes();
         spec.calib = CALIB_STEPS[self.calib];
         spec.eval_limit = self.eval_limit;
-        if METHODS[self.method] != "fp32" {
-            let method = Method::parse(METHODS[self.method]).map_err(|e| e.to_string())?;
+        let choice = METHODS[self.method];
+        if matches!(choice, "finetune" | "qat") {
+            let config = crate::train::TrainConfig {
+                epochs: EPOCH_STEPS[self.epochs],
+                ..Default::default()
+            };
+            let qat = choice == "qat";
+            spec.train = Some(crate::jobs::spec::TrainSpec {
+                config: crate::train::TrainConfig {
+                    lr: if qat { 0.002 } else { config.lr },
+                    ..config
+                },
+                qat_bits: qat.then_some(self.bits),
+                act_bits: (qat && self.bits == 8).then_some(8),
+            });
+            // The checkpoint: also written if the job is cancelled.
+            spec.export = Some(std::path::PathBuf::from(format!(
+                "results/checkpoints/{choice}-{}.safetensors",
+                spec.key()
+            )));
+            return Ok(spec);
+        }
+        if choice != "fp32" {
+            let base = choice.trim_end_matches("+cora");
+            if base != choice {
+                spec.cora = Some(crate::train::cora_job::CoraSpec {
+                    budget: BUDGET_STEPS[self.cora_budget],
+                    method: "optimal".into(),
+                    iterations: 200,
+                    batch: 32,
+                });
+            }
+            let method = Method::parse(base).map_err(|e| e.to_string())?;
             let mut q = QuantConfig::new(method, self.bits);
             q.bits = BitsMap {
                 bits: self.bits,

@@ -10,15 +10,19 @@ pub enum Screen {
     Histogram,
     Results,
     Compare,
+    Training,
+    Cora,
 }
 
 impl Screen {
-    pub const TABS: [Screen; 5] = [
+    pub const TABS: [Screen; 7] = [
         Screen::Setup,
         Screen::Layers,
         Screen::Histogram,
         Screen::Results,
         Screen::Compare,
+        Screen::Training,
+        Screen::Cora,
     ];
     pub fn title(self) -> &'static str {
         match self {
@@ -27,6 +31,8 @@ impl Screen {
             Screen::Histogram => "3 Histogram",
             Screen::Results => "4 Results",
             Screen::Compare => "5 Compare",
+            Screen::Training => "6 Training",
+            Screen::Cora => "7 CoRa",
         }
     }
 }
@@ -52,6 +58,24 @@ pub struct LiveRun {
     pub stage: Option<(String, usize, usize)>,
     pub status: RunStatus,
     pub result: Option<RunResult>,
+    /// Training steps so far (loss and accuracy curves).
+    pub train: Vec<crate::train::TrainEvent>,
+    pub cora: Option<CoraLive>,
+}
+
+/// CoRa state as the search runs.
+#[derive(Clone, Debug, Default)]
+pub struct CoraLive {
+    /// Per conv: name and residual singular values.
+    pub spectra: Vec<(String, Vec<f64>)>,
+    /// Relaxed ranks r̃ (fractions of the maximum rank), latest iteration.
+    pub relaxed: Vec<f64>,
+    /// (loss, budget used) per iteration.
+    pub history: Vec<(f64, f64)>,
+    pub ranks: Option<Vec<usize>>,
+    pub extra_params: usize,
+    pub conv_params: usize,
+    pub budget: f64,
 }
 
 impl LiveRun {

@@ -106,7 +106,7 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
                 }
             };
         }
-        Key::Char(c @ '1'..='5') => {
+        Key::Char(c @ '1'..='7') => {
             s.screen = Screen::TABS[(c as u8 - b'1') as usize];
             return vec![];
         }
@@ -134,7 +134,8 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
         Screen::Layers => layers_key(s, k),
         Screen::Histogram => histogram_key(s, k),
         Screen::Results => results_key(s, k),
-        Screen::Compare => vec![],
+        Screen::Compare | Screen::Training => vec![],
+        Screen::Cora => histogram_key(s, k),
     }
 }
 
@@ -231,6 +232,8 @@ pub fn enqueue(s: &mut State, spec: JobSpec) -> Vec<Effect> {
         stage: None,
         status: RunStatus::Queued,
         result: None,
+        train: vec![],
+        cora: None,
     });
     s.current = Some(s.runs.len() - 1);
     s.layer_cursor = 0;
@@ -372,6 +375,8 @@ fn results_key(s: &mut State, k: Key) -> Vec<Effect> {
                     stage: None,
                     status: RunStatus::Done,
                     result: Some(r),
+                    train: vec![],
+                    cora: None,
                 });
                 s.current = Some(s.runs.len() - 1);
                 s.layer_cursor = 0;
@@ -429,6 +434,36 @@ fn job_event(s: &mut State, job: u64, event: JobEvent) -> Vec<Effect> {
             }
         }
         JobEvent::Evaluated(_) => {}
+        JobEvent::TrainStep(e) => {
+            run.stage = Some((format!("training (loss {:.3})", e.loss), e.step, e.steps));
+            run.train.push(e);
+        }
+        JobEvent::CoraSpectra(sp) => {
+            let budget = run.spec.cora.as_ref().map_or(0.0, |c| c.budget);
+            run.cora = Some(crate::app::state::CoraLive {
+                spectra: sp,
+                budget,
+                ..Default::default()
+            });
+        }
+        JobEvent::CoraStep(st) => {
+            if let Some(c) = run.cora.as_mut() {
+                c.history.push((st.loss, st.budget_used));
+                c.relaxed = st.relaxed;
+            }
+        }
+        JobEvent::CoraRanks {
+            ranks,
+            extra_params,
+            conv_params,
+            ..
+        } => {
+            if let Some(c) = run.cora.as_mut() {
+                c.ranks = Some(ranks);
+                c.extra_params = extra_params;
+                c.conv_params = conv_params;
+            }
+        }
         JobEvent::Finished(result) => {
             run.status = RunStatus::Done;
             run.stage = None;

@@ -22,6 +22,19 @@ pub enum JobEvent {
         total: usize,
     },
     Evaluated(Box<EvalReport>),
+    /// One training step: loss, batch accuracy, images/s.
+    TrainStep(crate::train::TrainEvent),
+    /// CoRa: each conv's residual singular values (for the spectrum plot).
+    CoraSpectra(Vec<(String, Vec<f64>)>),
+    /// CoRa-O: one rank-search iteration.
+    CoraStep(crate::train::cora_search::SearchStep),
+    /// CoRa: the final integer ranks.
+    CoraRanks {
+        ranks: Vec<usize>,
+        rank_max: Vec<usize>,
+        extra_params: usize,
+        conv_params: usize,
+    },
     Finished(Box<RunResult>),
     Failed(String),
     Cancelled,

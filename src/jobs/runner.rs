@@ -63,8 +63,64 @@ pub fn run(
     let classes = parse_classes(classes_spec.as_deref().unwrap_or("all"), &test.class_names)?;
     let subset = spec.classes.as_ref().map(|_| classes.clone());
     let pre = Preprocess::for_model(&graph.meta);
-    let (model, layers, bits_avg, size_bytes, qsecs, packed) = match &spec.quant {
-        None => {
+    let mut graph = graph;
+    // 1. Training (FT, or QAT which also produces the quantized model).
+    let mut trained_quant: Option<(
+        crate::model::Graph,
+        Vec<crate::quant::packing::QuantizedLayer>,
+        Vec<u8>,
+    )> = None;
+    if let Some(t) = &spec.train {
+        emit(JobEvent::Stage {
+            name: "loading train images".into(),
+            done: 0,
+            total: 1,
+        });
+        let train = root.split(SplitKind::Train)?;
+        let idx = eval_indices(&train, &classes, None);
+        let (mut model, mut fq) = match t.qat_bits {
+            Some(b) => {
+                let bits = crate::quant::BitsMap::uniform(b);
+                let (g, f) = crate::train::qat::prepare(&graph, &bits, t.act_bits)?;
+                (g, Some((f, bits.resolve(&graph)?)))
+            }
+            None => (graph.clone(), None),
+        };
+        let mut cfg = t.config.clone();
+        cfg.bn_train = cfg.bn_train && fq.is_none();
+        let outcome = crate::train::finetune(
+            &mut model,
+            &train,
+            &idx,
+            &pre,
+            &cfg,
+            fq.as_mut().map(|f| &mut f.0),
+            cancel,
+            &mut |e| emit(JobEvent::TrainStep(e.clone())),
+        );
+        if let Err(crate::Error::Cancelled) = &outcome {
+            // Keep what was trained so far.
+            if let Some(path) = &spec.export {
+                crate::model::export::save(&model, &[], path)?;
+            }
+        }
+        outcome?;
+        match fq {
+            Some((f, bits)) => {
+                let packed = crate::train::qat::finish(&mut model, &f);
+                trained_quant = Some((model, packed, bits));
+            }
+            None => graph = model,
+        }
+    }
+    // 2. Post-training quantization (and CoRa on top of it).
+    let (model, layers, bits_avg, size_bytes, qsecs, packed) = match (trained_quant, &spec.quant) {
+        (Some((model, packed, bits)), _) => {
+            let avg = crate::quant::BitsMap::average(&graph, &bits);
+            let bytes = packed.iter().map(|p| p.stored_bytes()).sum::<usize>() as u64;
+            (model, vec![], avg, bytes, 0.0, packed)
+        }
+        (None, None) => {
             let s = size::SizeReport::of(&graph);
             (
                 graph.clone(),
@@ -75,7 +131,7 @@ pub fn run(
                 vec![],
             )
         }
-        Some(cfg) => {
+        (None, Some(cfg)) => {
             if spec.calib == 0 {
                 return Err(crate::Error::Invalid(
                     "calibration size must be at least 1 image".into(),
@@ -99,8 +155,56 @@ pub fn run(
                 });
             })?;
             let avg = crate::quant::BitsMap::average(&graph, &out.bits);
-            let bytes = out.stored_bytes();
-            (out.graph, out.layers, avg, bytes, out.seconds, out.packed)
+            let mut bytes = out.stored_bytes();
+            let mut model = out.graph;
+            if let Some(c) = &spec.cora {
+                if !matches!(
+                    cfg.method,
+                    crate::quant::Method::Rtn
+                        | crate::quant::Method::Gptq
+                        | crate::quant::Method::Gpfq
+                ) {
+                    return Err(crate::Error::Invalid(format!(
+                        "CoRa needs an RTN, GPTQ or GPFQ base, not {}",
+                        cfg.method.name()
+                    )));
+                }
+                emit(JobEvent::Stage {
+                    name: "CoRa rank search".into(),
+                    done: 0,
+                    total: c.iterations,
+                });
+                let iterations = c.iterations;
+                let sink = std::cell::RefCell::new(&mut *emit);
+                let co = crate::train::cora_job::apply(
+                    &graph,
+                    &model,
+                    c,
+                    &train,
+                    &idx,
+                    spec.seed,
+                    cancel,
+                    &mut |sp| (sink.borrow_mut())(JobEvent::CoraSpectra(sp.to_vec())),
+                    &mut |st| {
+                        let mut e = sink.borrow_mut();
+                        e(JobEvent::Stage {
+                            name: "CoRa rank search".into(),
+                            done: st.iteration,
+                            total: iterations,
+                        });
+                        e(JobEvent::CoraStep(st.clone()));
+                    },
+                )?;
+                emit(JobEvent::CoraRanks {
+                    ranks: co.ranks.clone(),
+                    rank_max: co.rank_max.clone(),
+                    extra_params: co.extra_params,
+                    conv_params: co.conv_params,
+                });
+                bytes += (co.extra_params * 4) as u64;
+                model = co.graph;
+            }
+            (model, out.layers, avg, bytes, out.seconds, out.packed)
         }
     };
     let fused = model.fused();
@@ -126,7 +230,9 @@ pub fn run(
     emit(JobEvent::Evaluated(Box::new(eval.clone())));
     let lat = crate::eval::bench::latency_only(&fused, Duration::from_millis(300))?;
     if let Some(path) = &spec.export {
-        crate::model::export::save(&model, &packed, path)?;
+        let packed: &[crate::quant::packing::QuantizedLayer] =
+            if spec.cora.is_some() { &[] } else { &packed };
+        crate::model::export::save(&model, packed, path)?;
     }
     let result = RunResult {
         key: spec.key(),

@@ -22,9 +22,25 @@ pub struct JobSpec {
     /// Evaluate on at most this many test images (balanced over classes).
     #[serde(default)]
     pub eval_limit: Option<usize>,
-    /// Also export the quantized model here.
+    /// Also export the quantized model here (training jobs: the checkpoint,
+    /// also written when the job is cancelled).
     #[serde(default)]
     pub export: Option<PathBuf>,
+    /// Fine-tune (or, with `qat_bits`, quantization-aware train) first.
+    #[serde(default)]
+    pub train: Option<TrainSpec>,
+    /// Add CoRa adapters to the quantized model (needs `quant`).
+    #[serde(default)]
+    pub cora: Option<crate::train::cora_job::CoraSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainSpec {
+    pub config: crate::train::TrainConfig,
+    #[serde(default)]
+    pub qat_bits: Option<u8>,
+    #[serde(default)]
+    pub act_bits: Option<u8>,
 }
 
 fn calib() -> usize {
@@ -42,6 +58,8 @@ impl JobSpec {
             seed: 0,
             eval_limit: None,
             export: None,
+            train: None,
+            cora: None,
         }
     }
 
@@ -53,16 +71,31 @@ impl JobSpec {
 
     /// A one-line description for tables and progress bars.
     pub fn label(&self) -> String {
-        match &self.quant {
-            None => "fp32".into(),
-            Some(q) => {
+        let mut label = match (&self.train, &self.quant) {
+            (Some(t), _) if t.qat_bits.is_some() => {
+                format!(
+                    "qat w{}{}",
+                    t.qat_bits.unwrap_or(0),
+                    t.act_bits.map_or(String::new(), |a| format!("a{a}"))
+                )
+            }
+            (train, None) => if train.is_some() { "ft" } else { "fp32" }.into(),
+            (train, Some(q)) => {
                 let bits = if q.bits.preset == "uniform" {
                     format!("w{}", q.bits.bits)
                 } else {
                     q.bits.preset.clone()
                 };
-                format!("{} {bits}", q.method.name())
+                format!(
+                    "{}{} {bits}",
+                    if train.is_some() { "ft+" } else { "" },
+                    q.method.name()
+                )
             }
+        };
+        if let Some(c) = &self.cora {
+            label.push_str(&format!(" +cora-{} {:.0}%", c.method, 100.0 * c.budget));
         }
+        label
     }
 }

@@ -3,6 +3,7 @@
 //! fine-tuning and quantization-aware training.
 pub mod augment;
 pub mod backward;
+pub mod cora_job;
 pub mod cora_search;
 pub mod finetune;
 pub mod optim;

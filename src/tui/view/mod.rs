@@ -1,10 +1,12 @@
 //! Pure render functions: `(frame, area, &State, &Theme)`, no I/O, no compute.
 pub mod compare;
+pub mod cora;
 pub mod help;
 pub mod histogram;
 pub mod layers;
 pub mod results;
 pub mod setup;
+pub mod training;
 
 use crate::app::state::{RunStatus, Screen, State};
 use crate::tui::theme::Theme;
@@ -69,6 +71,8 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
         Screen::Histogram => histogram::render(f, body, s, t),
         Screen::Results => results::render(f, body, s, t),
         Screen::Compare => compare::render(f, body, s, t),
+        Screen::Training => training::render(f, body, s, t),
+        Screen::Cora => cora::render(f, body, s, t),
     }
     render_status(f, status, s, t);
     if s.help {

@@ -1,0 +1,153 @@
+//! CoRa on top of a post-training quantization: residual SVDs, ranks by the
+//! chosen rule, adapters merged. Shared by `qscope cora` and jobs.
+use crate::data::{Preprocess, Split};
+use crate::model::{Graph, Op};
+use crate::quant::cora::{energy_ranks, heuristic_ranks, residual_svd, uniform_ranks, ResidualSvd};
+use crate::train::cora_search::{search, SearchConfig, SearchStep};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CoraSpec {
+    /// Adapter parameters as a fraction of the conv parameters.
+    pub budget: f64,
+    /// optimal, heuristic, channels, uniform.
+    pub method: String,
+    #[serde(default = "iters")]
+    pub iterations: usize,
+    #[serde(default = "batch")]
+    pub batch: usize,
+}
+
+fn iters() -> usize {
+    200
+}
+fn batch() -> usize {
+    32
+}
+
+pub struct CoraOutcome {
+    /// The unfused graph with `Q + adapter` weights.
+    pub graph: Graph,
+    pub names: Vec<String>,
+    pub ranks: Vec<usize>,
+    pub rank_max: Vec<usize>,
+    pub extra_params: usize,
+    pub conv_params: usize,
+}
+
+/// `original` is the FP graph, `quantized` any graph holding the quantized
+/// raw weights under the same layer names.
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    original: &Graph,
+    quantized: &Graph,
+    spec: &CoraSpec,
+    split: &Split,
+    calib: &[usize],
+    seed: u64,
+    cancel: &AtomicBool,
+    on_spectra: &mut dyn FnMut(&[(String, Vec<f64>)]),
+    on_step: &mut dyn FnMut(&SearchStep),
+) -> Result<CoraOutcome> {
+    let mut q = original.clone();
+    for n in q.layer_nodes() {
+        let name = q.nodes[n].name.clone();
+        let src = quantized.find_layer(&name)?;
+        let w = quantized
+            .weight(src)
+            .map(|(w, _)| w.to_vec())
+            .unwrap_or_default();
+        if let Some(dst) = q.weight_mut(n) {
+            dst.copy_from_slice(&w);
+        }
+    }
+    let convs: Vec<usize> = q
+        .layer_nodes()
+        .into_iter()
+        .filter(|&n| matches!(q.nodes[n].op, Op::Conv(_)))
+        .collect();
+    let layers: Vec<(usize, ResidualSvd)> = convs
+        .iter()
+        .map(|&n| {
+            let (w, shape) = original
+                .weight(n)
+                .map(|(w, s)| (w.to_vec(), s))
+                .unwrap_or_default();
+            let qw = q.weight(n).map(|(w, _)| w.to_vec()).unwrap_or_default();
+            (
+                n,
+                residual_svd(&w, &qw, shape[0], w.len() / shape[0].max(1)),
+            )
+        })
+        .collect();
+    let names: Vec<String> = convs.iter().map(|&n| q.nodes[n].name.clone()).collect();
+    on_spectra(
+        &names
+            .iter()
+            .cloned()
+            .zip(layers.iter().map(|(_, s)| s.s.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let conv_params: usize = convs
+        .iter()
+        .map(|&n| q.weight(n).map_or(0, |(w, _)| w.len()))
+        .sum();
+    let budget = (spec.budget * conv_params as f64) as usize;
+    let svds: Vec<&ResidualSvd> = layers.iter().map(|(_, s)| s).collect();
+    let ranks = match spec.method.as_str() {
+        "uniform" => uniform_ranks(&svds, budget),
+        "heuristic" => energy_ranks(&svds, budget),
+        "channels" => {
+            let info: Vec<(usize, usize, &ResidualSvd)> = layers
+                .iter()
+                .map(|(n, s)| (q.weight(*n).map_or(0, |(_, sh)| sh[1]), s.n, s))
+                .collect();
+            heuristic_ranks(&info, budget)
+        }
+        "optimal" => {
+            let cfg = SearchConfig {
+                budget: spec.budget,
+                iterations: spec.iterations,
+                batch: spec.batch,
+                seed,
+                ..Default::default()
+            };
+            search(
+                &q,
+                &layers,
+                split,
+                calib,
+                &Preprocess::for_model(&original.meta),
+                &cfg,
+                cancel,
+                on_step,
+            )?
+        }
+        m => {
+            return Err(Error::Invalid(format!(
+                "unknown CoRa method `{m}` (optimal, heuristic, channels, uniform)"
+            )))
+        }
+    };
+    let mut extra = 0;
+    for ((n, svd), &r) in layers.iter().zip(&ranks) {
+        let c: Vec<f64> = (0..svd.rank_max())
+            .map(|i| if i < r { 1.0 } else { 0.0 })
+            .collect();
+        let delta = svd.reconstruct(&c);
+        extra += svd.adapter_params(r);
+        if let Some(w) = q.weight_mut(*n) {
+            w.iter_mut().zip(&delta).for_each(|(o, d)| *o += d);
+        }
+    }
+    Ok(CoraOutcome {
+        graph: q,
+        names,
+        ranks,
+        rank_max: layers.iter().map(|(_, s)| s.rank_max()).collect(),
+        extra_params: extra,
+        conv_params,
+    })
+}

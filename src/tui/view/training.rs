@@ -1,0 +1,112 @@
+//! Loss and accuracy curves of the shown job's training steps.
+use crate::app::state::State;
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::symbols::Marker;
+use ratatui::text::Line;
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
+use ratatui::Frame;
+
+/// Moving average over `k` points, for readable curves from noisy batches.
+fn smooth(v: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    (0..v.len())
+        .map(|i| {
+            let a = i.saturating_sub(k - 1);
+            let s: f64 = v[a..=i].iter().map(|p| p.1).sum();
+            (v[i].0, s / (i + 1 - a) as f64)
+        })
+        .collect()
+}
+
+fn chart<'a>(
+    title: &'a str,
+    pts: &'a [(f64, f64)],
+    steps: f64,
+    ymax: f64,
+    color: ratatui::style::Color,
+    t: &Theme,
+) -> Chart<'a> {
+    Chart::new(vec![Dataset::default()
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::default().fg(color))
+        .data(pts)])
+    .block(super::block(title, t))
+    .x_axis(
+        Axis::default()
+            .bounds([0.0, steps.max(1.0)])
+            .labels(vec![
+                Line::from("0"),
+                Line::from(format!("{steps:.0} steps")),
+            ])
+            .style(Style::default().fg(t.muted)),
+    )
+    .y_axis(
+        Axis::default()
+            .bounds([0.0, ymax])
+            .labels(vec![Line::from("0"), Line::from(format!("{ymax:.2}"))])
+            .style(Style::default().fg(t.muted)),
+    )
+}
+
+pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
+    let Some(run) = s.current_run().filter(|r| !r.train.is_empty()) else {
+        f.render_widget(
+            Paragraph::new("No training yet. On Setup choose the quantizer `finetune` or `qat`, set Epochs, and press Enter.").block(super::block(" Training ", t)),
+            area,
+        );
+        return;
+    };
+    let last = run
+        .train
+        .last()
+        .cloned()
+        .unwrap_or_else(|| crate::train::TrainEvent {
+            step: 0,
+            steps: 0,
+            epoch: 0.0,
+            loss: 0.0,
+            accuracy: 0.0,
+            images_per_s: 0.0,
+            lr: 0.0,
+        });
+    let [head, curves] = Layout::vertical([Constraint::Length(3), Constraint::Min(6)]).areas(area);
+    let acc = run.result.as_ref().map_or(String::new(), |r| {
+        format!(" · test top-1 {:.2} %", r.eval.top1_all)
+    });
+    f.render_widget(
+        Paragraph::new(format!(
+            "step {}/{} · epoch {:.2} · loss {:.4} · batch accuracy {:.1} % · {:.0} images/s · lr {:.2e}{acc}",
+            last.step, last.steps, last.epoch, last.loss, 100.0 * last.accuracy, last.images_per_s, last.lr
+        ))
+        .block(super::block(format!(" {} ", run.label), t)),
+        head,
+    );
+    let [l, r] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(curves);
+    let loss: Vec<(f64, f64)> = run.train.iter().map(|e| (e.step as f64, e.loss)).collect();
+    let acc: Vec<(f64, f64)> = run
+        .train
+        .iter()
+        .map(|e| (e.step as f64, e.accuracy))
+        .collect();
+    let (loss, acc) = (smooth(&loss, 20), smooth(&acc, 20));
+    let ymax = loss.iter().fold(0f64, |m, p| m.max(p.1)).max(1e-3) * 1.1;
+    let steps = last.steps as f64;
+    f.render_widget(
+        chart(" loss (20-step mean) ", &loss, steps, ymax, t.bad, t),
+        l,
+    );
+    f.render_widget(
+        chart(
+            " batch accuracy (20-step mean) ",
+            &acc,
+            steps,
+            1.0,
+            t.good,
+            t,
+        ),
+        r,
+    );
+}
