@@ -139,3 +139,25 @@ fn subset_calibration_reports_sub_accuracy_at_least_all() {
     assert!(sub >= r.eval.top1_all);
     assert_eq!(r.eval.per_class.len(), 3);
 }
+
+#[test]
+fn what_if_rerun_reuses_every_layer_before_the_change_and_redoes_the_rest() {
+    let mut s = spec(Some((Method::Gptq, 4)));
+    s.calib = 48;
+    let first = run_quiet(&s).expect("first");
+    if let Some(q) = &mut s.quant {
+        q.bits.overrides = vec![("layer2.0.conv1".into(), 2)];
+    }
+    let second = run_quiet(&s).expect("what-if");
+    for (a, b) in first.layers.iter().zip(&second.layers) {
+        let reused = b.detail.as_deref().is_some_and(|d| d.starts_with("reused"));
+        if b.index < 7 {
+            assert!(reused, "{} precedes the change and must be reused", b.name);
+            assert_eq!((a.mse, a.sqnr_db), (b.mse, b.sqnr_db));
+        } else {
+            assert!(!reused, "{} is at or after the change", b.name);
+        }
+    }
+    assert_eq!(second.layers[7].bits, 2);
+    assert!(second.layers[7].mse > first.layers[7].mse);
+}

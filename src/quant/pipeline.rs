@@ -249,6 +249,37 @@ fn channel_mean_abs(x: &Tensor) -> Vec<f64> {
         .collect()
 }
 
+type CachedLayer = (Vec<f32>, LayerReport, QuantizedLayer);
+
+/// Per-layer results of recent runs in this process. With sequential
+/// calibration a layer's result depends only on the model, the calibration
+/// data, the settings and the bits of the layers up to it — so a what-if
+/// re-run (one layer's bits changed) reuses every layer before the change.
+static LAYER_CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u64, CachedLayer>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn run_cache_key(graph: &Graph, calib: &Tensor, cfg: &QuantConfig) -> u64 {
+    let mut cfg = cfg.clone();
+    cfg.bits = BitsMap::uniform(0); // the resolved per-layer bits enter the layer key instead
+    let mut bytes = serde_json::to_vec(&cfg).unwrap_or_default();
+    // Every weight and every calibration value (fnv over a few MB: milliseconds).
+    for i in graph.layer_nodes() {
+        if let Some((w, _)) = graph.weight(i) {
+            bytes.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+        }
+    }
+    bytes.extend(graph.meta.source.to_string_lossy().as_bytes());
+    bytes.extend(calib.iter().flat_map(|v| v.to_le_bytes()));
+    bytes.extend(format!("{:?}", calib.dim()).as_bytes());
+    crate::util::fnv1a64(&bytes)
+}
+
+fn layer_cache_key(run: u64, bits_so_far: &[u8]) -> u64 {
+    let mut bytes = run.to_le_bytes().to_vec();
+    bytes.extend_from_slice(bits_so_far);
+    crate::util::fnv1a64(&bytes)
+}
+
 /// Calibration images as the smoothed graph expects them: its normalisation
 /// std was multiplied by SmoothQuant's input scales, so divide accordingly.
 fn data_for(smoothed: &Graph, original: &Graph, data: &Tensor) -> Tensor {
@@ -279,6 +310,7 @@ pub fn quantize_model(
 ) -> Result<QuantOutcome> {
     let start = Instant::now();
     let bits = cfg.bits.resolve(graph)?;
+    let run_key = run_cache_key(graph, calib, cfg);
     if calib.dim().0 == 0 {
         return Err(Error::Invalid("no calibration images".into()));
     }
@@ -339,6 +371,18 @@ pub fn quantize_model(
             let x_fp = fp_run
                 .input_of(&fp, node)
                 .ok_or_else(|| Error::Invalid(format!("{name}: input not captured")))?;
+            let cache_key = layer_cache_key(run_key, &bits[..=index]);
+            let cached = LAYER_CACHE.lock().ok().and_then(|c| c.get(&cache_key).cloned());
+            let (report, ql) = if let Some((q, mut report, ql)) = cached {
+                // Same model, data, settings and bits up to here: the result is identical.
+                if let Some(wm) = qg.weight_mut(node) {
+                    wm.copy_from_slice(&q);
+                }
+                qg.refold();
+                report.detail = Some(format!("reused{}", report.detail.as_deref().map_or(String::new(), |d| format!(" · {d}"))));
+                report.seconds = t0.elapsed().as_secs_f64();
+                (report, ql)
+            } else {
             let grids = fit_rows(&w, n, b, cfg.grid, cfg.per_channel, cfg.mse_clip);
             let scales = |g: &[crate::quant::grid::RowGrid]| {
                 (
@@ -470,6 +514,14 @@ pub fn quantize_model(
                 hist_q,
                 levels,
                 detail,
+            };
+            if let Ok(mut c) = LAYER_CACHE.lock() {
+                if c.len() > 4096 {
+                    c.clear();
+                }
+                c.insert(cache_key, (q, report.clone(), ql.clone()));
+            }
+            (report, ql)
             };
             on_layer(&report, index + 1, total);
             reports.push(report);
