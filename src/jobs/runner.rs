@@ -114,6 +114,7 @@ pub fn run(
         }
     }
     // 2. Post-training quantization (and CoRa on top of it).
+    let mut cora_export: Option<(crate::model::Graph, Vec<crate::train::cora_job::Adapter>)> = None;
     let (model, layers, bits_avg, size_bytes, qsecs, packed) = match (trained_quant, &spec.quant) {
         (Some((model, packed, bits)), _) => {
             let avg = crate::quant::BitsMap::average(&graph, &bits);
@@ -202,6 +203,7 @@ pub fn run(
                     conv_params: co.conv_params,
                 });
                 bytes += (co.extra_params * 4) as u64;
+                cora_export = Some((model.clone(), co.adapters));
                 model = co.graph;
             }
             (model, out.layers, avg, bytes, out.seconds, out.packed)
@@ -230,9 +232,13 @@ pub fn run(
     emit(JobEvent::Evaluated(Box::new(eval.clone())));
     let lat = crate::eval::bench::latency_only(&fused, Duration::from_millis(300))?;
     if let Some(path) = &spec.export {
-        let packed: &[crate::quant::packing::QuantizedLayer] =
-            if spec.cora.is_some() { &[] } else { &packed };
-        crate::model::export::save(&model, packed, path)?;
+        match &cora_export {
+            // The quantized model (packed) plus the adapters as their own tensors.
+            Some((quantized, adapters)) => {
+                crate::model::export::save_with_adapters(quantized, &packed, adapters, path)?
+            }
+            None => crate::model::export::save(&model, &packed, path)?,
+        }
     }
     let result = RunResult {
         key: spec.key(),

@@ -29,6 +29,17 @@ impl Out {
 }
 
 pub fn save(graph: &Graph, packed: &[QuantizedLayer], path: &Path) -> Result<()> {
+    save_with_adapters(graph, packed, &[], path)
+}
+
+/// As `save`, plus CoRa adapters as `{layer}.adapter.a` (`[r, C_in, k, k]`)
+/// and `{layer}.adapter.b` (`[N, r, 1, 1]`); the loader adds `B·A` back.
+pub fn save_with_adapters(
+    graph: &Graph,
+    packed: &[QuantizedLayer],
+    adapters: &[crate::train::cora_job::Adapter],
+    path: &Path,
+) -> Result<()> {
     let by_name: HashMap<&str, &QuantizedLayer> =
         packed.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut out = Out { tensors: vec![] };
@@ -107,6 +118,22 @@ pub fn save(graph: &Graph, packed: &[QuantizedLayer], path: &Path) -> Result<()>
             }
             _ => {}
         }
+    }
+    for ad in adapters.iter().filter(|a| a.rank > 0) {
+        let node = graph.find_layer(&ad.name)?;
+        let (_, shape) = graph
+            .weight(node)
+            .ok_or_else(|| Error::Invalid(format!("export: {} has no weight", ad.name)))?;
+        out.f32(
+            format!("{}.adapter.a", ad.name),
+            vec![ad.rank, shape[1], shape[2], shape[3]],
+            &ad.a,
+        );
+        out.f32(
+            format!("{}.adapter.b", ad.name),
+            vec![shape[0], ad.rank, 1, 1],
+            &ad.b,
+        );
     }
     let views = out
         .tensors

@@ -95,7 +95,63 @@ impl TensorStore {
             metadata,
         };
         store.dequantize_packed()?;
+        store.merge_adapters()?;
         Ok(store)
+    }
+
+    /// CoRa adapters saved by `model::export`: `W += B·A`.
+    fn merge_adapters(&mut self) -> Result<()> {
+        let names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_suffix(".adapter.a").map(String::from))
+            .collect();
+        for name in names {
+            let bad = |problem: String| Error::Tensor {
+                path: self.path.clone(),
+                tensor: format!("{name}.adapter.a"),
+                problem,
+            };
+            let (sa, a) = self
+                .tensors
+                .remove(&format!("{name}.adapter.a"))
+                .ok_or_else(|| bad("missing".into()))?;
+            let (sb, b) = self
+                .tensors
+                .remove(&format!("{name}.adapter.b"))
+                .ok_or_else(|| bad("`.adapter.b` is missing".into()))?;
+            let (sw, w) = self
+                .tensors
+                .get_mut(&format!("{name}.weight"))
+                .ok_or_else(|| bad("the layer's weight is missing".into()))?;
+            let (n, r) = (
+                sb.first().copied().unwrap_or(0),
+                sa.first().copied().unwrap_or(0),
+            );
+            let d: usize = sa.iter().skip(1).product();
+            if sb.get(1) != Some(&r)
+                || sw.first() != Some(&n)
+                || w.len() != n * d
+                || a.len() != r * d
+                || b.len() != n * r
+            {
+                return Err(bad(format!(
+                    "adapter shapes {sa:?} and {sb:?} do not fit weight {sw:?}"
+                )));
+            }
+            for row in 0..n {
+                for k in 0..r {
+                    let bv = b[row * r + k];
+                    for (o, av) in w[row * d..(row + 1) * d]
+                        .iter_mut()
+                        .zip(&a[k * d..(k + 1) * d])
+                    {
+                        *o += bv * av;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Turn qscope's packed layers (`{layer}.weight.qcodes` + scales, see

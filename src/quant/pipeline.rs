@@ -255,8 +255,9 @@ type CachedLayer = (Vec<f32>, LayerReport, QuantizedLayer);
 /// calibration a layer's result depends only on the model, the calibration
 /// data, the settings and the bits of the layers up to it — so a what-if
 /// re-run (one layer's bits changed) reuses every layer before the change.
-static LAYER_CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u64, CachedLayer>>> =
-    std::sync::LazyLock::new(Default::default);
+static LAYER_CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<u64, CachedLayer>>,
+> = std::sync::LazyLock::new(Default::default);
 
 fn run_cache_key(graph: &Graph, calib: &Tensor, cfg: &QuantConfig) -> u64 {
     let mut cfg = cfg.clone();
@@ -372,156 +373,165 @@ pub fn quantize_model(
                 .input_of(&fp, node)
                 .ok_or_else(|| Error::Invalid(format!("{name}: input not captured")))?;
             let cache_key = layer_cache_key(run_key, &bits[..=index]);
-            let cached = LAYER_CACHE.lock().ok().and_then(|c| c.get(&cache_key).cloned());
+            let cached = LAYER_CACHE
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&cache_key).cloned());
             let (report, ql) = if let Some((q, mut report, ql)) = cached {
                 // Same model, data, settings and bits up to here: the result is identical.
                 if let Some(wm) = qg.weight_mut(node) {
                     wm.copy_from_slice(&q);
                 }
                 qg.refold();
-                report.detail = Some(format!("reused{}", report.detail.as_deref().map_or(String::new(), |d| format!(" · {d}"))));
+                report.detail = Some(format!(
+                    "reused{}",
+                    report
+                        .detail
+                        .as_deref()
+                        .map_or(String::new(), |d| format!(" · {d}"))
+                ));
                 report.seconds = t0.elapsed().as_secs_f64();
                 (report, ql)
             } else {
-            let grids = fit_rows(&w, n, b, cfg.grid, cfg.per_channel, cfg.mse_clip);
-            let scales = |g: &[crate::quant::grid::RowGrid]| {
-                (
-                    g.iter().map(|r| r.scale).collect::<Vec<_>>(),
-                    g.iter().map(|r| r.zero).collect::<Vec<_>>(),
-                )
-            };
-            let mut detail = None;
-            let (q, levels, ql) = match cfg.method {
-                Method::Rtn | Method::Gptq => {
-                    let q = if cfg.method == Method::Rtn {
-                        rtn::rtn(&w, &grids)
-                    } else {
-                        let h = gram(x_q, lg);
-                        let opt = GptqOptions {
-                            damping: cfg.damping,
-                            block: cfg.block,
-                            act_order: cfg.act_order,
+                let grids = fit_rows(&w, n, b, cfg.grid, cfg.per_channel, cfg.mse_clip);
+                let scales = |g: &[crate::quant::grid::RowGrid]| {
+                    (
+                        g.iter().map(|r| r.scale).collect::<Vec<_>>(),
+                        g.iter().map(|r| r.zero).collect::<Vec<_>>(),
+                    )
+                };
+                let mut detail = None;
+                let (q, levels, ql) = match cfg.method {
+                    Method::Rtn | Method::Gptq => {
+                        let q = if cfg.method == Method::Rtn {
+                            rtn::rtn(&w, &grids)
+                        } else {
+                            let h = gram(x_q, lg);
+                            let opt = GptqOptions {
+                                damping: cfg.damping,
+                                block: cfg.block,
+                                act_order: cfg.act_order,
+                            };
+                            let r = gptq(&w, n, d, &h, &grids, opt, &name)?;
+                            if r.damping != cfg.damping {
+                                detail = Some(format!("damping raised to {}", r.damping));
+                            }
+                            r.q
                         };
-                        let r = gptq(&w, n, d, &h, &grids, opt, &name)?;
-                        if r.damping != cfg.damping {
-                            detail = Some(format!("damping raised to {}", r.damping));
-                        }
-                        r.q
-                    };
-                    let (sc, z) = scales(&grids);
-                    let ql = QuantizedLayer::from_values(&name, &q, shape, sc, z, b, None);
-                    (q, grids[0].levels(), ql)
-                }
-                Method::Gpfq => {
-                    let (g, ht) = gram_pair_sampled(
-                        x_fp,
-                        x_q,
-                        lg,
-                        cfg.gpfq_retain,
-                        cfg.seed.wrapping_add(index as u64),
-                    );
-                    let (delta, k) = gpfq::alphabet_step(&w, n, b, cfg.gpfq_c);
-                    let levels = (-k..=k).map(|i| (i as f64 * delta) as f32).collect();
-                    let q = gpfq::gpfq_gram(&w, n, d, &g, &ht, delta, k);
-                    let ql = QuantizedLayer::from_values(
-                        &name,
-                        &q,
-                        shape,
-                        vec![delta as f32; n],
-                        vec![k as f32; n],
-                        b + 1,
-                        None,
-                    );
-                    (q, levels, ql)
-                }
-                Method::Awq | Method::AwqSalient => {
-                    let h = gram(x_q, lg);
-                    let s_x = channel_mean_abs(x_q);
-                    let salient = cfg.method == Method::AwqSalient;
-                    let mut opt = if salient {
-                        AwqOptions::salient()
-                    } else {
-                        AwqOptions::plain()
-                    };
-                    if let Some(a) = &cfg.awq_alphas {
-                        opt.alphas = a.clone();
+                        let (sc, z) = scales(&grids);
+                        let ql = QuantizedLayer::from_values(&name, &q, shape, sc, z, b, None);
+                        (q, grids[0].levels(), ql)
                     }
-                    let (grid, per_channel, clip) = (cfg.grid, cfg.per_channel, cfg.mse_clip);
-                    let fit = move |row: &[f32]| {
-                        if salient {
-                            awq::seed_grid(row, b)
+                    Method::Gpfq => {
+                        let (g, ht) = gram_pair_sampled(
+                            x_fp,
+                            x_q,
+                            lg,
+                            cfg.gpfq_retain,
+                            cfg.seed.wrapping_add(index as u64),
+                        );
+                        let (delta, k) = gpfq::alphabet_step(&w, n, b, cfg.gpfq_c);
+                        let levels = (-k..=k).map(|i| (i as f64 * delta) as f32).collect();
+                        let q = gpfq::gpfq_gram(&w, n, d, &g, &ht, delta, k);
+                        let ql = QuantizedLayer::from_values(
+                            &name,
+                            &q,
+                            shape,
+                            vec![delta as f32; n],
+                            vec![k as f32; n],
+                            b + 1,
+                            None,
+                        );
+                        (q, levels, ql)
+                    }
+                    Method::Awq | Method::AwqSalient => {
+                        let h = gram(x_q, lg);
+                        let s_x = channel_mean_abs(x_q);
+                        let salient = cfg.method == Method::AwqSalient;
+                        let mut opt = if salient {
+                            AwqOptions::salient()
                         } else {
-                            fit_rows(row, 1, b, grid, per_channel, clip)[0]
+                            AwqOptions::plain()
+                        };
+                        if let Some(a) = &cfg.awq_alphas {
+                            opt.alphas = a.clone();
                         }
-                    };
-                    let r = awq::awq(&w, n, k2, &h, &s_x, &fit, &opt);
-                    detail = Some(format!(
-                        "α={:.2}{}",
-                        r.alpha,
-                        if salient {
-                            format!(" s_sal={}", r.salient_scale)
+                        let (grid, per_channel, clip) = (cfg.grid, cfg.per_channel, cfg.mse_clip);
+                        let fit = move |row: &[f32]| {
+                            if salient {
+                                awq::seed_grid(row, b)
+                            } else {
+                                fit_rows(row, 1, b, grid, per_channel, clip)[0]
+                            }
+                        };
+                        let r = awq::awq(&w, n, k2, &h, &s_x, &fit, &opt);
+                        detail = Some(format!(
+                            "α={:.2}{}",
+                            r.alpha,
+                            if salient {
+                                format!(" s_sal={}", r.salient_scale)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                        let (sc, z) = scales(&r.grids);
+                        let levels = r.grids.first().map_or(vec![], |g| {
+                            g.levels().iter().map(|v| v / r.col_scale[0]).collect()
+                        });
+                        let ql = QuantizedLayer::from_values(
+                            &name,
+                            &r.q_scaled,
+                            shape,
+                            sc,
+                            z,
+                            b,
+                            Some(r.col_scale),
+                        );
+                        (r.q, levels, ql)
+                    }
+                    Method::SmoothQuant => {
+                        let g: Vec<_> = if cfg.per_channel {
+                            w.chunks(d)
+                                .map(|row| smoothquant::absmax_grid(row, b))
+                                .collect()
                         } else {
-                            String::new()
-                        }
-                    ));
-                    let (sc, z) = scales(&r.grids);
-                    let levels = r.grids.first().map_or(vec![], |g| {
-                        g.levels().iter().map(|v| v / r.col_scale[0]).collect()
-                    });
-                    let ql = QuantizedLayer::from_values(
-                        &name,
-                        &r.q_scaled,
-                        shape,
-                        sc,
-                        z,
-                        b,
-                        Some(r.col_scale),
-                    );
-                    (r.q, levels, ql)
+                            vec![smoothquant::absmax_grid(&w, b); n]
+                        };
+                        let q = rtn::rtn(&w, &g);
+                        let (sc, z) = scales(&g);
+                        let ql = QuantizedLayer::from_values(&name, &q, shape, sc, z, b, None);
+                        (q, g[0].levels().into_iter().skip(1).collect(), ql)
+                    }
+                };
+                let k = cfg.sqnr_images;
+                let y_ref = layer_output(&fp.nodes[node].op, &head(x_fp, k))?;
+                if let Some(wm) = qg.weight_mut(node) {
+                    wm.copy_from_slice(&q);
                 }
-                Method::SmoothQuant => {
-                    let g: Vec<_> = if cfg.per_channel {
-                        w.chunks(d)
-                            .map(|row| smoothquant::absmax_grid(row, b))
-                            .collect()
-                    } else {
-                        vec![smoothquant::absmax_grid(&w, b); n]
-                    };
-                    let q = rtn::rtn(&w, &g);
-                    let (sc, z) = scales(&g);
-                    let ql = QuantizedLayer::from_values(&name, &q, shape, sc, z, b, None);
-                    (q, g[0].levels().into_iter().skip(1).collect(), ql)
+                qg.refold();
+                let y_q = layer_output(&qg.nodes[node].op, &head(x_q, k))?;
+                let (hist_fp, hist_q) = histogram_pair(&w, &q, 64);
+                let report = LayerReport {
+                    index,
+                    name: name.clone(),
+                    shape,
+                    bits: b,
+                    mse: mse(&w, &q),
+                    rel_error: relative_error(&w, &q),
+                    sqnr_db: sqnr_db(&y_ref, &y_q),
+                    seconds: t0.elapsed().as_secs_f64(),
+                    hist_fp,
+                    hist_q,
+                    levels,
+                    detail,
+                };
+                if let Ok(mut c) = LAYER_CACHE.lock() {
+                    if c.len() > 4096 {
+                        c.clear();
+                    }
+                    c.insert(cache_key, (q, report.clone(), ql.clone()));
                 }
-            };
-            let k = cfg.sqnr_images;
-            let y_ref = layer_output(&fp.nodes[node].op, &head(x_fp, k))?;
-            if let Some(wm) = qg.weight_mut(node) {
-                wm.copy_from_slice(&q);
-            }
-            qg.refold();
-            let y_q = layer_output(&qg.nodes[node].op, &head(x_q, k))?;
-            let (hist_fp, hist_q) = histogram_pair(&w, &q, 64);
-            let report = LayerReport {
-                index,
-                name: name.clone(),
-                shape,
-                bits: b,
-                mse: mse(&w, &q),
-                rel_error: relative_error(&w, &q),
-                sqnr_db: sqnr_db(&y_ref, &y_q),
-                seconds: t0.elapsed().as_secs_f64(),
-                hist_fp,
-                hist_q,
-                levels,
-                detail,
-            };
-            if let Ok(mut c) = LAYER_CACHE.lock() {
-                if c.len() > 4096 {
-                    c.clear();
-                }
-                c.insert(cache_key, (q, report.clone(), ql.clone()));
-            }
-            (report, ql)
+                (report, ql)
             };
             on_layer(&report, index + 1, total);
             reports.push(report);

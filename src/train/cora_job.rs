@@ -27,9 +27,20 @@ fn batch() -> usize {
     32
 }
 
+/// One layer's adapter pair (Theorem 1): A is a k×k conv `C_in → r`
+/// (`S_r^{½}V_rᵀ`, `[r, C_in, k, k]`), B a 1×1 conv `r → N` (`U_r S_r^{½}`, `[N, r]`).
+#[derive(Clone, Debug)]
+pub struct Adapter {
+    pub name: String,
+    pub rank: usize,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
 pub struct CoraOutcome {
     /// The unfused graph with `Q + adapter` weights.
     pub graph: Graph,
+    pub adapters: Vec<Adapter>,
     pub names: Vec<String>,
     pub ranks: Vec<usize>,
     pub rank_max: Vec<usize>,
@@ -132,7 +143,21 @@ pub fn apply(
         }
     };
     let mut extra = 0;
-    for ((n, svd), &r) in layers.iter().zip(&ranks) {
+    let mut adapters = vec![];
+    for (((n, svd), &r), name) in layers.iter().zip(&ranks).zip(&names) {
+        let rm = svd.rank_max();
+        let a: Vec<f32> = (0..r * svd.d)
+            .map(|t| (svd.s[t / svd.d].sqrt() * svd.v[(t % svd.d) * rm + t / svd.d]) as f32)
+            .collect();
+        let b: Vec<f32> = (0..svd.n * r)
+            .map(|t| (svd.u[(t / r) * rm + t % r] * svd.s[t % r].sqrt()) as f32)
+            .collect();
+        adapters.push(Adapter {
+            name: name.clone(),
+            rank: r,
+            a,
+            b,
+        });
         let c: Vec<f64> = (0..svd.rank_max())
             .map(|i| if i < r { 1.0 } else { 0.0 })
             .collect();
@@ -144,6 +169,7 @@ pub fn apply(
     }
     Ok(CoraOutcome {
         graph: q,
+        adapters,
         names,
         ranks,
         rank_max: layers.iter().map(|(_, s)| s.rank_max()).collect(),
