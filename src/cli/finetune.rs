@@ -40,6 +40,12 @@ pub struct FinetuneArgs {
     /// Quantization-aware training at this many weight bits (per channel).
     #[arg(long)]
     pub qat_bits: Option<u8>,
+    /// With --qat-bits: bit-map preset (uniform, 5+3, 3+5, 8-ends), as for `quantize`.
+    #[arg(long, default_value = "uniform")]
+    pub preset: String,
+    /// With --qat-bits: per-layer overrides, e.g. `conv1=8,linear=8`.
+    #[arg(long)]
+    pub bits_map: Option<String>,
     /// With --qat-bits: also fake-quantize activations (e.g. 8 for W8A8).
     #[arg(long)]
     pub act_bits: Option<u8>,
@@ -88,7 +94,18 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     };
     let (mut model, mut fq) = match a.qat_bits {
         Some(b) => {
-            let (g, f) = qscope::train::qat::prepare(&graph, &BitsMap::uniform(b), a.act_bits)?;
+            let overrides = a
+                .bits_map
+                .as_deref()
+                .map(BitsMap::parse_overrides)
+                .transpose()?
+                .unwrap_or_default();
+            let map = BitsMap {
+                bits: b,
+                preset: a.preset.clone(),
+                overrides,
+            };
+            let (g, f) = qscope::train::qat::prepare(&graph, &map, a.act_bits)?;
             (g, Some(f))
         }
         None => (graph.clone(), None),

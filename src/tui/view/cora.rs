@@ -134,6 +134,9 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             )),
         budget,
     );
+    let [hist, by_budget] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(hist);
+    render_accuracy_vs_budget(f, by_budget, s, t);
     let pts: Vec<(f64, f64)> = c
         .history
         .iter()
@@ -162,5 +165,50 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 .style(Style::default().fg(t.muted)),
         ),
         hist,
+    );
+}
+
+/// Top-1 against adapter budget over the saved CoRa runs.
+fn render_accuracy_vs_budget(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
+    let mut pts: Vec<(f64, f64)> = s
+        .results
+        .iter()
+        .filter_map(|r| Some((100.0 * r.spec.cora.as_ref()?.budget, r.eval.top1_all)))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (lo, hi) = pts
+        .iter()
+        .fold((100.0f64, 0.0f64), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    let (lo, hi) = if pts.is_empty() {
+        (0.0, 100.0)
+    } else {
+        ((lo - 2.0).max(0.0), (hi + 2.0).min(100.0))
+    };
+    f.render_widget(
+        Chart::new(vec![Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Scatter)
+            .style(Style::default().fg(t.good))
+            .data(&pts)])
+        .block(super::block(
+            format!(" top-1 vs budget ({} runs) ", pts.len()),
+            t,
+        ))
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, 25.0])
+                .labels(vec![Line::from("0 %"), Line::from("25 %")])
+                .style(Style::default().fg(t.muted)),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([lo, hi])
+                .labels(vec![
+                    Line::from(format!("{lo:.0}")),
+                    Line::from(format!("{hi:.0}")),
+                ])
+                .style(Style::default().fg(t.muted)),
+        ),
+        area,
     );
 }
