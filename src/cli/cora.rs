@@ -2,10 +2,8 @@ use super::progress::Progress;
 use clap::Args;
 use qscope::data::{sample_spread, DatasetRoot, Preprocess, SplitKind};
 use qscope::eval::accuracy::eval_indices;
-use qscope::model::Op;
-use qscope::quant::cora::{energy_ranks, heuristic_ranks, residual_svd, uniform_ranks};
 use qscope::quant::{quantize_model, Method, QuantConfig};
-use qscope::train::cora_search::{search, SearchConfig};
+use qscope::train::cora_job::{apply, CoraSpec};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -66,95 +64,18 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
         &mut |_, _, _| {},
     )?;
     let quant_secs = t0.elapsed().as_secs_f64();
-    // Q in the unfused graph (BN as nodes), as the search's training pass needs.
-    let mut q = graph.clone();
-    for n in q.layer_nodes() {
-        let name = q.nodes[n].name.clone();
-        let src = out.graph.find_layer(&name)?;
-        let w = out
-            .graph
-            .weight(src)
-            .map(|(w, _)| w.to_vec())
-            .unwrap_or_default();
-        if let Some(dst) = q.weight_mut(n) {
-            dst.copy_from_slice(&w);
-        }
-    }
-    let convs: Vec<usize> = q
-        .layer_nodes()
-        .into_iter()
-        .filter(|&n| matches!(q.nodes[n].op, Op::Conv(_)))
-        .collect();
     let t1 = Instant::now();
-    let layers: Vec<(usize, qscope::quant::cora::ResidualSvd)> = convs
-        .iter()
-        .map(|&n| {
-            let (w, shape) = graph
-                .weight(n)
-                .map(|(w, s)| (w.to_vec(), s))
-                .unwrap_or_default();
-            let qw = q.weight(n).map(|(w, _)| w.to_vec()).unwrap_or_default();
-            (
-                n,
-                residual_svd(&w, &qw, shape[0], w.len() / shape[0].max(1)),
-            )
-        })
-        .collect();
-    let conv_params: usize = convs
-        .iter()
-        .map(|&n| q.weight(n).map_or(0, |(w, _)| w.len()))
-        .sum();
-    let budget = (a.budget * conv_params as f64) as usize;
-    let ranks: Vec<usize> = match a.method.as_str() {
-        "none" => vec![0; layers.len()],
-        "uniform" => uniform_ranks(&layers.iter().map(|(_, s)| s).collect::<Vec<_>>(), budget),
-        "heuristic" => energy_ranks(&layers.iter().map(|(_, s)| s).collect::<Vec<_>>(), budget),
-        "channels" => {
-            let info: Vec<(usize, usize, &qscope::quant::cora::ResidualSvd)> = layers
-                .iter()
-                .map(|(n, s)| (q.weight(*n).map_or(0, |(_, sh)| sh[1]), s.n, s))
-                .collect();
-            heuristic_ranks(&info, budget)
-        }
-        "optimal" => {
-            let cfg = SearchConfig {
-                budget: a.budget,
-                iterations: a.iters,
-                batch: a.batch,
-                seed: a.seed,
-                ..Default::default()
-            };
-            let mut progress = Progress::new("rank search");
-            let r = search(
-                &q,
-                &layers,
-                &train,
-                &idx,
-                &pre,
-                &cfg,
-                &AtomicBool::new(false),
-                &mut |s| progress.update(s.iteration, cfg.iterations),
-            )?;
-            drop(progress);
-            r
-        }
-        m => {
-            anyhow::bail!("unknown CoRa method `{m}` (optimal, heuristic, channels, uniform, none)")
-        }
+    let spec = CoraSpec { budget: a.budget, method: a.method.clone(), iterations: a.iters, batch: a.batch };
+    let mut progress = Progress::new("rank search");
+    let (ranks, extra, conv_params, adapted) = if a.method == "none" {
+        let conv_params: usize = graph.layer_nodes().iter().filter(|&&n| matches!(graph.nodes[n].op, qscope::model::Op::Conv(_))).map(|&n| graph.weight(n).map_or(0, |(w, _)| w.len())).sum();
+        (vec![], 0, conv_params, out.graph.clone())
+    } else {
+        let co = apply(&graph, &out.graph, &spec, &train, &idx, a.seed, &AtomicBool::new(false), &mut |_| {}, &mut |s| progress.update(s.iteration, a.iters))?;
+        (co.ranks, co.extra_params, co.conv_params, co.graph)
     };
+    drop(progress);
     let search_secs = t1.elapsed().as_secs_f64();
-    let mut adapted = q.clone();
-    let mut extra = 0usize;
-    for ((n, svd), &r) in layers.iter().zip(&ranks) {
-        let c: Vec<f64> = (0..svd.rank_max())
-            .map(|i| if i < r { 1.0 } else { 0.0 })
-            .collect();
-        let delta = svd.reconstruct(&c);
-        extra += svd.adapter_params(r);
-        if let Some(w) = adapted.weight_mut(*n) {
-            w.iter_mut().zip(&delta).for_each(|(o, d)| *o += d);
-        }
-    }
     let fused = adapted.fused();
     let tidx = eval_indices(&test, &(0..test.num_classes()).collect::<Vec<_>>(), a.limit);
     let eval = qscope::eval::evaluate(
