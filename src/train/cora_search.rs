@@ -24,6 +24,9 @@ pub struct SearchConfig {
     pub order: u32,
     /// Initial r̃; 0 = start at the budget.
     pub init: f64,
+    /// Start from these integer ranks instead (overrides `init`).
+    #[serde(default)]
+    pub init_ranks: Option<Vec<usize>>,
     pub gamma: f64,
     pub seed: u64,
 }
@@ -37,6 +40,7 @@ impl Default for SearchConfig {
             lr: 0.01,
             order: 4,
             init: 0.0,
+            init_ranks: None,
             gamma: 1.0,
             seed: 0,
         }
@@ -105,10 +109,20 @@ pub fn search(
     } else {
         cfg.budget / total_w.max(1e-12)
     };
-    let mut rt: Vec<f64> = layers
-        .iter()
-        .map(|(_, s)| start.clamp(1.0 / s.rank_max() as f64, 1.0))
-        .collect();
+    let mut rt: Vec<f64> = match &cfg.init_ranks {
+        // Start from given integer ranks (e.g. CoRa-H's), as fractions of R.
+        Some(r) if r.len() == layers.len() => layers
+            .iter()
+            .zip(r)
+            .map(|((_, s), &k)| {
+                (k as f64 / s.rank_max() as f64).clamp(1.0 / s.rank_max() as f64, 1.0)
+            })
+            .collect(),
+        _ => layers
+            .iter()
+            .map(|(_, s)| start.clamp(1.0 / s.rank_max() as f64, 1.0))
+            .collect(),
+    };
     let (mut m, mut v) = (vec![0f64; layers.len()], vec![0f64; layers.len()]);
     let mut rng = Rng::new(cfg.seed);
     let mut order = indices.to_vec();
