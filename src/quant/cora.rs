@@ -124,16 +124,25 @@ pub fn heuristic_ranks(layers: &[(usize, usize, &ResidualSvd)], budget: usize) -
             .map(|(l, &k)| l.2.adapter_params(k))
             .sum()
     };
+    ranks(largest_fitting(|f| cost(&ranks(f)) <= budget))
+}
+
+/// The largest factor in [0, 1] for which `fits` holds (bisection; `fits`
+/// must be monotone: true up to some point, false after).
+pub fn largest_fitting(fits: impl Fn(f64) -> bool) -> f64 {
+    if fits(1.0) {
+        return 1.0;
+    }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..50 {
         let mid = 0.5 * (lo + hi);
-        if cost(&ranks(mid)) <= budget {
+        if fits(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    ranks(lo)
+    lo
 }
 
 /// The plain baseline: every layer gets an equal share of the budget and

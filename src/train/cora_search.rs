@@ -221,17 +221,7 @@ pub fn fit_budget(layers: &[(usize, ResidualSvd)], rt: &[f64], budget: usize) ->
             .map(|((_, s), &k)| s.adapter_params(k))
             .sum()
     };
-    if cost(&ranks(1.0)) <= budget {
-        return ranks(1.0);
-    }
-    let (mut lo, mut hi) = (0.0, 1.0);
-    for _ in 0..50 {
-        let mid = 0.5 * (lo + hi);
-        if cost(&ranks(mid)) <= budget {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    ranks(lo)
+    ranks(crate::quant::cora::largest_fitting(|f| {
+        cost(&ranks(f)) <= budget
+    }))
 }

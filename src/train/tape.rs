@@ -266,7 +266,30 @@ pub fn forward(
     Ok(Tape { values, saved, bn })
 }
 
+/// Clipped straight-through estimator: no gradient where the code was clipped.
+fn apply_ste_mask(dw: &mut [f32], mask: Option<&Vec<bool>>) {
+    if let Some(m) = mask {
+        dw.iter_mut()
+            .zip(m)
+            .filter(|(_, &keep)| !keep)
+            .for_each(|(g, _)| *g = 0.0);
+    }
+}
+
 impl Tape {
+    /// The weight node `i` actually multiplied in the forward pass (fake-
+    /// quantized under QAT), its STE mask, and its fake-quantized input.
+    fn weight_used<'a>(
+        &'a self,
+        i: usize,
+        raw: &'a [f32],
+    ) -> (&'a [f32], Option<&'a Vec<bool>>, Option<&'a Tensor>) {
+        match &self.saved[i] {
+            Saved::Weight { w, mask, input } => (w.as_slice(), Some(mask), input.as_ref()),
+            _ => (raw, None, None),
+        }
+    }
+
     pub fn output(&self, graph: &Graph) -> Option<&Tensor> {
         self.values[graph.output].as_ref()
     }
@@ -308,22 +331,11 @@ impl Tape {
                     if let Some(&r) = node.inputs.get(1) {
                         accumulate(&mut grads, r, gpre.clone());
                     }
-                    let (w, mask, xin) = match &self.saved[i] {
-                        Saved::Weight { w, mask, input } => {
-                            (w.as_slice(), Some(mask), input.as_ref())
-                        }
-                        _ => (c.weight.as_slice(), None, None),
-                    };
+                    let (w, mask, xin) = self.weight_used(i, &c.weight);
                     let xv = xin.map_or_else(|| x(0), Ok)?;
                     let (dx, mut dw, db) = backward::conv(xv, w, c.shape, c.geom, &gpre)
                         .map_err(|e| shape_err(&node.name, e))?;
-                    if let Some(m) = mask {
-                        dw.iter_mut().zip(m).for_each(|(g, &keep)| {
-                            if !keep {
-                                *g = 0.0
-                            }
-                        });
-                    }
+                    apply_ste_mask(&mut dw, mask);
                     accumulate(&mut grads, node.inputs[0], dx);
                     pgrads[i] = Some(ParamGrad {
                         w: dw,
@@ -331,21 +343,10 @@ impl Tape {
                     });
                 }
                 Op::Linear(l) => {
-                    let (w, mask, xin) = match &self.saved[i] {
-                        Saved::Weight { w, mask, input } => {
-                            (w.as_slice(), Some(mask), input.as_ref())
-                        }
-                        _ => (l.weight.as_slice(), None, None),
-                    };
+                    let (w, mask, xin) = self.weight_used(i, &l.weight);
                     let xv = xin.map_or_else(|| x(0), Ok)?;
                     let (dx, mut dw, db) = backward::linear(xv, w, l.out_features, &gy);
-                    if let Some(m) = mask {
-                        dw.iter_mut().zip(m).for_each(|(g, &keep)| {
-                            if !keep {
-                                *g = 0.0
-                            }
-                        });
-                    }
+                    apply_ste_mask(&mut dw, mask);
                     accumulate(&mut grads, node.inputs[0], dx);
                     pgrads[i] = Some(ParamGrad {
                         w: dw,
