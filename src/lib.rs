@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod jobs;
+pub mod laq;
 pub mod model;
 pub mod quant;
 pub mod train;

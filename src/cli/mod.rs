@@ -9,6 +9,7 @@ mod info;
 mod progress;
 mod quantize;
 mod runspec;
+mod subsets;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub enum Command {
     Finetune(finetune::FinetuneArgs),
     /// CoRa: low-rank adapters on the quantization residual (optimal / heuristic ranks).
     Cora(cora::CoraArgs),
+    /// LAQ: class subsets by inter-class distance (features → UMAP → Gaussian KL).
+    Subsets(subsets::SubsetsArgs),
     /// Run a saved job spec (JSON) or every spec in a folder; finished specs are skipped.
     Run(runspec::RunArgs),
 }
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run(a)) => runspec::run(a),
         Some(Command::Finetune(a)) => finetune::run(a),
         Some(Command::Cora(a)) => cora::run(a),
+        Some(Command::Subsets(a)) => subsets::run(a),
         Some(Command::Dashboard(a)) => dashboard::run(a),
         None => dashboard::run(dashboard::DashboardArgs {
             results: "results".into(),
