@@ -112,3 +112,55 @@ fn greedy_selection_is_deterministic_and_orders_similar_below_dissimilar() {
     assert!(sweep.len() >= 3);
     assert!(sweep.windows(2).all(|w| w[0].median_icd <= w[1].median_icd));
 }
+
+#[test]
+fn experiment_runs_all_variants_keeps_sub_at_least_all_and_resumes() {
+    use qscope::laq::experiment::{run, ExperimentConfig};
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
+    let g = qscope::model::load(&base.join("resnet20.safetensors")).expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = ExperimentConfig {
+        subsets: vec![(vec![2, 3, 4, 5], 1.0)],
+        bits: vec!["4".into()],
+        calib: 32,
+        ft: qscope::train::TrainConfig {
+            epochs: 0.25,
+            batch: 50,
+            ..Default::default()
+        },
+        seed: 0,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let cells = run(
+        &g,
+        &base.join("cifar10"),
+        &cfg,
+        dir.path(),
+        &stop,
+        &mut |_, _, _| {},
+    )
+    .expect("run");
+    let variants: Vec<&str> = cells.iter().map(|c| c.variant.as_str()).collect();
+    assert_eq!(variants, ["original", "ft", "quant", "ft+quant"]);
+    assert!(
+        cells.iter().all(|c| c.top1_sub >= c.top1_all),
+        "Sub ≥ All for every model"
+    );
+    let mut called = 0;
+    let again = run(
+        &g,
+        &base.join("cifar10"),
+        &cfg,
+        dir.path(),
+        &stop,
+        &mut |_, _, _| called += 1,
+    )
+    .expect("resume");
+    assert_eq!(
+        (again, called),
+        (cells.clone(), 0),
+        "finished cells are not recomputed"
+    );
+    let svg = qscope::laq::chart::svg(&cells, "4", true);
+    assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.ends_with("</svg>"));
+}

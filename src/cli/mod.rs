@@ -6,6 +6,7 @@ mod dashboard;
 mod eval;
 mod finetune;
 mod info;
+mod laq;
 mod progress;
 mod quantize;
 mod runspec;
@@ -46,6 +47,8 @@ pub enum Command {
     Cora(cora::CoraArgs),
     /// LAQ: class subsets by inter-class distance (features → UMAP → Gaussian KL).
     Subsets(subsets::SubsetsArgs),
+    /// LAQ experiment: Original / Quant / FT / FT+Quant × All / Sub over subsets (resumable).
+    Laq(laq::LaqArgs),
     /// Run a saved job spec (JSON) or every spec in a folder; finished specs are skipped.
     Run(runspec::RunArgs),
 }
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Finetune(a)) => finetune::run(a),
         Some(Command::Cora(a)) => cora::run(a),
         Some(Command::Subsets(a)) => subsets::run(a),
+        Some(Command::Laq(a)) => laq::run_cli(a),
         Some(Command::Dashboard(a)) => dashboard::run(a),
         None => dashboard::run(dashboard::DashboardArgs {
             results: "results".into(),

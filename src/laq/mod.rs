@@ -2,6 +2,8 @@
 //! inter-class distance. Features of the model under study ([D] the cheap
 //! option) → UMAP to 2-D (seeded) → a Gaussian per class → symmetrised KL
 //! between every pair → greedy subsets spanning the median-distance range.
+pub mod chart;
+pub mod experiment;
 pub mod icd;
 pub mod select;
 pub mod umap;
