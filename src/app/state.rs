@@ -218,6 +218,7 @@ impl State {
     pub fn baseline_for(&self, r: &RunResult) -> Option<&RunResult> {
         self.results.iter().rev().find(|b| {
             b.spec.quant.is_none()
+                && b.spec.train.is_none()
                 && b.spec.model == r.spec.model
                 && b.spec.data == r.spec.data
                 && b.spec.classes == r.spec.classes
