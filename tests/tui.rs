@@ -422,3 +422,24 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     assert!(c.extra_params as f64 <= 0.1 * c.conv_params as f64 + 1.0);
     assert!(r.label.contains("+cora-heuristic 10%"));
 }
+
+#[test]
+fn delta_vs_fp_uses_the_untrained_fp32_run_as_baseline() {
+    let mut s = state();
+    let fp = results()[0].clone();
+    let mut ft = fp.clone();
+    ft.spec.train = Some(qscope::jobs::spec::TrainSpec {
+        config: Default::default(),
+        qat_bits: None,
+        act_bits: None,
+    });
+    ft.eval.top1_all = 90.0;
+    ft.finished_unix = 10.0;
+    s.results.push(ft);
+    let q = &results()[1];
+    let base = s.baseline_for(q).expect("baseline");
+    assert!(
+        base.spec.train.is_none() && base.eval.top1_all == fp.eval.top1_all,
+        "a fine-tuned run is not the FP32 baseline"
+    );
+}
