@@ -443,3 +443,52 @@ fn delta_vs_fp_uses_the_untrained_fp32_run_as_baseline() {
         "a fine-tuned run is not the FP32 baseline"
     );
 }
+
+#[test]
+fn subsets_screen_shows_embedding_and_heat_map_and_sets_the_calibration_subset() {
+    // A real subsets file: features → UMAP → ICD on the bundled sample.
+    let g = qscope::model::load(&sample("resnet20.safetensors")).expect("load");
+    let train = qscope::data::DatasetRoot::open(&sample("cifar10"))
+        .expect("data")
+        .split(qscope::data::SplitKind::Train)
+        .expect("train");
+    let idx = qscope::data::sample_per_class(&train, &(0..10).collect::<Vec<_>>(), 20, 0)
+        .expect("sample");
+    let (f, d) = qscope::laq::features(&g, &train, &idx).expect("features");
+    let xy = qscope::laq::umap_2d(
+        &f,
+        idx.len(),
+        d,
+        &qscope::laq::UmapConfig {
+            epochs: Some(50),
+            ..Default::default()
+        },
+    );
+    let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
+    let icd = qscope::laq::icd_matrix(&qscope::laq::class_gaussians(&xy, &labels, 10));
+    let subs = qscope::laq::select_subsets(&icd, 10, 4, 3, 0);
+    let json = serde_json::json!({
+        "class_names": train.class_names, "embedding": xy, "labels": labels, "icd": icd,
+        "subsets": subs.iter().map(|s| serde_json::json!({"kind": s.kind, "median_icd": s.median_icd,
+            "classes": s.classes.iter().map(|&c| train.class_names[c].clone()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+    });
+    let mut s = state();
+    s.laq = Some(qscope::app::state::LaqView::from_json(&json.to_string()).expect("parse"));
+    update(&mut s, Action::Key(Key::Char('8')));
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("UMAP of penultimate features")
+            && screen.contains("ICD heat map")
+            && screen.contains("median ICD"),
+        "{screen}"
+    );
+    update(&mut s, Action::Key(Key::Down));
+    update(&mut s, Action::Key(Key::Enter));
+    assert_eq!(s.screen, Screen::Setup);
+    let want: Vec<String> = subs[1]
+        .classes
+        .iter()
+        .map(|&c| train.class_names[c].clone())
+        .collect();
+    assert_eq!(s.setup.chosen_classes(), Some(want));
+}

@@ -12,10 +12,11 @@ pub enum Screen {
     Compare,
     Training,
     Cora,
+    Subsets,
 }
 
 impl Screen {
-    pub const TABS: [Screen; 7] = [
+    pub const TABS: [Screen; 8] = [
         Screen::Setup,
         Screen::Layers,
         Screen::Histogram,
@@ -23,6 +24,7 @@ impl Screen {
         Screen::Compare,
         Screen::Training,
         Screen::Cora,
+        Screen::Subsets,
     ];
     pub fn title(self) -> &'static str {
         match self {
@@ -33,6 +35,7 @@ impl Screen {
             Screen::Compare => "5 Compare",
             Screen::Training => "6 Training",
             Screen::Cora => "7 CoRa",
+            Screen::Subsets => "8 Subsets",
         }
     }
 }
@@ -121,6 +124,57 @@ impl SortKey {
     }
 }
 
+/// LAQ subsets loaded from `qscope subsets --out` (embedding, ICD, subsets).
+#[derive(Clone, Debug, Default)]
+pub struct LaqView {
+    pub class_names: Vec<String>,
+    /// 2-D points, row-major, with their class labels.
+    pub embedding: Vec<f32>,
+    pub labels: Vec<u32>,
+    /// `classes × classes` inter-class distances.
+    pub icd: Vec<f64>,
+    /// (kind, class indices, median ICD).
+    pub subsets: Vec<(String, Vec<usize>, f64)>,
+}
+
+impl LaqView {
+    /// Parse the JSON written by `qscope subsets --out`.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not a subsets file: {e}"))?;
+        let names: Vec<String> = serde_json::from_value(v["class_names"].clone())
+            .map_err(|e| format!("class_names: {e}"))?;
+        let mut subsets = vec![];
+        for s in v["subsets"].as_array().ok_or("no `subsets`")? {
+            let cls: Vec<String> = serde_json::from_value(s["classes"].clone())
+                .map_err(|e| format!("classes: {e}"))?;
+            let idx = cls
+                .iter()
+                .map(|c| {
+                    names
+                        .iter()
+                        .position(|n| n == c)
+                        .ok_or(format!("unknown class {c}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            subsets.push((
+                s["kind"].as_str().unwrap_or("").to_string(),
+                idx,
+                s["median_icd"].as_f64().unwrap_or(0.0),
+            ));
+        }
+        Ok(LaqView {
+            embedding: serde_json::from_value(v["embedding"].clone())
+                .map_err(|e| format!("embedding: {e}"))?,
+            labels: serde_json::from_value(v["labels"].clone())
+                .map_err(|e| format!("labels: {e}"))?,
+            icd: serde_json::from_value(v["icd"].clone()).map_err(|e| format!("icd: {e}"))?,
+            class_names: names,
+            subsets,
+        })
+    }
+}
+
 /// Timings the loop measures and the status bar shows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Perf {
@@ -153,6 +207,8 @@ pub struct State {
     pub size: (u16, u16),
     pub quit: bool,
     pub perf: Perf,
+    pub laq: Option<LaqView>,
+    pub subset_cursor: usize,
 }
 
 impl State {
@@ -177,6 +233,8 @@ impl State {
             size: (120, 40),
             quit: false,
             perf: Perf::default(),
+            laq: None,
+            subset_cursor: 0,
         }
     }
 

@@ -6,10 +6,7 @@ use crate::jobs::{JobEvent, JobSpec};
 
 /// Every key, for the help overlay (`?`).
 pub const HELP: &[(&str, &str)] = &[
-    (
-        "1-5, Tab",
-        "switch screen: Setup, Layers, Histogram, Results, Compare",
-    ),
+    ("1-8, Tab", "switch screen (the tabs at the top, in order)"),
     ("?", "this help"),
     ("t", "next theme"),
     ("x", "cancel the running job"),
@@ -40,6 +37,9 @@ pub const HELP: &[(&str, &str)] = &[
     ("Results space", "mark for comparison (two marks, then c)"),
     ("Results c", "compare the two marked runs layer by layer"),
     ("Results e", "export the table to results/results.csv"),
+    ("CoRa ↑/↓", "select a layer (its spectrum and cut-off)"),
+    ("Subsets ↑/↓", "select a subset (bright in the embedding)"),
+    ("Subsets Enter", "use the subset as the next job's classes"),
 ];
 
 pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
@@ -106,7 +106,7 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
                 }
             };
         }
-        Key::Char(c @ '1'..='7') => {
+        Key::Char(c @ '1'..='8') => {
             s.screen = Screen::TABS[(c as u8 - b'1') as usize];
             return vec![];
         }
@@ -136,6 +136,7 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
         Screen::Results => results_key(s, k),
         Screen::Compare | Screen::Training => vec![],
         Screen::Cora => histogram_key(s, k),
+        Screen::Subsets => subsets_key(s, k),
     }
 }
 
@@ -308,6 +309,40 @@ fn layers_key(s: &mut State, k: Key) -> Vec<Effect> {
                 }
             }
             return enqueue(s, spec);
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn subsets_key(s: &mut State, k: Key) -> Vec<Effect> {
+    let Some(laq) = &s.laq else { return vec![] };
+    let n = laq.subsets.len();
+    match k {
+        Key::Up => s.subset_cursor = s.subset_cursor.saturating_sub(1),
+        Key::Down if n > 0 => s.subset_cursor = (s.subset_cursor + 1).min(n - 1),
+        Key::Enter => {
+            if let Some((_, classes, median)) = laq.subsets.get(s.subset_cursor) {
+                let names: Vec<&String> = classes
+                    .iter()
+                    .filter_map(|&c| laq.class_names.get(c))
+                    .collect();
+                let form = &mut s.setup;
+                for (i, n) in form.class_names.iter().enumerate() {
+                    if let Some(sel) = form.selected.get_mut(i) {
+                        *sel = names.contains(&n);
+                    }
+                }
+                s.message = Some(format!(
+                    "calibration subset for the next job: {} (median ICD {median:.1})",
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                s.screen = Screen::Setup;
+            }
         }
         _ => {}
     }

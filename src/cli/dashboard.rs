@@ -21,6 +21,9 @@ pub struct DashboardArgs {
     /// Evaluate jobs on at most N test images (faster feedback on big test sets).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Subsets file from `qscope subsets --out`, for the Subsets screen.
+    #[arg(long)]
+    pub subsets: Option<PathBuf>,
 }
 
 fn sample_entries(want_dirs: bool) -> Vec<PathBuf> {
@@ -57,6 +60,7 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/qscope/themes"))
         }),
         eval_limit: a.limit,
+        subsets: a.subsets,
     })?;
     Ok(())
 }

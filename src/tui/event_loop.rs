@@ -27,6 +27,8 @@ pub struct DashboardOptions {
     pub theme: Option<String>,
     pub theme_dir: Option<PathBuf>,
     pub eval_limit: Option<usize>,
+    /// A `qscope subsets --out` file for the Subsets screen.
+    pub subsets: Option<PathBuf>,
 }
 
 type Tx = UnboundedSender<(Action, Instant)>;
@@ -56,6 +58,15 @@ pub fn initial_state(opts: &DashboardOptions, themes: &[Theme], store: &ResultsS
                     themes.first().map_or("", |t| t.name.as_str())
                 ))
             }
+        }
+    }
+    if let Some(p) = &opts.subsets {
+        match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::app::state::LaqView::from_json(&t))
+        {
+            Ok(v) => s.laq = Some(v),
+            Err(e) => s.message = Some(format!("{}: {e}", p.display())),
         }
     }
     if !bad.is_empty() {

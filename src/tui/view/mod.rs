@@ -6,6 +6,7 @@ pub mod histogram;
 pub mod layers;
 pub mod results;
 pub mod setup;
+pub mod subsets;
 pub mod training;
 
 use crate::app::state::{RunStatus, Screen, State};
@@ -73,6 +74,7 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
         Screen::Compare => compare::render(f, body, s, t),
         Screen::Training => training::render(f, body, s, t),
         Screen::Cora => cora::render(f, body, s, t),
+        Screen::Subsets => subsets::render(f, body, s, t),
     }
     render_status(f, status, s, t);
     if s.help {

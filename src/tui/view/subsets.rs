@@ -1,0 +1,141 @@
+//! LAQ subsets: the 2-D class embedding (braille scatter, one colour per
+//! class, the selected subset bright), the inter-class distance heat map, and
+//! the subsets with their median ICD; Enter makes one the calibration subset.
+use crate::app::state::State;
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::canvas::{Canvas, Points};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+const PALETTE: [Color; 10] = [
+    Color::Red,
+    Color::Green,
+    Color::Yellow,
+    Color::Blue,
+    Color::Magenta,
+    Color::Cyan,
+    Color::LightRed,
+    Color::LightGreen,
+    Color::LightBlue,
+    Color::LightMagenta,
+];
+
+pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
+    let Some(laq) = &s.laq else {
+        f.render_widget(
+            Paragraph::new("No subsets loaded. Run `qscope subsets --model M --data D --out subsets.json`, then `qscope dashboard --subsets subsets.json`.").block(super::block(" Subsets ", t)),
+            area,
+        );
+        return;
+    };
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
+    let chosen: &[usize] = laq.subsets.get(s.subset_cursor).map_or(&[], |x| &x.1);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for p in laq.embedding.chunks(2) {
+        x0 = x0.min(p[0] as f64);
+        x1 = x1.max(p[0] as f64);
+        y0 = y0.min(p[1] as f64);
+        y1 = y1.max(p[1] as f64);
+    }
+    let k = laq.class_names.len();
+    let per_class: Vec<Vec<(f64, f64)>> = (0..k)
+        .map(|c| {
+            laq.embedding
+                .chunks(2)
+                .zip(&laq.labels)
+                .filter(|(_, &l)| l as usize == c)
+                .map(|(p, _)| (p[0] as f64, p[1] as f64))
+                .collect()
+        })
+        .collect();
+    let canvas = Canvas::default()
+        .block(super::block(
+            " UMAP of penultimate features (selected subset bright) ",
+            t,
+        ))
+        .marker(Marker::Braille)
+        .x_bounds([x0, x1.max(x0 + 1e-6)])
+        .y_bounds([y0, y1.max(y0 + 1e-6)])
+        .paint(|ctx| {
+            for (c, pts) in per_class.iter().enumerate() {
+                let color = if chosen.is_empty() || chosen.contains(&c) {
+                    PALETTE[c % PALETTE.len()]
+                } else {
+                    t.muted
+                };
+                ctx.draw(&Points { coords: pts, color });
+            }
+        });
+    f.render_widget(canvas, left);
+    let [heat, list] =
+        Layout::vertical([Constraint::Length(k as u16 + 3), Constraint::Min(3)]).areas(right);
+    let max = laq.icd.iter().fold(1e-12f64, |m, v| m.max(*v));
+    let shades = [' ', '░', '▒', '▓', '█'];
+    let mut lines: Vec<Line> = (0..k)
+        .map(|i| {
+            let mut spans = vec![Span::styled(
+                format!(
+                    "{:>10} ",
+                    laq.class_names[i].chars().take(10).collect::<String>()
+                ),
+                Style::default().fg(PALETTE[i % PALETTE.len()]),
+            )];
+            for j in 0..k {
+                let v = laq.icd[i * k + j] / max;
+                let ch = shades[((v * 4.0).round() as usize).min(4)];
+                let style = if chosen.contains(&i) && chosen.contains(&j) {
+                    Style::default().fg(t.accent)
+                } else {
+                    Style::default().fg(t.fg)
+                };
+                spans.push(Span::styled(format!("{ch}{ch}"), style));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    lines.insert(
+        0,
+        Line::from(Span::styled(
+            format!("ICD heat map (darker = farther, max {max:.1})"),
+            Style::default().fg(t.muted),
+        )),
+    );
+    f.render_widget(
+        Paragraph::new(lines).block(super::block(" inter-class distance ", t)),
+        heat,
+    );
+    let rows: Vec<Line> = laq
+        .subsets
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, cls, median))| {
+            let names: Vec<&str> = cls
+                .iter()
+                .filter_map(|&c| laq.class_names.get(c).map(String::as_str))
+                .collect();
+            let style = if i == s.subset_cursor {
+                Style::default()
+                    .bg(t.highlight_bg)
+                    .add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            Line::from(Span::styled(
+                format!("{:<10} {:>7.2}  {}", kind, median, names.join(", ")),
+                style,
+            ))
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(rows).block(super::block(
+            " subsets · median ICD · Enter = calibrate on it ",
+            t,
+        )),
+        list,
+    );
+}
