@@ -482,6 +482,38 @@ fn subsets_screen_shows_embedding_and_heat_map_and_sets_the_calibration_subset()
             && screen.contains("median ICD"),
         "{screen}"
     );
+    // LAQ results from a real (tiny) experiment: the accuracy-vs-ICD chart.
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = qscope::laq::experiment::ExperimentConfig {
+        subsets: vec![(subs[0].classes.clone(), subs[0].median_icd)],
+        bits: vec!["4".into()],
+        calib: 32,
+        ft: qscope::train::TrainConfig {
+            epochs: 0.25,
+            batch: 50,
+            ..Default::default()
+        },
+        seed: 0,
+    };
+    let cells = qscope::laq::experiment::run(
+        &g,
+        &sample("cifar10"),
+        &cfg,
+        dir.path(),
+        &AtomicBool::new(false),
+        &mut |_, _, _| {},
+    )
+    .expect("laq");
+    if let Some(l) = s.laq.as_mut() {
+        l.cells = cells;
+    }
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("LAQ top-1 All vs median ICD · 4 bits"),
+        "{screen}"
+    );
+    update(&mut s, Action::Key(Key::Char('m')));
+    assert!(draw(&s, 120, 40).contains("LAQ top-1 Sub"));
     update(&mut s, Action::Key(Key::Down));
     update(&mut s, Action::Key(Key::Enter));
     assert_eq!(s.screen, Screen::Setup);

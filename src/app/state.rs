@@ -135,6 +135,34 @@ pub struct LaqView {
     pub icd: Vec<f64>,
     /// (kind, class indices, median ICD).
     pub subsets: Vec<(String, Vec<usize>, f64)>,
+    /// Results of `qscope laq`, if loaded: accuracy vs median ICD.
+    pub cells: Vec<crate::laq::experiment::Cell>,
+    /// Which bit setting the chart shows (index into `bit_settings()`), and Sub vs All.
+    pub chart_bits: usize,
+    pub chart_sub: bool,
+}
+
+impl LaqView {
+    /// Bit settings present in the loaded cells (FP rows excluded).
+    pub fn bit_settings(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .cells
+            .iter()
+            .filter(|c| c.bits != "fp")
+            .map(|c| c.bits.clone())
+            .collect();
+        v.dedup();
+        let mut seen = vec![];
+        v.retain(|b| {
+            if seen.contains(b) {
+                false
+            } else {
+                seen.push(b.clone());
+                true
+            }
+        });
+        v
+    }
 }
 
 impl LaqView {
@@ -171,6 +199,7 @@ impl LaqView {
             icd: serde_json::from_value(v["icd"].clone()).map_err(|e| format!("icd: {e}"))?,
             class_names: names,
             subsets,
+            ..Default::default()
         })
     }
 }

@@ -316,6 +316,20 @@ fn layers_key(s: &mut State, k: Key) -> Vec<Effect> {
 }
 
 fn subsets_key(s: &mut State, k: Key) -> Vec<Effect> {
+    if let Some(laq) = s.laq.as_mut() {
+        match k {
+            Key::Char('b') => {
+                let n = laq.bit_settings().len().max(1);
+                laq.chart_bits = (laq.chart_bits + 1) % n;
+                return vec![];
+            }
+            Key::Char('m') => {
+                laq.chart_sub = !laq.chart_sub;
+                return vec![];
+            }
+            _ => {}
+        }
+    }
     let Some(laq) = &s.laq else { return vec![] };
     let n = laq.subsets.len();
     match k {

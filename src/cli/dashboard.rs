@@ -24,6 +24,9 @@ pub struct DashboardArgs {
     /// Subsets file from `qscope subsets --out`, for the Subsets screen.
     #[arg(long)]
     pub subsets: Option<PathBuf>,
+    /// `laq.csv` from `qscope laq`: accuracy vs median ICD on the Subsets screen.
+    #[arg(long)]
+    pub laq_results: Option<PathBuf>,
 }
 
 fn sample_entries(want_dirs: bool) -> Vec<PathBuf> {
@@ -61,6 +64,7 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
         }),
         eval_limit: a.limit,
         subsets: a.subsets,
+        laq_results: a.laq_results,
     })?;
     Ok(())
 }

@@ -37,7 +37,8 @@ pub struct Cell {
 
 const HEADER: &str = "subset,median_icd,variant,bits,top1_all,top1_sub";
 
-fn read_cells(csv: &Path) -> Vec<Cell> {
+/// The cells of a `laq.csv` (empty if missing or unreadable).
+pub fn read_cells(csv: &Path) -> Vec<Cell> {
     let Ok(text) = std::fs::read_to_string(csv) else {
         return vec![];
     };

@@ -29,6 +29,8 @@ pub struct DashboardOptions {
     pub eval_limit: Option<usize>,
     /// A `qscope subsets --out` file for the Subsets screen.
     pub subsets: Option<PathBuf>,
+    /// A `laq.csv` from `qscope laq`, charted on the Subsets screen.
+    pub laq_results: Option<PathBuf>,
 }
 
 type Tx = UnboundedSender<(Action, Instant)>;
@@ -65,7 +67,12 @@ pub fn initial_state(opts: &DashboardOptions, themes: &[Theme], store: &ResultsS
             .map_err(|e| e.to_string())
             .and_then(|t| crate::app::state::LaqView::from_json(&t))
         {
-            Ok(v) => s.laq = Some(v),
+            Ok(mut v) => {
+                if let Some(csv) = &opts.laq_results {
+                    v.cells = crate::laq::experiment::read_cells(csv);
+                }
+                s.laq = Some(v)
+            }
             Err(e) => s.message = Some(format!("{}: {e}", p.display())),
         }
     }

@@ -71,6 +71,14 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 ctx.draw(&Points { coords: pts, color });
             }
         });
+    let left = if laq.cells.is_empty() {
+        left
+    } else {
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(left);
+        render_results(f, bottom, laq, t);
+        top
+    };
     f.render_widget(canvas, left);
     let [heat, list] =
         Layout::vertical([Constraint::Length(k as u16 + 3), Constraint::Min(3)]).areas(right);
@@ -137,5 +145,79 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             t,
         )),
         list,
+    );
+}
+
+/// LAQ results: top-1 against median ICD, one line per variant (b: bits, m: All/Sub).
+fn render_results(f: &mut Frame, area: Rect, laq: &crate::app::state::LaqView, t: &Theme) {
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let settings = laq.bit_settings();
+    let bits = settings
+        .get(laq.chart_bits)
+        .cloned()
+        .unwrap_or_else(|| "4".into());
+    let pick = |c: &crate::laq::experiment::Cell| {
+        if laq.chart_sub {
+            c.top1_sub
+        } else {
+            c.top1_all
+        }
+    };
+    let series: Vec<(&str, Color, Vec<(f64, f64)>)> = [
+        ("original", Color::Blue),
+        ("quant", Color::Yellow),
+        ("ft", Color::Green),
+        ("ft+quant", Color::Red),
+    ]
+    .into_iter()
+    .map(|(v, col)| {
+        let mut pts: Vec<(f64, f64)> = laq
+            .cells
+            .iter()
+            .filter(|c| c.variant == v && (c.bits == bits || c.bits == "fp"))
+            .map(|c| (c.median_icd, pick(c)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (v, col, pts)
+    })
+    .collect();
+    let xmax = laq.cells.iter().fold(1e-6f64, |m, c| m.max(c.median_icd)) * 1.05;
+    let ymin = laq
+        .cells
+        .iter()
+        .fold(100f64, |m, c| m.min(pick(c)))
+        .floor()
+        .max(0.0);
+    let data: Vec<Dataset> = series
+        .iter()
+        .map(|(v, col, pts)| {
+            Dataset::default()
+                .name(*v)
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(*col))
+                .data(pts)
+        })
+        .collect();
+    let title = format!(
+        " LAQ top-1 {} vs median ICD · {bits} bits · b bits · m All/Sub ",
+        if laq.chart_sub { "Sub" } else { "All" }
+    );
+    f.render_widget(
+        Chart::new(data)
+            .block(super::block(title, t))
+            .x_axis(
+                Axis::default()
+                    .bounds([0.0, xmax])
+                    .labels(vec![Line::from("0"), Line::from(format!("{xmax:.0}"))])
+                    .style(Style::default().fg(t.muted)),
+            )
+            .y_axis(
+                Axis::default()
+                    .bounds([ymin, 100.0])
+                    .labels(vec![Line::from(format!("{ymin:.0}")), Line::from("100")])
+                    .style(Style::default().fg(t.muted)),
+            ),
+        area,
     );
 }
