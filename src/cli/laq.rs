@@ -33,26 +33,14 @@ pub fn run_cli(a: LaqArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?;
     let text = std::fs::read_to_string(&a.subsets)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.subsets.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not a subsets file: {e}", a.subsets.display()))?;
-    let names: Vec<String> = serde_json::from_value(v["class_names"].clone())?;
-    let mut subsets = vec![];
-    for s in v["subsets"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("{}: no `subsets`", a.subsets.display()))?
-    {
-        let cls: Vec<String> = serde_json::from_value(s["classes"].clone())?;
-        let idx = cls
-            .iter()
-            .map(|c| {
-                names
-                    .iter()
-                    .position(|n| n == c)
-                    .ok_or_else(|| anyhow::anyhow!("unknown class {c}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        subsets.push((idx, s["median_icd"].as_f64().unwrap_or(0.0)));
-    }
+    // The same parser the dashboard's Subsets screen uses.
+    let view = qscope::app::state::LaqView::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.subsets.display()))?;
+    let subsets: Vec<(Vec<usize>, f64)> = view
+        .subsets
+        .into_iter()
+        .map(|(_, classes, median)| (classes, median))
+        .collect();
     let cfg = ExperimentConfig {
         subsets,
         bits: a.bits.split(',').map(|s| s.trim().to_string()).collect(),
