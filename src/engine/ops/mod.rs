@@ -4,6 +4,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod linear;
 pub mod pool;
+pub mod qconv;
 
 pub use conv::{conv2d, conv_output_size, im2col, set_direct_conv, ConvGeom, Epilogue};
 pub use elementwise::{add, batchnorm, relu, shortcut_pad};

@@ -1,0 +1,395 @@
+//! Direct int8 convolution (W8A8): uint8 activations × int8 weights with
+//! int32 accumulation, the dequantisation, bias, residual and ReLU fused into
+//! the write-out. Same scheme as `direct_conv` (outputs on the padded-width
+//! grid, every tap one contiguous load), with two differences:
+//!
+//! * Four input channels are interleaved per 32-bit word, the unit that
+//!   `vpdpbusd` (AVX-512 VNNI) and `vpmaddubsw` (AVX2) multiply-add.
+//! * Strided convolutions are split into stride×stride phase planes, so a tap
+//!   of a stride-2 conv is still one contiguous run of its phase plane.
+//!
+//! Activations are symmetric int8 (`q = clamp(round(x/s), −127, 127)`) stored
+//! as `q + 128` in a u8, because the instructions want unsigned × signed.
+//! `Σ w·(q+128) − 128·Σ w` recovers `Σ w·q` exactly; the per-channel
+//! `128·Σ w` is precomputed (`Int8Weights::comp`). Padding is `128` (int 0).
+//!
+//! Kernels, chosen at run time: VNNI (AVX-512), AVX2 (`vpmaddubsw` then
+//! `vpmaddwd`; the i16 pair sum saturates unless |w| ≤ 64, so it needs 7-bit
+//! "reduce range" weights) and a portable one every SIMD kernel is tested
+//! against.
+
+/// Output channels per packed block and per register tile.
+pub const OB: usize = 8;
+/// Positions per register tile (two 16-lane vectors).
+const PT: usize = 32;
+
+/// Which instruction sequence runs the inner product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Vnni512,
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni512 => "avx512-vnni",
+            Kernel::Avx2 => "avx2-maddubs",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// Best kernel this CPU runs for weights of magnitude ≤ `max_abs_w`.
+    pub fn detect(max_abs_w: i32) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Kernel::Vnni512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && max_abs_w <= AVX2_MAX_W {
+                return Kernel::Avx2;
+            }
+        }
+        let _ = max_abs_w;
+        Kernel::Portable
+    }
+
+    /// Whether this CPU can run `self` (tests ask before comparing kernels).
+    pub fn supported(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni512 => {
+                std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// Largest |w| for which `vpmaddubsw`'s i16 pair sum `255·w + 255·w` cannot
+/// saturate: 2·255·64 = 32640 ≤ 32767.
+pub const AVX2_MAX_W: i32 = 64;
+
+/// Geometry of one convolution (any stride, square or not).
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub pad: usize,
+    pub stride: usize,
+}
+
+impl Geometry {
+    pub fn out(&self) -> (usize, usize) {
+        let s = self.stride.max(1);
+        (
+            (self.h + 2 * self.pad - self.kh) / s + 1,
+            (self.w + 2 * self.pad - self.kw) / s + 1,
+        )
+    }
+    /// Channel groups of four.
+    pub fn groups(&self) -> usize {
+        self.c.div_ceil(4)
+    }
+    /// Size of one phase plane: the padded input subsampled by the stride.
+    fn phase(&self) -> (usize, usize) {
+        let s = self.stride.max(1);
+        (
+            (self.h + 2 * self.pad).div_ceil(s),
+            (self.w + 2 * self.pad).div_ceil(s),
+        )
+    }
+    /// Words (4 bytes) per channel group: `stride²` phase planes.
+    fn group_words(&self) -> usize {
+        let (hq, wq) = self.phase();
+        self.stride.max(1).pow(2) * hq * wq
+    }
+    /// Output positions computed (padded-width grid, rounded up to whole tiles).
+    fn positions(&self) -> usize {
+        let (ho, _) = self.out();
+        (ho * self.phase().1).div_ceil(PT) * PT
+    }
+    /// Words of the quantized input buffer, with slack for the junk tail of
+    /// the last tile.
+    pub fn input_words(&self) -> usize {
+        let (_, wq) = self.phase();
+        self.groups() * self.group_words() + self.positions() + self.kh * wq + self.kw + PT
+    }
+    /// i32 values of the tile output buffer for one block of `OB` channels.
+    pub fn tile_len(&self) -> usize {
+        OB * self.positions()
+    }
+}
+
+/// Word offset of every tap (channel group, ky, kx) in the quantized input.
+pub fn tap_offsets(g: &Geometry) -> Vec<usize> {
+    let s = g.stride.max(1);
+    let (hq, wq) = g.phase();
+    let gw = g.group_words();
+    let mut v = Vec::with_capacity(g.groups() * g.kh * g.kw);
+    for cg in 0..g.groups() {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let phase = (ky % s) * s + kx % s;
+                v.push(cg * gw + phase * hq * wq + (ky / s) * wq + kx / s);
+            }
+        }
+    }
+    v
+}
+
+/// `codes` `[O, C, kh, kw]` (int8) → `[ceil(O/8)][C/4 · kh · kw][8]` words,
+/// each word the four channels `4g..4g+4` of one tap, zero-padded.
+pub fn pack_weights(codes: &[i8], o: usize, c: usize, kh: usize, kw: usize) -> Vec<i32> {
+    let groups = c.div_ceil(4);
+    let taps = kh * kw;
+    let d = groups * taps;
+    let mut packed = vec![0i32; o.div_ceil(OB) * d * OB];
+    for r in 0..o {
+        let (b, j) = (r / OB, r % OB);
+        for g in 0..groups {
+            for t in 0..taps {
+                let mut bytes = [0u8; 4];
+                for (k, byte) in bytes.iter_mut().enumerate() {
+                    let ch = 4 * g + k;
+                    if ch < c {
+                        *byte = codes[(r * c + ch) * taps + t] as u8;
+                    }
+                }
+                packed[(b * d + g * taps + t) * OB + j] = i32::from_le_bytes(bytes);
+            }
+        }
+    }
+    packed
+}
+
+/// `128·Σ w` per output channel: what the +128 activation offset adds.
+pub fn offset_compensation(codes: &[i8], o: usize) -> Vec<i32> {
+    let d = codes.len() / o.max(1);
+    codes
+        .chunks(d.max(1))
+        .map(|row| 128 * row.iter().map(|&w| w as i32).sum::<i32>())
+        .collect()
+}
+
+/// Symmetric int8 code of `x` at scale `1/inv_scale`, offset to u8.
+#[inline]
+pub fn quantize_u8(x: f32, inv_scale: f32) -> u8 {
+    ((x * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8
+}
+
+/// Write one image `[C, H, W]` into the quantized, padded, channel-interleaved,
+/// phase-split layout (`buf` has `input_words()·4` bytes).
+///
+/// `x·(1/s)` rather than `x/s`: the simulation (`exec::fake_quant`) divides,
+/// and the two can round differently on exact ties only, which the
+/// equivalence tests bound.
+pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u8]) {
+    let s = g.stride.max(1);
+    let (hq, wq) = g.phase();
+    let gw = g.group_words();
+    buf.fill(128);
+    let inv = 1.0 / scale;
+    for ch in 0..g.c {
+        let (cg, lane) = (ch / 4, ch % 4);
+        for y in 0..g.h {
+            let py = y + g.pad;
+            let row = &img[(ch * g.h + y) * g.w..][..g.w];
+            let base = cg * gw + (py % s) * s * hq * wq + (py / s) * wq;
+            for (x, &v) in row.iter().enumerate() {
+                let px = x + g.pad;
+                let word = base + (px % s) * hq * wq + px / s;
+                buf[word * 4 + lane] = quantize_u8(v, inv);
+            }
+        }
+    }
+}
+
+/// Per-output-channel work after the integer dot product:
+/// `y = (acc − comp[o])·mult[o] + bias[o] (+ residual)`, then ReLU.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub comp: &'a [i32],
+    /// `act_scale · weight_scale[o]`.
+    pub mult: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    /// `[O, Ho, Wo]` of this image.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// One image: quantized input `xq` (from `quantize_image`) → `out`
+/// `[O, Ho, Wo]` f32. `packed` from `pack_weights` (this block of channels
+/// onward), `tile` at least `g.tile_len()` values.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_image(
+    g: &Geometry,
+    xq: &[u8],
+    packed: &[i32],
+    offsets: &[usize],
+    out: &mut [f32],
+    tile: &mut [i32],
+    epi: Epilogue,
+    kernel: Kernel,
+) {
+    let (ho, wo) = g.out();
+    let (_, wq) = g.phase();
+    let d = g.groups() * g.kh * g.kw;
+    let positions = g.positions();
+    assert!(
+        xq.len() >= g.input_words() * 4
+            && out.len() >= g.o * ho * wo
+            && packed.len() >= g.o.div_ceil(OB) * d * OB
+            && tile.len() >= g.tile_len()
+            && offsets.len() == d
+            && epi.comp.len() >= g.o
+            && epi.mult.len() >= g.o,
+        "int8 conv: buffers do not match the geometry"
+    );
+    assert!(kernel.supported(), "int8 conv: kernel not supported here");
+    for ob in 0..g.o.div_ceil(OB) {
+        let wblock = &packed[ob * d * OB..(ob + 1) * d * OB];
+        let dst = &mut tile[..OB * positions];
+        for p0 in (0..positions).step_by(PT) {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `supported()` was asserted above. Loads read words
+                // `off + p0 .. off + p0 + 32` with off ≤ groups·group_words +
+                // kh·wq + kw and p0 + 32 ≤ positions: inside `input_words()`.
+                // Stores write `dst[j·positions + p0 ..][..32]`, inside `tile_len()`.
+                Kernel::Vnni512 => unsafe { tile_vnni(xq, offsets, wblock, p0, dst, positions) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as for VNNI.
+                Kernel::Avx2 => unsafe { tile_avx2(xq, offsets, wblock, p0, dst, positions) },
+                _ => tile_portable(xq, offsets, wblock, p0, dst, positions),
+            }
+        }
+        for j in 0..OB.min(g.o - ob * OB) {
+            let o = ob * OB + j;
+            let row = &dst[j * positions..];
+            let (comp, mult) = (epi.comp[o], epi.mult[o]);
+            let bias = epi.bias.map_or(0.0, |b| b[o]);
+            for oy in 0..ho {
+                let src = &row[oy * wq..oy * wq + wo];
+                let at = (o * ho + oy) * wo;
+                let dst_row = &mut out[at..at + wo];
+                match epi.residual {
+                    Some(r) => {
+                        for ((d, &a), rv) in dst_row.iter_mut().zip(src).zip(&r[at..at + wo]) {
+                            let v = (a - comp) as f32 * mult + bias + rv;
+                            *d = if epi.relu { v.max(0.0) } else { v };
+                        }
+                    }
+                    None => {
+                        for (d, &a) in dst_row.iter_mut().zip(src) {
+                            let v = (a - comp) as f32 * mult + bias;
+                            *d = if epi.relu { v.max(0.0) } else { v };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reference every SIMD kernel is tested against.
+fn tile_portable(
+    xq: &[u8],
+    offsets: &[usize],
+    wblock: &[i32],
+    p0: usize,
+    dst: &mut [i32],
+    positions: usize,
+) {
+    let mut acc = [[0i32; PT]; OB];
+    for (t, &off) in offsets.iter().enumerate() {
+        let ws = &wblock[t * OB..(t + 1) * OB];
+        for p in 0..PT {
+            let x = &xq[(off + p0 + p) * 4..][..4];
+            for (j, &wword) in ws.iter().enumerate() {
+                let w = wword.to_le_bytes();
+                acc[j][p] += (0..4).map(|k| x[k] as i32 * w[k] as i8 as i32).sum::<i32>();
+            }
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        dst[j * positions + p0..][..PT].copy_from_slice(a);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni(
+    xq: &[u8],
+    offsets: &[usize],
+    wblock: &[i32],
+    p0: usize,
+    dst: &mut [i32],
+    positions: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_si512(); 2]; OB];
+    let x = xq.as_ptr();
+    let wp = wblock.as_ptr();
+    for (t, &off) in offsets.iter().enumerate() {
+        let x0 = _mm512_loadu_si512(x.add((off + p0) * 4) as *const _);
+        let x1 = _mm512_loadu_si512(x.add((off + p0 + 16) * 4) as *const _);
+        let wt = wp.add(t * OB);
+        for (j, a) in acc.iter_mut().enumerate() {
+            let wv = _mm512_set1_epi32(*wt.add(j));
+            a[0] = _mm512_dpbusd_epi32(a[0], x0, wv);
+            a[1] = _mm512_dpbusd_epi32(a[1], x1, wv);
+        }
+    }
+    let d = dst.as_mut_ptr();
+    for (j, a) in acc.iter().enumerate() {
+        _mm512_storeu_si512(d.add(j * positions + p0) as *mut _, a[0]);
+        _mm512_storeu_si512(d.add(j * positions + p0 + 16) as *mut _, a[1]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(
+    xq: &[u8],
+    offsets: &[usize],
+    wblock: &[i32],
+    p0: usize,
+    dst: &mut [i32],
+    positions: usize,
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let x = xq.as_ptr();
+    let wp = wblock.as_ptr();
+    let d = dst.as_mut_ptr();
+    // 8 channels × 8 positions at a time: 8 accumulators + operands fit the
+    // 16 ymm registers.
+    for q in (0..PT).step_by(8) {
+        let mut acc = [_mm256_setzero_si256(); OB];
+        for (t, &off) in offsets.iter().enumerate() {
+            let xv = _mm256_loadu_si256(x.add((off + p0 + q) * 4) as *const _);
+            let wt = wp.add(t * OB);
+            for (j, a) in acc.iter_mut().enumerate() {
+                let wv = _mm256_set1_epi32(*wt.add(j));
+                let pairs = _mm256_maddubs_epi16(xv, wv);
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(d.add(j * positions + p0 + q) as *mut _, *a);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Integer convolution (W8A8): quantize each image's input once into the
+//! kernel's u8 layout, run the int8 kernel, dequantize in the epilogue.
+//! Parallel across images, and across output-channel blocks when there are
+//! fewer images than threads (batch-1 latency), like the f32 direct path.
+use crate::engine::kernels::int8_conv::{self, Geometry, Kernel, OB};
+use crate::engine::ops::ConvGeom;
+use crate::engine::tensor::{contiguous, Tensor};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// A conv's weights as int8 codes, packed for the kernel.
+#[derive(Clone, Debug)]
+pub struct Int8Weights {
+    /// `[O, C, kh, kw]`.
+    pub shape: [usize; 4],
+    /// Per-output-channel scale: `w ≈ scale[o]·code`.
+    pub scale: Vec<f32>,
+    pub packed: Vec<i32>,
+    pub comp: Vec<i32>,
+    /// Largest |code| (decides whether the AVX2 kernel is exact).
+    pub max_abs: i32,
+    pub kernel: Kernel,
+}
+
+impl Int8Weights {
+    /// `codes` `[O, C, kh, kw]` with per-row `scale`.
+    pub fn new(codes: &[i8], scale: Vec<f32>, shape: [usize; 4]) -> Self {
+        let [o, c, kh, kw] = shape;
+        let max_abs = codes.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0);
+        Int8Weights {
+            shape,
+            scale,
+            packed: int8_conv::pack_weights(codes, o, c, kh, kw),
+            comp: int8_conv::offset_compensation(codes, o),
+            max_abs,
+            kernel: Kernel::detect(max_abs),
+        }
+    }
+
+    /// Bytes a deployment stores: one byte per weight plus an f32 scale per row.
+    pub fn stored_bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() + 4 * self.scale.len()
+    }
+}
+
+thread_local! {
+    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static TILE: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `x: [N, C, H, W]` → `[N, O, Ho, Wo]`: `relu?((Σ w·q(x))·s_x·s_w + bias (+ residual))`,
+/// where `q(x) = clamp(round(x/s_x), −127, 127)`. `kernel` overrides the
+/// weights' own choice (tests compare kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_int8(
+    x: &Tensor,
+    w: &Int8Weights,
+    geom: ConvGeom,
+    act_scale: f32,
+    bias: Option<&[f32]>,
+    residual: Option<&Tensor>,
+    relu: bool,
+    kernel: Option<Kernel>,
+) -> Result<Tensor, String> {
+    let (n, c, h, wd) = x.dim();
+    let [o, cw, kh, kw] = w.shape;
+    if geom.groups > 1 {
+        return Err("int8 conv: grouped convolution is not supported".into());
+    }
+    if c != cw {
+        return Err(format!("input has {c} channels, int8 weights expect {cw}"));
+    }
+    if h + 2 * geom.pad < kh || wd + 2 * geom.pad < kw {
+        return Err(format!(
+            "kernel {kh}x{kw} larger than padded input {h}x{wd}"
+        ));
+    }
+    if !(act_scale > 0.0) {
+        return Err(format!(
+            "int8 conv: activation scale {act_scale} is not positive"
+        ));
+    }
+    let g = Geometry {
+        c,
+        h,
+        w: wd,
+        o,
+        kh,
+        kw,
+        pad: geom.pad,
+        stride: geom.stride.max(1),
+    };
+    let (ho, wo) = g.out();
+    if bias.is_some_and(|b| b.len() != o) {
+        return Err(format!(
+            "bias has {} values, expected {o}",
+            bias.map_or(0, <[f32]>::len)
+        ));
+    }
+    if let Some(r) = residual {
+        if r.dim() != (n, o, ho, wo) {
+            return Err(format!(
+                "residual {:?} does not match output {:?}",
+                r.dim(),
+                (n, o, ho, wo)
+            ));
+        }
+    }
+    let kernel = kernel.unwrap_or(w.kernel);
+    if !kernel.supported() || (kernel == Kernel::Avx2 && w.max_abs > int8_conv::AVX2_MAX_W) {
+        return Err(format!(
+            "int8 conv: kernel {} cannot run these weights here",
+            kernel.name()
+        ));
+    }
+    let mult: Vec<f32> = w.scale.iter().map(|s| s * act_scale).collect();
+    let xs = contiguous(x);
+    let res = residual.map(contiguous);
+    let mut out = Tensor::zeros((n, o, ho, wo));
+    let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
+    let offsets = int8_conv::tap_offsets(&g);
+    let plane = ho * wo;
+    let per_in = c * h * wd;
+    let per_out = o * plane;
+    let d = g.groups() * kh * kw;
+    let threads = crate::engine::threads();
+    // As in the f32 path: small layers at batch 1 stay on one thread.
+    let small = o * plane * c * kh * kw < 8_000_000;
+    let split = if n >= threads || small {
+        1
+    } else {
+        threads.div_ceil(n)
+    };
+    let per_part = o.div_ceil(OB).div_ceil(split).max(1) * OB;
+    let image = |b: usize, img_out: &mut [f32], xq: &mut Vec<u8>| {
+        xq.resize(g.input_words() * 4, 128);
+        int8_conv::quantize_image(&g, &xs[b * per_in..(b + 1) * per_in], act_scale, xq);
+        let xq = &xq[..];
+        {
+            let run = |(k, dst): (usize, &mut [f32])| {
+                let o0 = k * per_part;
+                let sub = Geometry {
+                    o: dst.len() / plane,
+                    ..g
+                };
+                let epi = int8_conv::Epilogue {
+                    comp: &w.comp[o0..],
+                    mult: &mult[o0..],
+                    bias: bias.map(|b| &b[o0..]),
+                    residual: res.as_ref().map(|r| &r[b * per_out + o0 * plane..]),
+                    relu,
+                };
+                TILE.with(|t| {
+                    let mut t = t.borrow_mut();
+                    if t.len() < sub.tile_len() {
+                        t.resize(sub.tile_len(), 0);
+                    }
+                    int8_conv::conv_image(
+                        &sub,
+                        xq,
+                        &w.packed[o0 / OB * d * OB..],
+                        &offsets,
+                        dst,
+                        &mut t,
+                        epi,
+                        kernel,
+                    );
+                });
+            };
+            if split > 1 {
+                img_out
+                    .par_chunks_mut(per_part * plane)
+                    .enumerate()
+                    .for_each(run);
+            } else {
+                run((0, img_out));
+            }
+        }
+    };
+    if split > 1 {
+        // Nested parallelism: a thread waiting on its channel blocks may
+        // steal another image, so the input buffer cannot be thread-local.
+        out_slice
+            .par_chunks_mut(per_out)
+            .enumerate()
+            .for_each(|(b, dst)| image(b, dst, &mut Vec::new()));
+    } else {
+        out_slice
+            .par_chunks_mut(per_out)
+            .enumerate()
+            .for_each(|(b, dst)| INPUT.with(|cell| image(b, dst, &mut cell.borrow_mut())));
+    }
+    Ok(out)
+}

@@ -1,0 +1,227 @@
+//! The integer convolution (W8A8) against the f32 convolution of the same
+//! quantized values (a naive f64 loop), and every SIMD kernel against the
+//! portable one, bit for bit (integer accumulation is exact, the epilogue is
+//! the same code). Tolerance 2e-6 of the output range: f32 rounding measures
+//! ≤ 4e-7, and an accumulator off by a single unit already gives 1e-5.
+mod common;
+use common::{max_rel_diff, random_input};
+use qscope::engine::kernels::int8_conv::Kernel;
+use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
+use qscope::engine::ops::{self, ConvGeom, Epilogue};
+use qscope::engine::Tensor;
+use qscope::util::Rng;
+
+struct Case {
+    c: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    size: usize,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        c: 16,
+        o: 16,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        size: 8,
+    },
+    Case {
+        c: 3,
+        o: 16,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        size: 9,
+    },
+    Case {
+        c: 6,
+        o: 13,
+        k: 3,
+        stride: 2,
+        pad: 1,
+        size: 11,
+    },
+    Case {
+        c: 16,
+        o: 32,
+        k: 1,
+        stride: 2,
+        pad: 0,
+        size: 8,
+    },
+    Case {
+        c: 8,
+        o: 9,
+        k: 5,
+        stride: 1,
+        pad: 2,
+        size: 7,
+    },
+    Case {
+        c: 5,
+        o: 8,
+        k: 3,
+        stride: 1,
+        pad: 0,
+        size: 6,
+    },
+    Case {
+        c: 4,
+        o: 24,
+        k: 7,
+        stride: 2,
+        pad: 3,
+        size: 13,
+    },
+];
+
+fn weights(case: &Case, max_code: i32, seed: u64) -> (Vec<i8>, Vec<f32>, [usize; 4]) {
+    let mut rng = Rng::new(seed);
+    let shape = [case.o, case.c, case.k, case.k];
+    let n: usize = shape.iter().product();
+    let codes = (0..n)
+        .map(|_| (rng.below(2 * max_code as usize + 1) as i32 - max_code) as i8)
+        .collect();
+    let scale = (0..case.o)
+        .map(|_| 0.001 + 0.01 * rng.unit() as f32)
+        .collect();
+    (codes, scale, shape)
+}
+
+/// The simulation the integer path must equal: quantize the input, run the f32 conv.
+fn simulated(
+    x: &Tensor,
+    codes: &[i8],
+    scale: &[f32],
+    shape: [usize; 4],
+    case: &Case,
+    act: f32,
+    bias: &[f32],
+    residual: &Tensor,
+) -> Tensor {
+    let inv = 1.0 / act;
+    let xq = x.mapv(|v| (v * inv).round_ties_even().clamp(-127.0, 127.0) * act);
+    let d = codes.len() / shape[0];
+    let w: Vec<f32> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| q as f32 * scale[i / d])
+        .collect();
+    ops::conv::conv2d(
+        &xq,
+        &w,
+        shape,
+        ConvGeom::new(case.stride, case.pad),
+        Epilogue {
+            bias: Some(bias),
+            residual: Some(residual),
+            relu: true,
+        },
+    )
+    .expect("reference conv")
+}
+
+#[test]
+fn int8_conv_equals_the_quantized_f32_conv() {
+    for (i, case) in CASES.iter().enumerate() {
+        for n in [1, 3] {
+            let (codes, scale, shape) = weights(case, 127, i as u64);
+            let w = Int8Weights::new(&codes, scale.clone(), shape);
+            let x = random_input(n, case.c, case.size, 10 + i as u64);
+            let act = 3.0 / 127.0;
+            let ho = (case.size + 2 * case.pad - case.k) / case.stride + 1;
+            let residual = random_input(n, case.o, ho, 20 + i as u64);
+            let bias: Vec<f32> = (0..case.o).map(|k| 0.1 * k as f32 - 0.5).collect();
+            let got = conv2d_int8(
+                &x,
+                &w,
+                ConvGeom::new(case.stride, case.pad),
+                act,
+                Some(&bias),
+                Some(&residual),
+                true,
+                None,
+            )
+            .expect("int8 conv");
+            let want = simulated(&x, &codes, &scale, shape, case, act, &bias, &residual);
+            let err = max_rel_diff(&got, &want);
+            assert!(err < 2e-6, "case {i}, batch {n}: relative error {err}");
+        }
+    }
+}
+
+#[test]
+fn every_simd_kernel_matches_the_portable_one_bit_for_bit() {
+    for kernel in [Kernel::Vnni512, Kernel::Avx2] {
+        if !kernel.supported() {
+            eprintln!("skipping {}: not supported on this CPU", kernel.name());
+            continue;
+        }
+        for (i, case) in CASES.iter().enumerate() {
+            // AVX2's maddubs is exact only for 7-bit weights.
+            let max_code = if kernel == Kernel::Avx2 { 64 } else { 127 };
+            let (codes, scale, shape) = weights(case, max_code, 100 + i as u64);
+            let w = Int8Weights::new(&codes, scale, shape);
+            // Large activations so the u8 side reaches 0 and 255.
+            let x = random_input(2, case.c, case.size, 30 + i as u64).mapv(|v| 4.0 * v);
+            let run = |k| {
+                conv2d_int8(
+                    &x,
+                    &w,
+                    ConvGeom::new(case.stride, case.pad),
+                    0.02,
+                    None,
+                    None,
+                    false,
+                    Some(k),
+                )
+                .expect("int8 conv")
+            };
+            let (simd, portable) = (run(kernel), run(Kernel::Portable));
+            assert!(
+                simd.iter()
+                    .zip(portable.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} differs from portable on case {i}",
+                kernel.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn avx2_kernel_refuses_weights_that_could_saturate() {
+    let case = &CASES[0];
+    let (codes, scale, shape) = weights(case, 127, 7);
+    let w = Int8Weights::new(&codes, scale, shape);
+    assert!(w.max_abs > 64);
+    let x = random_input(1, case.c, case.size, 1);
+    let r = conv2d_int8(
+        &x,
+        &w,
+        ConvGeom::new(1, 1),
+        0.02,
+        None,
+        None,
+        false,
+        Some(Kernel::Avx2),
+    );
+    assert!(
+        r.is_err(),
+        "8-bit weights must not run on the maddubs kernel"
+    );
+}
+
+#[test]
+fn int8_conv_rejects_bad_shapes() {
+    let case = &CASES[0];
+    let (codes, scale, shape) = weights(case, 127, 8);
+    let w = Int8Weights::new(&codes, scale, shape);
+    let x = random_input(1, case.c + 1, case.size, 1);
+    let err = conv2d_int8(&x, &w, ConvGeom::new(1, 1), 0.02, None, None, false, None).unwrap_err();
+    assert!(err.contains("channels"), "{err}");
+}
