@@ -203,30 +203,72 @@ fn direct_kernel_matches_the_im2col_gemm_fallback() {
     // The AVX-512 direct kernel (where the CPU has it) against the portable
     // im2col + GEMM path, odd sizes and channel counts not multiple of 8.
     let mut rng = Rng::new(12);
-    for &(n, c, h, o, k, p) in &[
-        (1, 3, 32, 16, 3, 1),
-        (3, 16, 16, 32, 3, 1),
-        (2, 5, 9, 13, 3, 1),
-        (1, 7, 13, 11, 5, 2),
-        (4, 64, 8, 64, 3, 1),
+    for &(n, c, h, o, k, p, s) in &[
+        (1, 3, 32, 16, 3, 1, 1),
+        (3, 16, 16, 32, 3, 1, 1),
+        (2, 5, 9, 13, 3, 1, 1),
+        (1, 7, 13, 11, 5, 2, 1),
+        (4, 64, 8, 64, 3, 1, 1),
+        (2, 16, 16, 32, 3, 1, 2),
+        (1, 5, 11, 9, 3, 1, 2),
+        (2, 16, 8, 24, 1, 0, 2),
+        (1, 4, 13, 8, 7, 3, 2),
+        (1, 3, 10, 8, 3, 0, 3),
     ] {
         let x = random_input(n, c, h, rng.next_u64());
         let w: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
-        let res = random_input(n, o, h + 2 * p + 1 - k, rng.next_u64());
+        let res = random_input(n, o, (h + 2 * p - k) / s + 1, rng.next_u64());
         let epi = Epilogue {
             bias: None,
             residual: Some(&res),
             relu: true,
         };
-        let fast = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(1, p), epi).expect("direct");
+        let fast = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("direct");
         ops::set_direct_conv(false);
-        let slow = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(1, p), epi).expect("gemm");
+        let slow = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("gemm");
         ops::set_direct_conv(true);
         assert!(
             max_rel_diff(&fast, &slow) < 1e-5,
             "{:?}: {}",
-            (n, c, h, o, k, p),
+            (n, c, h, o, k, p, s),
             max_rel_diff(&fast, &slow)
         );
     }
+}
+
+#[test]
+fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
+    // Weights on a per-channel 4-bit affine grid (as RTN leaves them, BN
+    // scale folded in): the nibble-reading direct kernel against the f32 one.
+    use qscope::engine::kernels::direct_conv::Weights;
+    use qscope::model::lower::lower_lowbit;
+    let mut rng = Rng::new(21);
+    for &(n, c, h, o, k, p, s) in &[(2, 16, 8, 13, 3, 1, 1), (1, 5, 9, 16, 3, 1, 2)] {
+        let d = c * k * k;
+        let mut w = vec![0f32; o * d];
+        for row in w.chunks_mut(d) {
+            let (step, lo) = (0.01 + 0.05 * rng.unit() as f32, -0.3 * rng.unit() as f32);
+            for v in row.iter_mut() {
+                *v = lo + step * rng.below(16) as f32;
+            }
+        }
+        let lb = lower_lowbit(&w, [o, c, k, k]).expect("on a 4-bit grid");
+        assert!(lb.levels <= 16);
+        let x = random_input(n, c, h, rng.next_u64());
+        let geom = ConvGeom::new(s, p);
+        let f32_out = ops::conv2d(&x, &w, [o, c, k, k], geom, Epilogue::default()).expect("f32");
+        let nib = Weights::Nibbles {
+            nibbles: &lb.nibbles,
+            step: &lb.step,
+            lo: &lb.lo,
+        };
+        let w4_out =
+            ops::conv::conv2d_with(&x, &w, Some(nib), [o, c, k, k], geom, Epilogue::default())
+                .expect("w4");
+        let err = max_rel_diff(&w4_out, &f32_out);
+        assert!(err < 1e-5, "{:?}: {err}", (n, c, h, o, k, p, s));
+    }
+    // A float row is not on any 16-level grid.
+    let w: Vec<f32> = (0..8 * 27).map(|_| rng.normal() as f32).collect();
+    assert!(lower_lowbit(&w, [8, 3, 3, 3]).is_none());
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod fuse;
 pub mod graph;
 pub mod loader;
+pub mod lower;
 pub mod meta;
 pub mod summary;
 

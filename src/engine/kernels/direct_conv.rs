@@ -3,8 +3,14 @@
 //! under tap (ky, kx) is the contiguous run `xpad[c][p + ky·Wp + kx]`. A
 //! register tile of 8 output channels × 32 positions accumulates
 //! `broadcast(w) · load(x)` over (c, ky, kx); junk columns (ox ≥ Wo) are
-//! dropped when the tile is written out. AVX-512 only; elsewhere callers use
-//! the im2col + GEMM path, which the tests compare this kernel against.
+//! dropped when the tile is written out. Strided convolutions read
+//! stride×stride phase planes of the padded input, so each tap is still one
+//! contiguous run. AVX-512 only; elsewhere callers use the im2col + GEMM
+//! path, which the tests compare this kernel against.
+//!
+//! Weights come as f32 (packed once per model) or as 4-bit codes that are
+//! decoded block by block (8 output channels) right before use, so a
+//! weight-only model's weights stay 4-bit in memory.
 
 /// Output-channel block of the packed weights and of the register tile.
 pub const OB: usize = 8;
@@ -46,41 +52,102 @@ pub struct Geometry {
     pub kh: usize,
     pub kw: usize,
     pub pad: usize,
+    pub stride: usize,
 }
 
 impl Geometry {
-    fn padded(&self) -> (usize, usize) {
-        (self.h + 2 * self.pad, self.w + 2 * self.pad)
-    }
-    pub fn out(&self) -> (usize, usize) {
+    /// One phase plane: the padded input subsampled by the stride.
+    fn phase(&self) -> (usize, usize) {
+        let s = self.stride.max(1);
         (
-            self.h + 2 * self.pad + 1 - self.kh,
-            self.w + 2 * self.pad + 1 - self.kw,
+            (self.h + 2 * self.pad).div_ceil(s),
+            (self.w + 2 * self.pad).div_ceil(s),
         )
     }
-    /// Floats of scratch space `conv_image` needs.
+    /// Floats per input channel: `stride²` phase planes.
+    fn channel_len(&self) -> usize {
+        let (hq, wq) = self.phase();
+        self.stride.max(1).pow(2) * hq * wq
+    }
+    pub fn out(&self) -> (usize, usize) {
+        let s = self.stride.max(1);
+        (
+            (self.h + 2 * self.pad - self.kh) / s + 1,
+            (self.w + 2 * self.pad - self.kw) / s + 1,
+        )
+    }
+    fn positions(&self) -> usize {
+        (self.out().0 * self.phase().1).div_ceil(PT) * PT
+    }
+    /// Padded input + slack for the junk tail of the last tile.
+    fn input_len(&self) -> usize {
+        self.c * self.channel_len() + self.positions() + self.kh * self.phase().1 + self.kw + PT
+    }
+    /// Floats of scratch space `conv_image` needs: input, tile output, and
+    /// one decoded block of weights.
     pub fn scratch_len(&self) -> usize {
-        let (hp, wp) = self.padded();
-        let (ho, _) = self.out();
-        let positions = (ho * wp).div_ceil(PT) * PT;
-        // Padded input + slack for the junk tail of the last tile, then the tile output.
-        self.c * hp * wp
-            + positions
-            + self.kh * wp
-            + self.kw
-            + PT
-            + self.o.div_ceil(OB) * OB * positions
+        self.input_len() + OB * self.positions() + OB * self.c * self.kh * self.kw
     }
 }
 
-/// Offsets of every tap (c, ky, kx) in the padded input, computed once per call.
+/// Offsets of every tap (c, ky, kx) in the phase-split padded input,
+/// computed once per call.
 pub fn tap_offsets(g: &Geometry) -> Vec<usize> {
-    let (hp, wp) = g.padded();
-    (0..g.c)
-        .flat_map(|ch| {
-            (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| ch * hp * wp + ky * wp + kx))
-        })
-        .collect()
+    let s = g.stride.max(1);
+    let (hq, wq) = g.phase();
+    let cl = g.channel_len();
+    let mut v = Vec::with_capacity(g.c * g.kh * g.kw);
+    for ch in 0..g.c {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let phase = (ky % s) * s + kx % s;
+                v.push(ch * cl + phase * hq * wq + (ky / s) * wq + kx / s);
+            }
+        }
+    }
+    v
+}
+
+/// The weights a call reads, in `pack_weights` order.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    /// 4-bit codes, two per byte (low nibble first); the value of code `k`
+    /// in output channel `o` is `lo[o] + step[o]·k`.
+    Nibbles {
+        nibbles: &'a [u8],
+        step: &'a [f32],
+        lo: &'a [f32],
+    },
+}
+
+impl<'a> Weights<'a> {
+    /// The weights from output channel `o0` on (`o0` a multiple of `OB`);
+    /// `d` weights per channel.
+    pub fn from_channel(self, o0: usize, d: usize) -> Weights<'a> {
+        match self {
+            Weights::F32(p) => Weights::F32(&p[o0 * d..]),
+            Weights::Nibbles { nibbles, step, lo } => Weights::Nibbles {
+                nibbles: &nibbles[o0 * d / 2..],
+                step: &step[o0..],
+                lo: &lo[o0..],
+            },
+        }
+    }
+}
+
+/// Decode output-channel block `ob` of 4-bit weights into `dst` (`d·OB` floats).
+fn decode_block(nibbles: &[u8], step: &[f32], lo: &[f32], ob: usize, d: usize, dst: &mut [f32]) {
+    let n = d * OB;
+    let bytes = &nibbles[ob * n / 2..(ob + 1) * n / 2];
+    let (st, l) = (&step[ob * OB..][..OB], &lo[ob * OB..][..OB]);
+    // OB is even, so a byte never straddles two taps: byte k holds channels
+    // 2k mod 8 and 2k+1 mod 8 of tap 2k div 8.
+    for (k, (&b, pair)) in bytes.iter().zip(dst.chunks_exact_mut(2)).enumerate() {
+        let j = (2 * k) % OB;
+        pair[0] = l[j] + st[j] * (b & 15) as f32;
+        pair[1] = l[j + 1] + st[j + 1] * (b >> 4) as f32;
+    }
 }
 
 /// What happens to each output as it leaves the tile: `+ bias[o]`, `+ residual`, ReLU.
@@ -92,54 +159,85 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
+/// Copy one image into the zero-padded, phase-split layout.
+fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32]) {
+    let s = g.stride.max(1);
+    let (hq, wq) = g.phase();
+    let cl = g.channel_len();
+    xpad.fill(0.0);
+    for ch in 0..g.c {
+        for y in 0..g.h {
+            let py = y + g.pad;
+            let src = &img[(ch * g.h + y) * g.w..][..g.w];
+            let base = ch * cl + (py % s) * s * hq * wq + (py / s) * wq;
+            if s == 1 {
+                xpad[base + g.pad..][..g.w].copy_from_slice(src);
+            } else {
+                for (x, &v) in src.iter().enumerate() {
+                    let px = x + g.pad;
+                    xpad[base + (px % s) * hq * wq + px / s] = v;
+                }
+            }
+        }
+    }
+}
+
 /// One image: `img` `[C, H, W]` → `out` `[O, Ho, Wo]` with the epilogue applied.
-/// `packed` from `pack_weights`, `offsets` from `tap_offsets`; `scratch` at
-/// least `g.scratch_len()` floats.
+/// `weights` in `pack_weights` order, `offsets` from `tap_offsets`; `scratch`
+/// at least `g.scratch_len()` floats.
 pub fn conv_image(
     g: &Geometry,
     img: &[f32],
-    packed: &[f32],
+    weights: Weights,
     offsets: &[usize],
     out: &mut [f32],
     scratch: &mut [f32],
     epi: Epilogue,
 ) {
-    let (hp, wp) = g.padded();
+    let (_, wp) = g.phase();
     let (ho, wo) = g.out();
     let d = g.c * g.kh * g.kw;
-    assert!(
-        img.len() >= g.c * g.h * g.w && out.len() >= g.o * ho * wo,
-        "direct conv: buffers too small"
-    );
-    assert!(
-        packed.len() >= g.o.div_ceil(OB) * d * OB && scratch.len() >= g.scratch_len(),
-        "direct conv: buffers too small"
-    );
-    let positions = (ho * wp).div_ceil(PT) * PT;
-    let in_len = g.c * hp * wp + positions + g.kh * wp + g.kw + PT;
-    let (xpad, tile_out) = scratch.split_at_mut(in_len);
-    xpad.fill(0.0);
-    for ch in 0..g.c {
-        for y in 0..g.h {
-            let dst = (ch * hp + y + g.pad) * wp + g.pad;
-            xpad[dst..dst + g.w].copy_from_slice(&img[(ch * g.h + y) * g.w..][..g.w]);
+    let blocks = g.o.div_ceil(OB);
+    let weights_ok = match weights {
+        Weights::F32(p) => p.len() >= blocks * d * OB,
+        Weights::Nibbles { nibbles, step, lo } => {
+            nibbles.len() >= blocks * d * OB / 2
+                && step.len() >= blocks * OB
+                && lo.len() >= blocks * OB
         }
-    }
-    assert_eq!(
-        offsets.len(),
-        d,
-        "direct conv: offsets do not match the geometry"
+    };
+    assert!(
+        img.len() >= g.c * g.h * g.w
+            && out.len() >= g.o * ho * wo
+            && weights_ok
+            && scratch.len() >= g.scratch_len()
+            && offsets.len() == d,
+        "direct conv: buffers do not match the geometry"
     );
-    for ob in 0..g.o.div_ceil(OB) {
-        let wblock = &packed[ob * d * OB..(ob + 1) * d * OB];
+    let positions = g.positions();
+    assert!(available(), "direct conv: needs AVX-512");
+    assert!(
+        offsets.iter().all(|&off| off + positions <= g.input_len()),
+        "direct conv: tap offsets outside the input"
+    );
+    let (xpad, rest) = scratch.split_at_mut(g.input_len());
+    let (tile_out, decoded) = rest.split_at_mut(OB * positions);
+    fill_input(g, img, xpad);
+    for ob in 0..blocks {
+        let wblock: &[f32] = match weights {
+            Weights::F32(p) => &p[ob * d * OB..(ob + 1) * d * OB],
+            Weights::Nibbles { nibbles, step, lo } => {
+                decode_block(nibbles, step, lo, ob, d, &mut decoded[..d * OB]);
+                &decoded[..d * OB]
+            }
+        };
         let dst = &mut tile_out[..OB * positions];
         for p0 in (0..positions).step_by(PT) {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `available()` was checked by the caller (`conv2d` only
-            // calls this kernel when it returned true). Every load reads
-            // `xpad[off + p0 .. off + p0 + 32]` with off ≤ c·hp·wp + kh·wp + kw
-            // and p0 + 32 ≤ positions, inside `in_len`; every store writes
-            // `dst[j·positions + p0 ..][..32]` inside `OB·positions`.
+            // SAFETY: `available()` and the offsets' bound were asserted
+            // above: every load reads `xpad[off + p0 ..][..32]` with
+            // off + positions ≤ xpad.len() and p0 + 32 ≤ positions; every
+            // store writes `dst[j·positions + p0 ..][..32]` inside `OB·positions`.
             unsafe {
                 tile_avx512(xpad, offsets, wblock, p0, dst, positions);
             }

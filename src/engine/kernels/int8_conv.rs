@@ -259,15 +259,21 @@ pub fn conv_image(
         "int8 conv: buffers do not match the geometry"
     );
     assert!(kernel.supported(), "int8 conv: kernel not supported here");
+    assert!(
+        offsets
+            .iter()
+            .all(|&off| off + positions <= g.input_words()),
+        "int8 conv: tap offsets outside the input"
+    );
     for ob in 0..g.o.div_ceil(OB) {
         let wblock = &packed[ob * d * OB..(ob + 1) * d * OB];
         let dst = &mut tile[..OB * positions];
         for p0 in (0..positions).step_by(PT) {
             match kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `supported()` was asserted above. Loads read words
-                // `off + p0 .. off + p0 + 32` with off ≤ groups·group_words +
-                // kh·wq + kw and p0 + 32 ≤ positions: inside `input_words()`.
+                // SAFETY: `supported()` and the offsets' bound were asserted
+                // above: loads read words `off + p0 ..][..32]` with
+                // off + positions ≤ input_words() and p0 + 32 ≤ positions.
                 // Stores write `dst[j·positions + p0 ..][..32]`, inside `tile_len()`.
                 Kernel::Vnni512 => unsafe { tile_vnni(xq, offsets, wblock, p0, dst, positions) },
                 #[cfg(target_arch = "x86_64")]

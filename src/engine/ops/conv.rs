@@ -134,6 +134,26 @@ pub fn conv2d_prepacked(
     geom: ConvGeom,
     epi: Epilogue,
 ) -> Result<Tensor, String> {
+    conv2d_with(
+        x,
+        weight,
+        prepacked.map(direct_conv::Weights::F32),
+        wshape,
+        geom,
+        epi,
+    )
+}
+
+/// As `conv2d`, with the direct kernel reading `direct` (packed f32 or 4-bit
+/// codes) when it runs; `weight` (f32, row-major) serves the other paths.
+pub fn conv2d_with(
+    x: &Tensor,
+    weight: &[f32],
+    direct: Option<direct_conv::Weights>,
+    wshape: [usize; 4],
+    geom: ConvGeom,
+    epi: Epilogue,
+) -> Result<Tensor, String> {
     let (n, c, h, w) = x.dim();
     let [o, cg, kh, kw] = wshape;
     let g = geom.groups.max(1);
@@ -192,7 +212,10 @@ pub fn conv2d_prepacked(
     };
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
     let threads = crate::engine::threads();
-    if g == 1 && stride == 1 && (kh > 1 || kw > 1) && direct_conv::available() && direct_enabled() {
+    // 1×1 stride-1 convs read the input planes as they are in one GEMM;
+    // everything else goes direct when the CPU has AVX-512.
+    let pointwise = kh == 1 && kw == 1 && stride == 1;
+    if g == 1 && !pointwise && direct_conv::available() && direct_enabled() {
         let dg = direct_conv::Geometry {
             c,
             h,
@@ -201,14 +224,23 @@ pub fn conv2d_prepacked(
             kh,
             kw,
             pad: geom.pad,
+            stride,
         };
         let dcol = c * kh * kw;
+        let padded_len = o.div_ceil(direct_conv::OB) * direct_conv::OB * dcol;
         let owned;
-        let packed = match prepacked {
-            Some(p) if p.len() == o.div_ceil(direct_conv::OB) * direct_conv::OB * dcol => p,
+        let packed = match direct {
+            Some(direct_conv::Weights::F32(p)) if p.len() == padded_len => {
+                direct_conv::Weights::F32(p)
+            }
+            Some(nib @ direct_conv::Weights::Nibbles { nibbles, .. })
+                if nibbles.len() == padded_len / 2 =>
+            {
+                nib
+            }
             _ => {
                 owned = direct_conv::pack_weights(weight, o, dcol);
-                &owned
+                direct_conv::Weights::F32(&owned)
             }
         };
         let offsets = direct_conv::tap_offsets(&dg);
@@ -245,7 +277,7 @@ pub fn conv2d_prepacked(
                     direct_conv::conv_image(
                         &sub,
                         &xs[b * per_img_in..(b + 1) * per_img_in],
-                        &packed[o0 * dcol..],
+                        packed.from_channel(o0, dcol),
                         &offsets,
                         dst,
                         &mut s,

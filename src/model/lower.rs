@@ -1,0 +1,169 @@
+//! Lowering a conv's (BN-folded) weights to the integer forms the fast paths
+//! run: int8 codes for W8A8, packed 4-bit codes for weight-only models.
+//!
+//! A quantized model reaches the executor as f32 values that lie on per-row
+//! grids (whatever quantizer made them, and whether it came from a file or
+//! from this session). Lowering recovers each row's grid from the values and
+//! checks the round trip, so the integer path computes what the simulation
+//! computes. Rows whose values are on no such grid keep the f32 path
+//! (weight-only) or are requantized to int8 and flagged inexact (W8A8).
+use crate::engine::kernels::direct_conv;
+use crate::engine::ops::qconv::Int8Weights;
+
+/// Relative tolerance of the grid round trip: BN folding multiplies each
+/// code's value by one f32, which moves it by a few ulps.
+const TOL: f32 = 1e-5;
+
+/// Integer `k` with `|v − step·(k + origin)| ≤ TOL·span` for every value, if
+/// `step` describes the row.
+fn codes_on(row: &[f32], step: f32, origin: f32, span: f32, lo: i32, hi: i32) -> Option<Vec<i32>> {
+    if !(step > 0.0) || !step.is_finite() {
+        return None;
+    }
+    let mut codes = Vec::with_capacity(row.len());
+    for &v in row {
+        let k = (v / step - origin).round();
+        if k < lo as f32 || k > hi as f32 || (v - step * (k + origin)).abs() > TOL * span {
+            return None;
+        }
+        codes.push(k as i32);
+    }
+    Some(codes)
+}
+
+/// Smallest positive gap between distinct values (a multiple of the grid step).
+fn min_gap(row: &[f32], span: f32) -> f32 {
+    let mut v = row.to_vec();
+    v.sort_by(f32::total_cmp);
+    v.windows(2)
+        .map(|p| p[1] - p[0])
+        .filter(|&d| d > TOL * span)
+        .fold(f32::INFINITY, f32::min)
+}
+
+/// Symmetric int8 codes of one row: `(step, codes)` with `row ≈ step·codes`,
+/// and whether that is exact.
+fn int8_row(row: &[f32]) -> (f32, Vec<i8>, bool) {
+    let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if absmax == 0.0 {
+        return (1.0, vec![0; row.len()], true);
+    }
+    let gap = min_gap(row, absmax);
+    // Absmax grids (/127), PyTorch's symmetric grid (/127.5) and [-128, 127]
+    // grids first; then the step implied by the smallest gap.
+    let candidates = [
+        absmax / 127.0,
+        absmax / 127.5,
+        absmax / 128.0,
+        gap,
+        gap / 2.0,
+        gap / 3.0,
+    ];
+    for step in candidates {
+        if let Some(k) = codes_on(row, step, 0.0, absmax, -128, 127) {
+            return (step, k.into_iter().map(|c| c as i8).collect(), true);
+        }
+    }
+    let step = absmax / 127.0;
+    let codes = row
+        .iter()
+        .map(|v| (v / step).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (step, codes, false)
+}
+
+/// A W8A8 conv's folded weights `[O, d]` as int8; `exact` is false when some
+/// row was not on an int8 grid and had to be requantized.
+pub fn lower_int8(weight: &[f32], shape: [usize; 4]) -> (Int8Weights, bool) {
+    let d = weight.len() / shape[0].max(1);
+    let mut codes = Vec::with_capacity(weight.len());
+    let mut scale = Vec::with_capacity(shape[0]);
+    let mut exact = true;
+    for row in weight.chunks(d.max(1)) {
+        let (s, k, e) = int8_row(row);
+        scale.push(s);
+        codes.extend(k);
+        exact &= e;
+    }
+    (Int8Weights::new(&codes, scale, shape), exact)
+}
+
+/// Weights stored as 4-bit codes, two per byte, in the direct kernel's packed
+/// order; `value = lo[o] + step[o]·code`.
+#[derive(Clone, Debug)]
+pub struct LowBitWeights {
+    pub shape: [usize; 4],
+    /// Codes in `direct_conv::pack_weights` order, low nibble first.
+    pub nibbles: Vec<u8>,
+    /// Per output channel (padded to the kernel's block of 8).
+    pub step: Vec<f32>,
+    pub lo: Vec<f32>,
+    /// Levels actually used by the widest row (≤ 16): 8 means a 3-bit grid.
+    pub levels: usize,
+}
+
+impl LowBitWeights {
+    pub fn stored_bytes(&self) -> usize {
+        self.shape.iter().product::<usize>().div_ceil(2) + 8 * self.shape[0]
+    }
+}
+
+/// Folded weights `[O, d]` as 4-bit codes, if every row lies on an affine
+/// grid of at most 16 levels (RTN/GPTQ/AWQ at ≤ 4 bits, BN folded or not).
+pub fn lower_lowbit(weight: &[f32], shape: [usize; 4]) -> Option<LowBitWeights> {
+    let o = shape[0];
+    let d = weight.len() / o.max(1);
+    if d == 0 {
+        return None;
+    }
+    let mut codes = vec![0u8; weight.len()];
+    let mut step = vec![0f32; o.div_ceil(direct_conv::OB) * direct_conv::OB];
+    let mut lo = step.clone();
+    let mut levels = 0;
+    for (r, row) in weight.chunks(d).enumerate() {
+        let (mn, mx) = row
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let span = (mx - mn).max(mx.abs()).max(mn.abs());
+        if mx == mn {
+            lo[r] = mn;
+            step[r] = 0.0;
+            continue;
+        }
+        // Quick reject: a float row has far more than 16 distinct values.
+        let mut distinct: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() > 16 {
+            return None;
+        }
+        let gap = min_gap(row, span);
+        let found = [(mx - mn) / 15.0, gap, gap / 2.0, gap / 3.0]
+            .into_iter()
+            .find_map(|s| codes_on(row, s, mn / s, span, 0, 15).map(|k| (s, k)));
+        let (s, k) = found?;
+        let used = *k.iter().max()? as usize + 1;
+        levels = levels.max(used);
+        step[r] = s;
+        lo[r] = mn;
+        for (j, c) in k.into_iter().enumerate() {
+            codes[r * d + j] = c as u8;
+        }
+    }
+    // Reorder into the kernel's packed layout, then two codes per byte.
+    let as_f32: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
+    let order = direct_conv::pack_weights(&as_f32, o, d);
+    let nibbles = order
+        .chunks(2)
+        .map(|p| p[0] as u8 | (p.get(1).map_or(0, |&v| v as u8) << 4))
+        .collect();
+    Some(LowBitWeights {
+        shape,
+        nibbles,
+        step,
+        lo,
+        levels,
+    })
+}
