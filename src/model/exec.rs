@@ -4,7 +4,11 @@
 //! the same loop run to the end, so there is one code path, not two.
 use crate::engine::ops::{self, Epilogue};
 use crate::engine::Tensor;
-use crate::model::graph::{Graph, Op};
+use crate::engine::kernels::direct_conv::Weights;
+use crate::engine::kernels::int8_conv::Kernel;
+use crate::model::graph::{ConvLayer, FoldedConv, Graph, Op};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use crate::{Error, Result};
 use std::borrow::Cow;
 
@@ -70,27 +74,59 @@ impl Runner {
         };
         let out = match &node.op {
             Op::Conv(c) => {
-                let x = fake_quant(get(node.inputs[0])?, c.act_scale);
-                let x = x.as_ref();
                 let residual = match node.inputs.get(1) {
                     Some(&r) => Some(get(r)?),
                     None => None,
                 };
-                let (weight, bias) = effective_conv(c);
-                let packed = c.folded.as_ref().map(|f| f.packed.as_slice());
-                ops::conv::conv2d_prepacked(
-                    x,
-                    &weight,
-                    packed,
-                    c.shape,
-                    c.geom,
-                    Epilogue {
-                        bias: bias.as_deref(),
-                        residual,
-                        relu: c.post.relu,
-                    },
-                )
-                .map_err(shape_err)?
+                let input = get(node.inputs[0])?;
+                match (conv_path(c), &c.folded, c.act_scale) {
+                    (ConvPath::Int8(_), Some(f), Some(s)) => {
+                        let (w8, _) = &**int8_weights(f, c).ok_or_else(|| {
+                            shape_err("int8 weights missing".into())
+                        })?;
+                        ops::qconv::conv2d_int8(
+                            input,
+                            w8,
+                            c.geom,
+                            s,
+                            f.bias.as_deref(),
+                            residual,
+                            c.post.relu,
+                            None,
+                        )
+                        .map_err(shape_err)?
+                    }
+                    (path, folded, _) => {
+                        let x = fake_quant(input, c.act_scale);
+                        let (weight, bias) = effective_conv(c);
+                        let lowbit = match path {
+                            ConvPath::W4 => folded.as_deref().and_then(|f| lowbit_weights(f, c)),
+                            _ => None,
+                        };
+                        let direct = match (&path, &lowbit, folded) {
+                            (ConvPath::W4, Some(lb), _) => Some(Weights::Nibbles {
+                                nibbles: &lb.nibbles,
+                                step: &lb.step,
+                                lo: &lb.lo,
+                            }),
+                            (_, _, Some(f)) => Some(Weights::F32(&f.packed)),
+                            _ => None,
+                        };
+                        ops::conv::conv2d_with(
+                            x.as_ref(),
+                            &weight,
+                            direct,
+                            c.shape,
+                            c.geom,
+                            Epilogue {
+                                bias: bias.as_deref(),
+                                residual,
+                                relu: c.post.relu,
+                            },
+                        )
+                        .map_err(shape_err)?
+                    }
+                }
             }
             Op::Linear(l) => ops::linear(
                 fake_quant(get(node.inputs[0])?, l.act_scale).as_ref(),
@@ -196,11 +232,107 @@ pub fn fold_conv(c: &crate::model::ConvLayer) -> (Cow<'_, [f32]>, Option<Vec<f32
     (weight, bias)
 }
 
+static INTEGER_PATHS: AtomicBool = AtomicBool::new(true);
+
+/// Run quantized layers on their integer kernels (default) or, when false,
+/// as the f32 simulation of the same arithmetic (tests compare the two).
+pub fn set_integer_paths(enabled: bool) {
+    INTEGER_PATHS.store(enabled, Ordering::Relaxed);
+}
+
+fn integer_paths() -> bool {
+    INTEGER_PATHS.load(Ordering::Relaxed)
+}
+
+/// Which kernel runs a conv layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// W8A8 on the int8 kernel.
+    Int8(Kernel),
+    /// W8A8 as f32 simulation (integer paths off, or no fast int8 kernel here).
+    SimW8A8,
+    /// Weight-only ≤ 4-bit codes decoded inside the direct kernel.
+    W4,
+    /// f32 direct kernel.
+    Fp32Direct,
+    /// f32 im2col / GEMM.
+    Fp32Gemm,
+}
+
+impl ConvPath {
+    pub fn name(self) -> String {
+        match self {
+            ConvPath::Int8(k) => format!("int8 {}", k.name()),
+            ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
+            ConvPath::W4 => "w4 weight-only (direct avx512)".into(),
+            ConvPath::Fp32Direct => "fp32 direct avx512".into(),
+            ConvPath::Fp32Gemm => "fp32 im2col+gemm".into(),
+        }
+    }
+}
+
+fn int8_weights<'a>(
+    f: &'a FoldedConv,
+    c: &ConvLayer,
+) -> Option<&'a Arc<(crate::engine::ops::qconv::Int8Weights, bool)>> {
+    f.int8
+        .get_or_init(|| {
+            (c.geom.groups <= 1)
+                .then(|| Arc::new(crate::model::lower::lower_int8(&f.weight, c.shape)))
+        })
+        .as_ref()
+}
+
+fn lowbit_weights<'a>(f: &'a FoldedConv, c: &ConvLayer) -> Option<&'a crate::model::lower::LowBitWeights> {
+    f.lowbit
+        .get_or_init(|| crate::model::lower::lower_lowbit(&f.weight, c.shape).map(Arc::new))
+        .as_deref()
+}
+
+/// The kernel `Runner::step` will use for conv `c` on this CPU.
+pub fn conv_path(c: &ConvLayer) -> ConvPath {
+    let direct = crate::engine::kernels::direct_conv::available()
+        && c.geom.groups <= 1
+        && !(c.shape[2] == 1 && c.shape[3] == 1 && c.geom.stride <= 1);
+    let fp32 = if direct {
+        ConvPath::Fp32Direct
+    } else {
+        ConvPath::Fp32Gemm
+    };
+    let Some(f) = c.folded.as_deref() else {
+        return if c.act_scale.is_some() {
+            ConvPath::SimW8A8
+        } else {
+            fp32
+        };
+    };
+    if !integer_paths() {
+        return if c.act_scale.is_some() {
+            ConvPath::SimW8A8
+        } else {
+            fp32
+        };
+    }
+    if c.act_scale.is_some() {
+        return match int8_weights(f, c) {
+            // The scalar kernel is slower than the f32 simulation.
+            Some(w) if w.0.kernel != Kernel::Portable => ConvPath::Int8(w.0.kernel),
+            _ => ConvPath::SimW8A8,
+        };
+    }
+    if direct && lowbit_weights(f, c).is_some() {
+        return ConvPath::W4;
+    }
+    fp32
+}
+
 /// Static symmetric int8 fake quantization of an activation (W8A8 inputs).
 pub fn fake_quant(x: &Tensor, scale: Option<f32>) -> Cow<'_, Tensor> {
     match scale {
         Some(s) if s > 0.0 => {
-            Cow::Owned(x.mapv(|v| (v / s).round_ties_even().clamp(-127.0, 127.0) * s))
+            // `x·(1/s)`, as the int8 kernel quantizes, so the two agree on ties.
+            let inv = 1.0 / s;
+            Cow::Owned(x.mapv(|v| (v * inv).round_ties_even().clamp(-127.0, 127.0) * s))
         }
         _ => Cow::Borrowed(x),
     }

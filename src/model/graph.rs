@@ -83,6 +83,12 @@ pub struct FoldedConv {
     pub bias: Option<Vec<f32>>,
     /// `weight` in the direct-convolution kernel's layout.
     pub packed: Vec<f32>,
+    /// `weight` as int8 codes (W8A8 layers), built on first use; the flag
+    /// says whether the values were exactly on an int8 grid.
+    pub int8: std::sync::OnceLock<Option<std::sync::Arc<(crate::engine::ops::qconv::Int8Weights, bool)>>>,
+    /// `weight` as 4-bit codes when it lies on a ≤ 16-level grid (weight-only
+    /// models), built on first use.
+    pub lowbit: std::sync::OnceLock<Option<std::sync::Arc<crate::model::lower::LowBitWeights>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -199,6 +205,8 @@ impl Graph {
                     weight: w.into_owned(),
                     bias: b,
                     packed,
+                    int8: Default::default(),
+                    lowbit: Default::default(),
                 }));
             }
         }
