@@ -17,10 +17,14 @@ pub struct BenchArgs {
     pub seconds: f64,
     #[arg(long)]
     pub json: bool,
+    /// Run quantized layers as the f32 simulation instead of their integer kernels.
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?.fused();
+    qscope::model::exec::set_integer_paths(!a.simulate);
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

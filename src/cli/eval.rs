@@ -24,10 +24,14 @@ pub struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run quantized layers as the f32 simulation instead of their integer kernels.
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?.fused();
+    qscope::model::exec::set_integer_paths(!a.simulate);
     let root = DatasetRoot::open(&a.data)?;
     let split = root.split(SplitKind::Test)?;
     let subset = a
@@ -55,6 +59,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["model"] = serde_json::json!(a.model);
+        v["kernels"] = serde_json::json!(qscope::model::exec::path_summary(&graph));
         v["peak_rss_bytes"] = serde_json::json!(qscope::util::peak_rss_bytes());
         println!("{v}");
         return Ok(());
@@ -63,6 +68,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         "{} on {} ({} images, {:.2} s)",
         graph.meta.arch, split.source, report.images, report.seconds
     );
+    println!("  kernels: {}", qscope::model::exec::path_summary(&graph));
     println!(
         "  top-1 All {:6.2} %   top-5 All {:6.2} %",
         report.top1_all, report.top5_all

@@ -63,12 +63,8 @@ pub fn bench(graph: &Graph, batch: usize, threads: usize, budget: Duration) -> R
             threads: threads.max(1),
             gflops: 2.0 * graph.macs_per_image() as f64 * ips / 1e9,
             path: format!(
-                "fp32 {} ({})",
-                if crate::engine::kernels::direct_conv::available() {
-                    "direct conv avx512 + gemm"
-                } else {
-                    "im2col + gemm"
-                },
+                "{}; {}",
+                crate::model::exec::path_summary(graph),
                 cpu_features()
             ),
         })

@@ -253,13 +253,7 @@ pub fn run(
         quantize_seconds: qsecs,
         total_seconds: start.elapsed().as_secs_f64(),
         latency_ms: lat,
-        latency_path: match &spec.quant {
-            None => "fp32 kernels".into(),
-            Some(q) if q.method == crate::quant::Method::SmoothQuant => {
-                "fp32 kernels, fake-quantized int8 activations".into()
-            }
-            Some(_) => "fp32 kernels, dequantized weights".into(),
-        },
+        latency_path: crate::model::exec::path_summary(&fused),
         finished_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),

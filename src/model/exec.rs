@@ -2,15 +2,15 @@
 //! node, expose that node's input (the calibration capture hook) and resume —
 //! possibly after the caller changed that node's weights. Plain inference is
 //! the same loop run to the end, so there is one code path, not two.
-use crate::engine::ops::{self, Epilogue};
-use crate::engine::Tensor;
 use crate::engine::kernels::direct_conv::Weights;
 use crate::engine::kernels::int8_conv::Kernel;
+use crate::engine::ops::{self, Epilogue};
+use crate::engine::Tensor;
 use crate::model::graph::{ConvLayer, FoldedConv, Graph, Op};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use crate::{Error, Result};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub struct Runner {
     values: Vec<Option<Tensor>>,
@@ -81,9 +81,8 @@ impl Runner {
                 let input = get(node.inputs[0])?;
                 match (conv_path(c), &c.folded, c.act_scale) {
                     (ConvPath::Int8(_), Some(f), Some(s)) => {
-                        let (w8, _) = &**int8_weights(f, c).ok_or_else(|| {
-                            shape_err("int8 weights missing".into())
-                        })?;
+                        let (w8, _) = &**int8_weights(f, c)
+                            .ok_or_else(|| shape_err("int8 weights missing".into()))?;
                         ops::qconv::conv2d_int8(
                             input,
                             w8,
@@ -283,7 +282,10 @@ fn int8_weights<'a>(
         .as_ref()
 }
 
-fn lowbit_weights<'a>(f: &'a FoldedConv, c: &ConvLayer) -> Option<&'a crate::model::lower::LowBitWeights> {
+fn lowbit_weights<'a>(
+    f: &'a FoldedConv,
+    c: &ConvLayer,
+) -> Option<&'a crate::model::lower::LowBitWeights> {
     f.lowbit
         .get_or_init(|| crate::model::lower::lower_lowbit(&f.weight, c.shape).map(Arc::new))
         .as_deref()
@@ -324,6 +326,29 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
         return ConvPath::W4;
     }
     fp32
+}
+
+/// Which kernels run this graph's convolutions, e.g.
+/// `int8 avx512-vnni ×19` or `w4 weight-only (direct avx512) ×18, fp32 direct avx512 ×1`.
+pub fn path_summary(g: &Graph) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for n in &g.nodes {
+        if let Op::Conv(c) = &n.op {
+            let name = conv_path(c).name();
+            match counts.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, k)) => *k += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+    }
+    if counts.is_empty() {
+        return "fp32 gemm".into();
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Static symmetric int8 fake quantization of an activation (W8A8 inputs).

@@ -85,7 +85,8 @@ pub struct FoldedConv {
     pub packed: Vec<f32>,
     /// `weight` as int8 codes (W8A8 layers), built on first use; the flag
     /// says whether the values were exactly on an int8 grid.
-    pub int8: std::sync::OnceLock<Option<std::sync::Arc<(crate::engine::ops::qconv::Int8Weights, bool)>>>,
+    pub int8:
+        std::sync::OnceLock<Option<std::sync::Arc<(crate::engine::ops::qconv::Int8Weights, bool)>>>,
     /// `weight` as 4-bit codes when it lies on a ≤ 16-level grid (weight-only
     /// models), built on first use.
     pub lowbit: std::sync::OnceLock<Option<std::sync::Arc<crate::model::lower::LowBitWeights>>>,
