@@ -167,7 +167,9 @@ impl Runner {
         for &v in &node.inputs {
             self.uses_left[v] -= 1;
             if self.uses_left[v] == 0 {
-                self.values[v] = None;
+                if let Some(t) = self.values[v].take() {
+                    crate::engine::tensor::recycle(t);
+                }
             }
         }
         self.values[node.output] = Some(out);

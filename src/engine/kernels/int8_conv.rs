@@ -184,37 +184,109 @@ pub fn offset_compensation(codes: &[i8], o: usize) -> Vec<i32> {
         .collect()
 }
 
-/// Symmetric int8 code of `x` at scale `1/inv_scale`, offset to u8.
-#[inline]
-pub fn quantize_u8(x: f32, inv_scale: f32) -> u8 {
-    ((x * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8
-}
+/// Four channels of int 0 (u8 128): padding and missing channels.
+const PAD_WORD: u32 = 0x8080_8080;
 
 /// Write one image `[C, H, W]` into the quantized, padded, channel-interleaved,
-/// phase-split layout (`buf` has `input_words()·4` bytes).
-///
-/// `x·(1/s)` rather than `x/s`: the simulation (`exec::fake_quant`) divides,
-/// and the two can round differently on exact ties only, which the
-/// equivalence tests bound.
-pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u8]) {
+/// phase-split layout (`buf` has `input_words()·4` bytes). Rows of four
+/// channels are quantized into words in one vectorized pass, then placed.
+pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
     let s = g.stride.max(1);
     let (hq, wq) = g.phase();
     let gw = g.group_words();
-    buf.fill(128);
+    buf.fill(PAD_WORD);
     let inv = 1.0 / scale;
-    for ch in 0..g.c {
-        let (cg, lane) = (ch / 4, ch % 4);
+    let zeros = vec![0f32; g.w];
+    let mut words = vec![0u32; g.w];
+    for cg in 0..g.groups() {
         for y in 0..g.h {
+            let rows: [&[f32]; 4] = std::array::from_fn(|k| {
+                let ch = 4 * cg + k;
+                if ch < g.c {
+                    &img[(ch * g.h + y) * g.w..][..g.w]
+                } else {
+                    &zeros[..]
+                }
+            });
             let py = y + g.pad;
-            let row = &img[(ch * g.h + y) * g.w..][..g.w];
             let base = cg * gw + (py % s) * s * hq * wq + (py / s) * wq;
-            for (x, &v) in row.iter().enumerate() {
+            if s == 1 {
+                quantize_words(rows, inv, &mut buf[base + g.pad..][..g.w]);
+                continue;
+            }
+            quantize_words(rows, inv, &mut words);
+            for (x, &w) in words.iter().enumerate() {
                 let px = x + g.pad;
-                let word = base + (px % s) * hq * wq + px / s;
-                buf[word * 4 + lane] = quantize_u8(v, inv);
+                buf[base + (px % s) * hq * wq + px / s] = w;
             }
         }
     }
+}
+
+/// `out[i]` = the four channels' codes at position `i`, offset to u8, one per byte.
+#[inline(always)]
+fn quantize_words_generic(rows: [&[f32]; 4], inv: f32, out: &mut [u32]) {
+    let n = out.len();
+    let (r0, r1, r2, r3) = (&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]);
+    for i in 0..n {
+        let q = |v: f32| ((v * inv).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u32;
+        out[i] = q(r0[i]) | q(r1[i]) << 8 | q(r2[i]) << 16 | q(r3[i]) << 24;
+    }
+}
+
+fn quantize_words(rows: [&[f32]; 4], inv: f32, out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected just above.
+            return unsafe { quantize_words_avx512(rows, inv, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { quantize_words_avx2(rows, inv, out) };
+        }
+    }
+    quantize_words_generic(rows, inv, out)
+}
+
+/// Sixteen positions per step: scale, clamp in float (so huge values cannot
+/// wrap), convert with round-to-nearest-even, offset, pack four channels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_words_avx512(rows: [&[f32]; 4], inv: f32, out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    assert!(rows.iter().all(|r| r.len() >= n));
+    let (vinv, lo, hi) = (
+        _mm512_set1_ps(inv),
+        _mm512_set1_ps(-127.0),
+        _mm512_set1_ps(127.0),
+    );
+    let off = _mm512_set1_epi32(128);
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        let q = |r: &[f32]| {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(r.as_ptr().add(i)), vinv);
+            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            _mm512_add_epi32(_mm512_cvtps_epi32(v), off)
+        };
+        let w = _mm512_or_si512(
+            _mm512_or_si512(q(rows[0]), _mm512_slli_epi32::<8>(q(rows[1]))),
+            _mm512_or_si512(
+                _mm512_slli_epi32::<16>(q(rows[2])),
+                _mm512_slli_epi32::<24>(q(rows[3])),
+            ),
+        );
+        _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut _, w);
+    }
+    let tail: [&[f32]; 4] = std::array::from_fn(|k| &rows[k][full..n]);
+    quantize_words_generic(tail, inv, &mut out[full..]);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_words_avx2(rows: [&[f32]; 4], inv: f32, out: &mut [u32]) {
+    quantize_words_generic(rows, inv, out)
 }
 
 /// Per-output-channel work after the integer dot product:
@@ -236,7 +308,7 @@ pub struct Epilogue<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn conv_image(
     g: &Geometry,
-    xq: &[u8],
+    xq: &[u32],
     packed: &[i32],
     offsets: &[usize],
     out: &mut [f32],
@@ -249,7 +321,7 @@ pub fn conv_image(
     let d = g.groups() * g.kh * g.kw;
     let positions = g.positions();
     assert!(
-        xq.len() >= g.input_words() * 4
+        xq.len() >= g.input_words()
             && out.len() >= g.o * ho * wo
             && packed.len() >= g.o.div_ceil(OB) * d * OB
             && tile.len() >= g.tile_len()
@@ -312,7 +384,7 @@ pub fn conv_image(
 
 /// The reference every SIMD kernel is tested against.
 fn tile_portable(
-    xq: &[u8],
+    xq: &[u32],
     offsets: &[usize],
     wblock: &[i32],
     p0: usize,
@@ -323,7 +395,7 @@ fn tile_portable(
     for (t, &off) in offsets.iter().enumerate() {
         let ws = &wblock[t * OB..(t + 1) * OB];
         for p in 0..PT {
-            let x = &xq[(off + p0 + p) * 4..][..4];
+            let x = xq[off + p0 + p].to_le_bytes();
             for (j, &wword) in ws.iter().enumerate() {
                 let w = wword.to_le_bytes();
                 acc[j][p] += (0..4).map(|k| x[k] as i32 * w[k] as i8 as i32).sum::<i32>();
@@ -338,7 +410,7 @@ fn tile_portable(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_vnni(
-    xq: &[u8],
+    xq: &[u32],
     offsets: &[usize],
     wblock: &[i32],
     p0: usize,
@@ -350,8 +422,8 @@ unsafe fn tile_vnni(
     let x = xq.as_ptr();
     let wp = wblock.as_ptr();
     for (t, &off) in offsets.iter().enumerate() {
-        let x0 = _mm512_loadu_si512(x.add((off + p0) * 4) as *const _);
-        let x1 = _mm512_loadu_si512(x.add((off + p0 + 16) * 4) as *const _);
+        let x0 = _mm512_loadu_si512(x.add(off + p0) as *const _);
+        let x1 = _mm512_loadu_si512(x.add(off + p0 + 16) as *const _);
         let wt = wp.add(t * OB);
         for (j, a) in acc.iter_mut().enumerate() {
             let wv = _mm512_set1_epi32(*wt.add(j));
@@ -369,7 +441,7 @@ unsafe fn tile_vnni(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2(
-    xq: &[u8],
+    xq: &[u32],
     offsets: &[usize],
     wblock: &[i32],
     p0: usize,
@@ -386,7 +458,7 @@ unsafe fn tile_avx2(
     for q in (0..PT).step_by(8) {
         let mut acc = [_mm256_setzero_si256(); OB];
         for (t, &off) in offsets.iter().enumerate() {
-            let xv = _mm256_loadu_si256(x.add((off + p0 + q) * 4) as *const _);
+            let xv = _mm256_loadu_si256(x.add(off + p0 + q) as *const _);
             let wt = wp.add(t * OB);
             for (j, a) in acc.iter_mut().enumerate() {
                 let wv = _mm256_set1_epi32(*wt.add(j));

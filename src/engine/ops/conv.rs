@@ -194,7 +194,8 @@ pub fn conv2d_with(
     }
     let xs = contiguous(x);
     let residual = epi.residual.map(contiguous);
-    let mut out = Tensor::zeros((n, o, ho, wo));
+    // Every element is written below (direct tiles, GEMM with β = 0).
+    let mut out = crate::engine::tensor::uninit((n, o, ho, wo));
     let plane = ho * wo;
     let per_img_out = o * plane;
     let shape = BlockShape {

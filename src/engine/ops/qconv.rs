@@ -44,7 +44,7 @@ impl Int8Weights {
 }
 
 thread_local! {
-    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static INPUT: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     static TILE: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -116,7 +116,8 @@ pub fn conv2d_int8(
     let mult: Vec<f32> = w.scale.iter().map(|s| s * act_scale).collect();
     let xs = contiguous(x);
     let res = residual.map(contiguous);
-    let mut out = Tensor::zeros((n, o, ho, wo));
+    // Every element is written below (direct tiles, GEMM with β = 0).
+    let mut out = crate::engine::tensor::uninit((n, o, ho, wo));
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
     let offsets = int8_conv::tap_offsets(&g);
     let plane = ho * wo;
@@ -132,8 +133,8 @@ pub fn conv2d_int8(
         threads.div_ceil(n)
     };
     let per_part = o.div_ceil(OB).div_ceil(split).max(1) * OB;
-    let image = |b: usize, img_out: &mut [f32], xq: &mut Vec<u8>| {
-        xq.resize(g.input_words() * 4, 128);
+    let image = |b: usize, img_out: &mut [f32], xq: &mut Vec<u32>| {
+        xq.resize(g.input_words(), 0);
         int8_conv::quantize_image(&g, &xs[b * per_in..(b + 1) * per_in], act_scale, xq);
         let xq = &xq[..];
         {
