@@ -173,9 +173,13 @@ fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32]) {
             if s == 1 {
                 xpad[base + g.pad..][..g.w].copy_from_slice(src);
             } else {
-                for (x, &v) in src.iter().enumerate() {
-                    let px = x + g.pad;
-                    xpad[base + (px % s) * hq * wq + px / s] = v;
+                // Column phase `ph` takes every s-th input column.
+                for ph in 0..s {
+                    let x0 = (ph + s - g.pad % s) % s;
+                    let dst = &mut xpad[base + ph * hq * wq + (x0 + g.pad) / s..];
+                    for (d, &v) in dst.iter_mut().zip(src.iter().skip(x0).step_by(s)) {
+                        *d = v;
+                    }
                 }
             }
         }
@@ -194,7 +198,6 @@ pub fn conv_image(
     scratch: &mut [f32],
     epi: Epilogue,
 ) {
-    let (_, wp) = g.phase();
     let (ho, wo) = g.out();
     let d = g.c * g.kh * g.kw;
     let blocks = g.o.div_ceil(OB);
@@ -220,6 +223,33 @@ pub fn conv_image(
         offsets.iter().all(|&off| off + positions <= g.input_len()),
         "direct conv: tap offsets outside the input"
     );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 was asserted above; the bounds the tiles rely on too.
+    unsafe {
+        blocks_avx512(g, img, weights, offsets, out, scratch, epi);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (img, weights, out, scratch, epi);
+}
+
+/// The body of `conv_image` compiled for AVX-512, so the input copy, the
+/// 4-bit decode and the epilogue vectorize 16 wide too.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn blocks_avx512(
+    g: &Geometry,
+    img: &[f32],
+    weights: Weights,
+    offsets: &[usize],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    epi: Epilogue,
+) {
+    let (_, wp) = g.phase();
+    let (ho, wo) = g.out();
+    let d = g.c * g.kh * g.kw;
+    let blocks = g.o.div_ceil(OB);
+    let positions = g.positions();
     let (xpad, rest) = scratch.split_at_mut(g.input_len());
     let (tile_out, decoded) = rest.split_at_mut(OB * positions);
     fill_input(g, img, xpad);
@@ -233,16 +263,11 @@ pub fn conv_image(
         };
         let dst = &mut tile_out[..OB * positions];
         for p0 in (0..positions).step_by(PT) {
-            #[cfg(target_arch = "x86_64")]
             // SAFETY: `available()` and the offsets' bound were asserted
-            // above: every load reads `xpad[off + p0 ..][..32]` with
+            // in `conv_image`: every load reads `xpad[off + p0 ..][..32]` with
             // off + positions ≤ xpad.len() and p0 + 32 ≤ positions; every
             // store writes `dst[j·positions + p0 ..][..32]` inside `OB·positions`.
-            unsafe {
-                tile_avx512(xpad, offsets, wblock, p0, dst, positions);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (p0, offsets, wblock, &dst);
+            tile_avx512(xpad, offsets, wblock, p0, dst, positions);
         }
         for j in 0..OB.min(g.o - ob * OB) {
             let row = &dst[j * positions..];
