@@ -172,7 +172,10 @@ unsafe fn decode_block_avx512(
         let v0 = _mm512_permutex2var_ps(lo_n, first, hi_n);
         let v1 = _mm512_permutex2var_ps(lo_n, second, hi_n);
         _mm512_storeu_ps(dst.as_mut_ptr().add(2 * k), _mm512_fmadd_ps(v0, vs, vl));
-        _mm512_storeu_ps(dst.as_mut_ptr().add(2 * k + 16), _mm512_fmadd_ps(v1, vs, vl));
+        _mm512_storeu_ps(
+            dst.as_mut_ptr().add(2 * k + 16),
+            _mm512_fmadd_ps(v1, vs, vl),
+        );
     }
     for k in full..bytes.len() {
         let (j, b) = ((2 * k) % OB, bytes[k]);
@@ -182,7 +185,14 @@ unsafe fn decode_block_avx512(
 }
 
 /// Portable twin of `decode_block_avx512` (tests compare the two).
-pub fn decode_block(nibbles: &[u8], step: &[f32], lo: &[f32], ob: usize, d: usize, dst: &mut [f32]) {
+pub fn decode_block(
+    nibbles: &[u8],
+    step: &[f32],
+    lo: &[f32],
+    ob: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
     let n = d * OB;
     let bytes = &nibbles[ob * n / 2..(ob + 1) * n / 2];
     let (st, l) = (&step[ob * OB..][..OB], &lo[ob * OB..][..OB]);
