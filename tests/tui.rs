@@ -39,6 +39,13 @@ fn real_result(method: Option<(Method, u8)>, t: f64) -> RunResult {
     let mut r = run(&spec, &AtomicBool::new(false), &mut |_| {}).expect("job");
     r.spec = job(method);
     r.latency_ms = 1.25;
+    // The kernel differs between CPUs (AVX-512 or not): check it was named,
+    // then pin it like the timings.
+    assert!(r.latency_path.contains(" ×19"), "{}", r.latency_path);
+    r.latency_path = match method {
+        None => "fp32 direct avx512 ×19".into(),
+        Some(_) => "w4 weight-only (direct avx512) ×19".into(),
+    };
     r.finished_unix = t;
     r.total_seconds = 1.0;
     r.quantize_seconds = 0.5;

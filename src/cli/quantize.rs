@@ -127,7 +127,7 @@ fn print_result(r: &RunResult, json: bool, saved: &std::path::Path) {
         let v = serde_json::json!({
             "label": r.label, "top1_all": r.eval.top1_all, "top5_all": r.eval.top5_all, "top1_sub": r.eval.top1_sub,
             "images": r.eval.images, "size_bytes": r.size_bytes, "fp32_bytes": r.fp32_bytes, "bits_avg": r.bits_avg,
-            "quantize_seconds": r.quantize_seconds, "total_seconds": r.total_seconds, "latency_ms": r.latency_ms,
+            "quantize_seconds": r.quantize_seconds, "total_seconds": r.total_seconds, "latency_ms": r.latency_ms, "latency_kernels": r.latency_path,
             "result_file": saved, "layers": layers,
         });
         println!("{v}");
@@ -156,6 +156,10 @@ fn print_result(r: &RunResult, json: bool, saved: &std::path::Path) {
         r.bits_avg,
         r.fp32_bytes as f64 / 1024.0,
         r.quantize_seconds
+    );
+    println!(
+        "batch-1 latency {:.3} ms on {}",
+        r.latency_ms, r.latency_path
     );
     println!("saved {}", saved.display());
 }

@@ -196,7 +196,7 @@ fn spawn_classes(path: PathBuf, tx: Tx) {
 
 /// Results table as CSV, in the on-screen order.
 pub fn results_csv(s: &State) -> String {
-    let mut out = String::from("model,arch,method,bits_avg,classes,calib,top1_all,top5_all,top1_sub,delta_vs_fp,size_bytes,latency_ms,quantize_seconds,key\n");
+    let mut out = String::from("model,arch,method,bits_avg,classes,calib,top1_all,top5_all,top1_sub,delta_vs_fp,size_bytes,latency_ms,latency_kernels,quantize_seconds,key\n");
     for i in s.sorted_results() {
         let r = &s.results[i];
         let delta = s
@@ -204,7 +204,7 @@ pub fn results_csv(s: &State) -> String {
             .filter(|_| r.spec.quant.is_some())
             .map(|b| r.eval.top1_all - b.eval.top1_all);
         out.push_str(&format!(
-            "{},{},{},{:.3},{},{},{:.2},{:.2},{},{},{},{:.3},{:.3},{}\n",
+            "{},{},{},{:.3},{},{},{:.2},{:.2},{},{},{},{:.3},\"{}\",{:.3},{}\n",
             r.spec.model.display(),
             r.arch,
             r.label,
@@ -220,6 +220,7 @@ pub fn results_csv(s: &State) -> String {
             delta.map_or(String::new(), |d| format!("{d:.2}")),
             r.size_bytes,
             r.latency_ms,
+            r.latency_path.replace('"', "'"),
             r.quantize_seconds,
             r.key
         ));

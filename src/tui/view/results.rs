@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 12] = [
     "",
     "model",
     "method",
@@ -18,7 +18,32 @@ pub const COLUMNS: [&str; 11] = [
     "top-1 Sub",
     "size KiB",
     "lat. ms",
+    "kernels",
 ];
+
+/// The kernel a run's latency was measured on, short ("int8 avx512-vnni ×19"
+/// → "int8 vnni"), "+" when layers ran on more than one.
+fn short_kernels(path: &str) -> String {
+    let mut parts = path.split(", ");
+    let first = parts.next().unwrap_or("");
+    let short = [
+        ("int8 avx512-vnni", "int8 vnni"),
+        ("int8 avx2", "int8 avx2"),
+        ("int8 portable", "int8"),
+        ("w8a8 simulated", "w8a8 sim"),
+        ("w4 weight-only", "w4 packed"),
+        ("fp32 direct", "fp32 direct"),
+        ("fp32 im2col", "fp32 gemm"),
+    ]
+    .iter()
+    .find(|(long, _)| first.starts_with(long))
+    .map_or(first.split(" ×").next().unwrap_or(""), |(_, s)| s);
+    if parts.next().is_some() {
+        format!("{short} +")
+    } else {
+        short.to_string()
+    }
+}
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     if s.results.is_empty() {
@@ -72,6 +97,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 Line::from(r.eval.top1_sub.map_or("—".into(), |v| format!("{v:.2}"))),
                 Line::from(format!("{:.1}", r.size_bytes as f64 / 1024.0)),
                 Line::from(format!("{:.2}", r.latency_ms)),
+                Line::from(short_kernels(&r.latency_path)),
             ])
         })
         .collect();
@@ -87,6 +113,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(8),
+        Constraint::Min(10),
     ];
     let title = format!(
         " Results: {} runs · sorted by {}{} · s sort · space mark · c compare · e export CSV · Enter layers ",
