@@ -17,7 +17,7 @@ const TOL: f32 = 1e-5;
 /// Integer `k` with `|v − step·(k + origin)| ≤ TOL·span` for every value, if
 /// `step` describes the row.
 fn codes_on(row: &[f32], step: f32, origin: f32, span: f32, lo: i32, hi: i32) -> Option<Vec<i32>> {
-    if !(step > 0.0) || !step.is_finite() {
+    if step.is_nan() || step <= 0.0 || !step.is_finite() {
         return None;
     }
     let mut codes = Vec::with_capacity(row.len());

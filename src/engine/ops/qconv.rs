@@ -75,7 +75,7 @@ pub fn conv2d_int8(
             "kernel {kh}x{kw} larger than padded input {h}x{wd}"
         ));
     }
-    if !(act_scale > 0.0) {
+    if act_scale.is_nan() || act_scale <= 0.0 {
         return Err(format!(
             "int8 conv: activation scale {act_scale} is not positive"
         ));
