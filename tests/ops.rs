@@ -199,6 +199,52 @@ fn results_do_not_depend_on_thread_count() {
 }
 
 #[test]
+fn batch_one_split_over_the_spinning_team_equals_one_thread() {
+    // Big enough (≥ 1 M MACs) that batch 1 is split over the team, with a
+    // channel count that leaves a partial last block; f32 and int8.
+    use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
+    let mut rng = Rng::new(9);
+    let (c, o, s) = (24, 40, 32);
+    let x = random_input(1, c, s, 5);
+    let res = random_input(1, o, s, 6);
+    let w: Vec<f32> = (0..o * c * 9).map(|_| rng.normal() as f32).collect();
+    let codes: Vec<i8> = (0..o * c * 9)
+        .map(|_| (rng.below(255) as i32 - 127) as i8)
+        .collect();
+    let w8 = Int8Weights::new(&codes, vec![0.01; o], [o, c, 3, 3]);
+    let run = |t: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .expect("pool")
+            .install(|| {
+                let epi = Epilogue {
+                    bias: None,
+                    residual: Some(&res),
+                    relu: true,
+                };
+                let f = ops::conv2d(&x, &w, [o, c, 3, 3], ConvGeom::new(1, 1), epi).expect("conv");
+                let q = conv2d_int8(
+                    &x,
+                    &w8,
+                    ConvGeom::new(1, 1),
+                    0.05,
+                    None,
+                    Some(&res),
+                    true,
+                    None,
+                )
+                .expect("int8");
+                (f, q)
+            })
+    };
+    let one = run(1);
+    for _ in 0..20 {
+        assert_eq!(run(3), one);
+    }
+}
+
+#[test]
 fn direct_kernel_matches_the_im2col_gemm_fallback() {
     // The AVX-512 direct kernel (where the CPU has it) against the portable
     // im2col + GEMM path, odd sizes and channel counts not multiple of 8.

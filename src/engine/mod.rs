@@ -1,6 +1,7 @@
 //! Batched NCHW f32 tensors and the ops a CNN needs. Knows nothing of models.
 pub mod kernels;
 pub mod ops;
+pub mod team;
 pub mod tensor;
 
 pub use tensor::Tensor;

@@ -246,10 +246,13 @@ pub fn conv2d_with(
         };
         let offsets = direct_conv::tap_offsets(&dg);
         let per_img_in = c * h * w;
-        // Below ~8 M multiply-adds per image, waking another thread costs more
-        // than it saves (measured on ResNet-20's 2.4 M-MAC layers at batch 1).
+        // A single image is split over the spinning team (`engine::team`)
+        // from ~1 M multiply-adds; with rayon, whose workers sleep, splitting
+        // below ~8 M cost more than it saved (ResNet-20's layers are 2.4 M).
         let small = o * ho * wo * dcol < 8_000_000;
-        let split = if n >= threads || small {
+        let split = if n == 1 && threads > 1 && o * ho * wo * dcol >= 1_000_000 {
+            threads.min(o.div_ceil(direct_conv::OB))
+        } else if n >= threads || small {
             1
         } else {
             threads.div_ceil(n)
@@ -286,7 +289,16 @@ pub fn conv2d_with(
                     );
                 });
             };
-            if split > 1 {
+            if split > 1 && n == 1 {
+                let parts: Vec<std::sync::Mutex<&mut [f32]>> = img_out
+                    .chunks_mut(per_part * plane)
+                    .map(std::sync::Mutex::new)
+                    .collect();
+                crate::engine::team::run(parts.len(), threads, &|k| {
+                    let mut dst = parts[k].lock().unwrap_or_else(|e| e.into_inner());
+                    run((k, &mut dst));
+                });
+            } else if split > 1 {
                 img_out
                     .par_chunks_mut(per_part * plane)
                     .enumerate()
