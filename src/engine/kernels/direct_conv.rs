@@ -77,7 +77,9 @@ impl Geometry {
         )
     }
     fn positions(&self) -> usize {
-        (self.out().0 * self.phase().1).div_ceil(PT) * PT
+        // Whole vectors; a last half tile runs one vector wide (on 8×8 maps
+        // rounding up to whole 32-position tiles computed 20 % junk).
+        (self.out().0 * self.phase().1).div_ceil(LANES) * LANES
     }
     /// Padded input + slack for the junk tail of the last tile.
     fn input_len(&self) -> usize {
@@ -318,11 +320,15 @@ unsafe fn blocks_avx512(
         };
         let dst = &mut tile_out[..OB * positions];
         for p0 in (0..positions).step_by(PT) {
+            if p0 + PT > positions {
+                tile_avx512::<1>(xpad, offsets, wblock, p0, dst, positions);
+                continue;
+            }
             // SAFETY: `available()` and the offsets' bound were asserted
             // in `conv_image`: every load reads `xpad[off + p0 ..][..32]` with
             // off + positions ≤ xpad.len() and p0 + 32 ≤ positions; every
             // store writes `dst[j·positions + p0 ..][..32]` inside `OB·positions`.
-            tile_avx512(xpad, offsets, wblock, p0, dst, positions);
+            tile_avx512::<2>(xpad, offsets, wblock, p0, dst, positions);
         }
         for j in 0..OB.min(g.o - ob * OB) {
             let row = &dst[j * positions..];
@@ -353,7 +359,7 @@ unsafe fn blocks_avx512(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(
+unsafe fn tile_avx512<const V: usize>(
     xpad: &[f32],
     offsets: &[usize],
     wblock: &[f32],
@@ -362,23 +368,24 @@ unsafe fn tile_avx512(
     positions: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; OB];
+    let mut acc = [[_mm512_setzero_ps(); V]; OB];
     let x = xpad.as_ptr();
     let wp = wblock.as_ptr();
     for (t, &off) in offsets.iter().enumerate() {
         // SAFETY: see the caller; `t·OB + j < d·OB = wblock.len()`.
-        let x0 = _mm512_loadu_ps(x.add(off + p0));
-        let x1 = _mm512_loadu_ps(x.add(off + p0 + LANES));
+        let xv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(x.add(off + p0 + v * LANES)));
         let wt = wp.add(t * OB);
         for (j, a) in acc.iter_mut().enumerate() {
             let wv = _mm512_set1_ps(*wt.add(j));
-            a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
-            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            for v in 0..V {
+                a[v] = _mm512_fmadd_ps(wv, xv[v], a[v]);
+            }
         }
     }
     let d = dst.as_mut_ptr();
     for (j, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(d.add(j * positions + p0), a[0]);
-        _mm512_storeu_ps(d.add(j * positions + p0 + LANES), a[1]);
+        for (v, av) in a.iter().enumerate() {
+            _mm512_storeu_ps(d.add(j * positions + p0 + v * LANES), *av);
+        }
     }
 }
