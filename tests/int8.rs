@@ -225,3 +225,45 @@ fn int8_conv_rejects_bad_shapes() {
     let err = conv2d_int8(&x, &w, ConvGeom::new(1, 1), 0.02, None, None, false, None).unwrap_err();
     assert!(err.contains("channels"), "{err}");
 }
+
+#[test]
+fn w8a8_weights_from_smoothquant_and_qat_lower_to_int8_exactly() {
+    use qscope::model::lower::lower_int8;
+    use qscope::quant::smoothquant::absmax_grid;
+    use qscope::train::tape::fake_quant_weight;
+    let mut rng = Rng::new(40);
+    let (o, d) = (12, 27);
+    let w: Vec<f32> = (0..o * d).map(|_| rng.normal() as f32).collect();
+    // SmoothQuant: per-row absmax grid, scale absmax/127.
+    let sq: Vec<f32> = w
+        .chunks(d)
+        .flat_map(|row| {
+            let g = absmax_grid(row, 8);
+            row.iter().map(move |&v| g.quantize(v)).collect::<Vec<_>>()
+        })
+        .collect();
+    // QAT: PyTorch's symmetric grid, scale absmax/127.5, codes −128..127.
+    let (qat, _) = fake_quant_weight(&w, o, 8);
+    for (name, q) in [("smoothquant", &sq), ("qat", &qat)] {
+        let (low, exact) = lower_int8(q, [o, 3, 3, 3]);
+        assert!(exact, "{name}: values on an int8 grid must lower exactly");
+        assert_eq!(low.scale.len(), o);
+    }
+    // 7-bit "reduce range" weights keep |code| ≤ 63, so AVX2 CPUs can run them.
+    let sq7: Vec<f32> = w
+        .chunks(d)
+        .flat_map(|row| {
+            let g = absmax_grid(row, 7);
+            row.iter().map(move |&v| g.quantize(v)).collect::<Vec<_>>()
+        })
+        .collect();
+    let (low, exact) = lower_int8(&sq7, [o, 3, 3, 3]);
+    assert!(
+        exact && low.max_abs <= 64,
+        "7-bit: exact {exact}, max |code| {}",
+        low.max_abs
+    );
+    // Float weights are not on a grid: requantized, and flagged.
+    let (_, exact) = lower_int8(&w, [o, 3, 3, 3]);
+    assert!(!exact);
+}

@@ -49,12 +49,15 @@ fn int8_row(row: &[f32]) -> (f32, Vec<i8>, bool) {
         return (1.0, vec![0; row.len()], true);
     }
     let gap = min_gap(row, absmax);
-    // Absmax grids (/127), PyTorch's symmetric grid (/127.5) and [-128, 127]
-    // grids first; then the step implied by the smallest gap.
+    // Absmax grids (/127), PyTorch's symmetric grid (/127.5), [-128, 127]
+    // grids, their 7-bit "reduce range" twins (which the AVX2 kernel needs);
+    // then the step implied by the smallest gap.
     let candidates = [
         absmax / 127.0,
         absmax / 127.5,
         absmax / 128.0,
+        absmax / 63.0,
+        absmax / 63.5,
         gap,
         gap / 2.0,
         gap / 3.0,
