@@ -260,6 +260,10 @@ fn direct_kernel_matches_the_im2col_gemm_fallback() {
         (2, 16, 8, 24, 1, 0, 2),
         (1, 4, 13, 8, 7, 3, 2),
         (1, 3, 10, 8, 3, 0, 3),
+        // Exact tiles (width 16, 8 or 4) with a partial channel block.
+        (2, 6, 16, 13, 3, 1, 1),
+        (1, 8, 4, 24, 3, 1, 1),
+        (2, 8, 16, 20, 3, 1, 2),
     ] {
         let x = random_input(n, c, h, rng.next_u64());
         let w: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
