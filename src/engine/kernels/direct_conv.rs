@@ -223,10 +223,26 @@ pub struct Epilogue<'a> {
 }
 
 /// Copy one image into the zero-padded, phase-split layout.
-fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32]) {
+fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32], rows: std::ops::Range<usize>) {
     let s = g.stride.max(1);
     let (hq, wq) = g.phase();
     let cl = g.channel_len();
+    if s == 1 && rows.end > rows.start {
+        // Only the padded rows these output rows read (a split image's part
+        // pads its own band, not the whole image).
+        let (py0, py1) = (rows.start, (rows.end - 1 + g.kh).min(hq));
+        for ch in 0..g.c {
+            xpad[ch * cl + py0 * wq..ch * cl + py1 * wq].fill(0.0);
+            for py in py0.max(g.pad)..py1.min(g.pad + g.h) {
+                let y = py - g.pad;
+                let src = &img[(ch * g.h + y) * g.w..][..g.w];
+                copy_row(src, &mut xpad[ch * cl + py * wq + g.pad..][..g.w]);
+            }
+        }
+        // The junk tail of the last tile reads past the planes: keep it finite.
+        xpad[g.c * cl..].fill(0.0);
+        return;
+    }
     xpad.fill(0.0);
     for ch in 0..g.c {
         for y in 0..g.h {
@@ -304,24 +320,126 @@ pub fn conv_image(
         "direct conv: tap offsets outside the input"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 was asserted above; the bounds the tiles rely on too.
+    // SAFETY: AVX-512 was asserted above; the bounds the tiles rely on too;
+    // `out` is borrowed exclusively for the call.
     unsafe {
-        blocks_avx512(g, img, weights, offsets, out, scratch, epi);
+        blocks_avx512(
+            g,
+            img,
+            weights,
+            offsets,
+            out.as_mut_ptr(),
+            0..ho,
+            scratch,
+            epi,
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (img, weights, out, scratch, epi);
+}
+
+/// The output pointer shared by the parts of a split image (each part writes
+/// only its own rows).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: parts write disjoint rows (see `conv_image_split`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+thread_local! {
+    static SPLIT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// As `conv_image`, with the output rows divided into `parts` ranges run
+/// over the engine's spinning team (batch-1 latency). Each part pads the
+/// input itself (cheap next to the convolution) and writes only its rows.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_image_split(
+    g: &Geometry,
+    img: &[f32],
+    weights: Weights,
+    offsets: &[usize],
+    out: &mut [f32],
+    epi: Epilogue,
+    parts: usize,
+    threads: usize,
+) {
+    let (ho, wo) = g.out();
+    let d = g.c * g.kh * g.kw;
+    let blocks = g.o.div_ceil(OB);
+    let weights_ok = match weights {
+        Weights::F32(p) => p.len() >= blocks * d * OB,
+        Weights::Nibbles { nibbles, step, lo } => {
+            nibbles.len() >= blocks * d * OB / 2
+                && step.len() >= blocks * OB
+                && lo.len() >= blocks * OB
+        }
+    };
+    assert!(
+        img.len() >= g.c * g.h * g.w
+            && out.len() >= g.o * ho * wo
+            && weights_ok
+            && offsets.len() == d
+            && epi.residual.is_none_or(|r| r.len() >= g.o * ho * wo),
+        "direct conv: buffers do not match the geometry"
+    );
+    assert!(available(), "direct conv: needs AVX-512");
+    assert!(
+        offsets
+            .iter()
+            .all(|&off| off + g.positions() <= g.input_len()),
+        "direct conv: tap offsets outside the input"
+    );
+    // Row boundaries on multiples of the exact tile's height.
+    let unit = exact_rows(ho, wo).unwrap_or(1);
+    let parts = parts.max(1);
+    let bounds: Vec<usize> = (0..=parts)
+        .map(|k| {
+            if k == parts {
+                ho
+            } else {
+                (k * ho / parts) / unit * unit
+            }
+        })
+        .collect();
+    let shared = SharedOut(out.as_mut_ptr());
+    let part = |k: usize| {
+        let rows = bounds[k]..bounds[k + 1];
+        if rows.is_empty() {
+            return;
+        }
+        let shared = shared;
+        SPLIT_SCRATCH.with(|cell| {
+            let mut s = cell.borrow_mut();
+            if s.len() < g.scratch_len() {
+                s.resize(g.scratch_len(), 0.0);
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `conv_image`; `team::run` calls each part once,
+            // the row ranges are disjoint, and `out` stays borrowed until
+            // every part has finished (`run` returns after all are done).
+            unsafe {
+                blocks_avx512(g, img, weights, offsets, shared.0, rows, &mut s, epi);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (rows, &mut s, shared);
+        });
+    };
+    crate::engine::team::run(parts, threads, &part);
 }
 
 /// The body of `conv_image` compiled for AVX-512, so the input copy, the
 /// 4-bit decode and the epilogue vectorize 16 wide too.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn blocks_avx512(
     g: &Geometry,
     img: &[f32],
     weights: Weights,
     offsets: &[usize],
-    out: &mut [f32],
+    out: *mut f32,
+    rows: std::ops::Range<usize>,
     scratch: &mut [f32],
     epi: Epilogue,
 ) {
@@ -332,7 +450,7 @@ unsafe fn blocks_avx512(
     let positions = g.positions();
     let (xpad, rest) = scratch.split_at_mut(g.input_len());
     let (tile_out, decoded) = rest.split_at_mut(OB * positions);
-    fill_input(g, img, xpad);
+    fill_input(g, img, xpad, rows.clone());
     for ob in 0..blocks {
         let wblock: &[f32] = match weights {
             Weights::F32(p) => &p[ob * d * OB..(ob + 1) * d * OB],
@@ -342,7 +460,7 @@ unsafe fn blocks_avx512(
             }
         };
         let valid = OB.min(g.o - ob * OB);
-        if let Some(rows) = exact_rows(ho, wo) {
+        if let Some(tile_rows) = exact_rows(ho, wo) {
             let o0 = ob * OB;
             let bias: [f32; OB] = std::array::from_fn(|j| {
                 if j < valid {
@@ -359,12 +477,12 @@ unsafe fn blocks_avx512(
                 bias: &bias,
                 relu: epi.relu,
             };
-            let out_block = &mut out[o0 * ho * wo..(o0 + valid) * ho * wo];
+            let out_block = out.add(o0 * ho * wo);
             let res_block = epi
                 .residual
                 .map(|r| &r[o0 * ho * wo..(o0 + valid) * ho * wo]);
-            let cols = OB / rows;
-            for oy in (0..ho).step_by(rows) {
+            let cols = OB / tile_rows;
+            for oy in rows.clone().step_by(tile_rows) {
                 for ox in (0..wo).step_by(cols) {
                     // SAFETY: AVX-512 and the offsets' bound were asserted in
                     // `conv_image`; the tile reads `xpad[off + oy·wq + ox +
@@ -372,7 +490,7 @@ unsafe fn blocks_avx512(
                     // below `off + positions`; it writes and reads output
                     // (and residual) elements (j, oy + r, ox + c) with j < valid,
                     // inside the block slices.
-                    match rows {
+                    match tile_rows {
                         1 => tile_exact::<1>(
                             xpad, offsets, wblock, &tile, oy, ox, out_block, res_block,
                         ),
@@ -388,9 +506,14 @@ unsafe fn blocks_avx512(
             continue;
         }
         let dst = &mut tile_out[..OB * positions];
+        // Positions of these rows, from a multiple of 16 (tiles stay aligned).
+        let (p_start, p_end) = (
+            rows.start * wp / LANES * LANES,
+            (rows.end * wp).min(positions),
+        );
         for half in 0..2 {
             let dst_half = &mut dst[half * HB * positions..];
-            for p0 in (0..positions).step_by(PT) {
+            for p0 in (p_start..p_end).step_by(PT) {
                 // SAFETY: `available()` and the offsets' bound were asserted
                 // in `conv_image`: every load reads `xpad[off + p0 ..][..32]`
                 // with off + positions ≤ xpad.len() and p0 + 32 ≤ positions
@@ -408,10 +531,11 @@ unsafe fn blocks_avx512(
             let row = &dst[j * positions..];
             let o = ob * OB + j;
             let bias = epi.bias.map_or(0.0, |b| b[o]);
-            for oy in 0..ho {
+            for oy in rows.clone() {
                 let src = &row[oy * wp..oy * wp + wo];
                 let at = (o * ho + oy) * wo;
-                let dst_row = &mut out[at..at + wo];
+                // SAFETY: row (o, oy) of the output, written by this part only.
+                let dst_row = std::slice::from_raw_parts_mut(out.add(at), wo);
                 match epi.residual {
                     Some(r) => {
                         for ((d, s), rv) in dst_row.iter_mut().zip(src).zip(&r[at..at + wo]) {
@@ -499,7 +623,7 @@ unsafe fn tile_exact<const R: usize>(
     t: &ExactTile,
     oy: usize,
     ox: usize,
-    out: &mut [f32],
+    out: *mut f32,
     residual: Option<&[f32]>,
 ) {
     use std::arch::x86_64::*;
@@ -536,7 +660,7 @@ unsafe fn tile_exact<const R: usize>(
             if t.relu {
                 y = _mm512_max_ps(y, zero);
             }
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(start).wrapping_sub(r * cols), mask, y);
+            _mm512_mask_storeu_ps(out.add(start).wrapping_sub(r * cols), mask, y);
         }
     }
 }

@@ -250,9 +250,8 @@ pub fn conv2d_with(
         // from ~1 M multiply-adds; with rayon, whose workers sleep, splitting
         // below ~8 M cost more than it saved (ResNet-20's layers are 2.4 M).
         let small = o * ho * wo * dcol < 8_000_000;
-        let split = if n == 1 && threads > 1 && o * ho * wo * dcol >= 1_000_000 {
-            threads.min(o.div_ceil(direct_conv::OB))
-        } else if n >= threads || small {
+        let team = n == 1 && threads > 1 && o * ho * wo * dcol >= 1_000_000;
+        let split = if team || n >= threads || small {
             1
         } else {
             threads.div_ceil(n)
@@ -289,15 +288,24 @@ pub fn conv2d_with(
                     );
                 });
             };
-            if split > 1 && n == 1 {
-                let parts: Vec<std::sync::Mutex<&mut [f32]>> = img_out
-                    .chunks_mut(per_part * plane)
-                    .map(std::sync::Mutex::new)
-                    .collect();
-                crate::engine::team::run(parts.len(), threads, &|k| {
-                    let mut dst = parts[k].lock().unwrap_or_else(|e| e.into_inner());
-                    run((k, &mut dst));
-                });
+            if team {
+                // Output rows divided among the team (every layer has rows
+                // to share; 16-channel layers have only one channel block).
+                let epi = direct_conv::Epilogue {
+                    bias: epi.bias,
+                    residual: res,
+                    relu: epi.relu,
+                };
+                direct_conv::conv_image_split(
+                    &dg,
+                    &xs[b * per_img_in..(b + 1) * per_img_in],
+                    packed,
+                    &offsets,
+                    img_out,
+                    epi,
+                    threads,
+                    threads,
+                );
             } else if split > 1 {
                 img_out
                     .par_chunks_mut(per_part * plane)
