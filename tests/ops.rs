@@ -7,6 +7,10 @@ use qscope::engine::ops::{self, ConvGeom, Epilogue};
 use qscope::engine::Tensor;
 use qscope::util::Rng;
 
+/// Tests that flip the engine's global kernel switches take this lock, so
+/// they do not change the kernels under each other.
+static SWITCHES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn naive_conv(
     x: &Tensor,
     w: &[f32],
@@ -246,6 +250,7 @@ fn batch_one_split_over_the_spinning_team_equals_one_thread() {
 
 #[test]
 fn direct_kernel_matches_the_im2col_gemm_fallback() {
+    let _switches = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     // The AVX-512 direct kernel (where the CPU has it) against the portable
     // im2col + GEMM path, odd sizes and channel counts not multiple of 8.
     let mut rng = Rng::new(12);
@@ -283,6 +288,42 @@ fn direct_kernel_matches_the_im2col_gemm_fallback() {
             (n, c, h, o, k, p, s),
             max_rel_diff(&fast, &slow)
         );
+    }
+}
+
+#[test]
+fn avx2_direct_kernel_matches_the_gemm_fallback() {
+    let _switches = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    // The AVX2 + FMA variant (forced here; AVX2-only CPUs pick it by
+    // themselves) against im2col + GEMM, f32 and 4-bit weights.
+    let isa_ok =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    if !isa_ok {
+        eprintln!("skipping: no AVX2 + FMA");
+        return;
+    }
+    let mut rng = Rng::new(31);
+    for &(n, c, h, o, k, p, s) in &[
+        (2, 16, 16, 32, 3, 1, 1),
+        (1, 5, 9, 13, 3, 1, 2),
+        (1, 3, 32, 16, 3, 1, 1),
+    ] {
+        let x = random_input(n, c, h, rng.next_u64());
+        let w: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
+        let res = random_input(n, o, (h + 2 * p - k) / s + 1, rng.next_u64());
+        let epi = Epilogue {
+            bias: None,
+            residual: Some(&res),
+            relu: true,
+        };
+        qscope::engine::kernels::direct_conv::force_avx2(true);
+        let fast = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("avx2");
+        qscope::engine::kernels::direct_conv::force_avx2(false);
+        ops::set_direct_conv(false);
+        let slow = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("gemm");
+        ops::set_direct_conv(true);
+        let err = max_rel_diff(&fast, &slow);
+        assert!(err < 1e-5, "{:?}: {err}", (n, c, h, o, k, p, s));
     }
 }
 

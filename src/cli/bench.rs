@@ -20,11 +20,15 @@ pub struct BenchArgs {
     /// Run quantized layers as the f32 simulation instead of their integer kernels.
     #[arg(long)]
     pub simulate: bool,
+    /// Use the AVX2 f32 kernels even on an AVX-512 CPU (what AVX2-only machines get).
+    #[arg(long)]
+    pub avx2: bool,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?.fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
+    qscope::engine::kernels::direct_conv::force_avx2(a.avx2);
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -265,10 +265,18 @@ impl ConvPath {
         match self {
             ConvPath::Int8(k) => format!("int8 {}", k.name()),
             ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
-            ConvPath::W4 => "w4 weight-only (direct avx512)".into(),
-            ConvPath::Fp32Direct => "fp32 direct avx512".into(),
+            ConvPath::W4 => format!("w4 weight-only (direct {})", direct_isa()),
+            ConvPath::Fp32Direct => format!("fp32 direct {}", direct_isa()),
             ConvPath::Fp32Gemm => "fp32 im2col+gemm".into(),
         }
+    }
+}
+
+fn direct_isa() -> &'static str {
+    match crate::engine::kernels::direct_conv::isa() {
+        Some(crate::engine::kernels::direct_conv::Isa::Avx512) => "avx512",
+        Some(crate::engine::kernels::direct_conv::Isa::Avx2) => "avx2",
+        None => "none",
     }
 }
 

@@ -5,8 +5,9 @@
 //! `broadcast(w) · load(x)` over (c, ky, kx); junk columns (ox ≥ Wo) are
 //! dropped when the tile is written out. Strided convolutions read
 //! stride×stride phase planes of the padded input, so each tap is still one
-//! contiguous run. AVX-512 only; elsewhere callers use the im2col + GEMM
-//! path, which the tests compare this kernel against.
+//! contiguous run. AVX-512, or AVX2 + FMA (padded-width tiles only);
+//! elsewhere callers use the im2col + GEMM path, which the tests compare
+//! this kernel against.
 //!
 //! Where the output width allows (a multiple of 16, or 8 or 4 with rows to
 //! pair), a second tiling computes exact positions instead: 16 output
@@ -41,14 +42,45 @@ pub fn pack_weights(w: &[f32], o: usize, d: usize) -> Vec<f32> {
 }
 
 pub fn available() -> bool {
+    isa().is_some()
+}
+
+/// Which instruction set the kernel runs with on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    /// AVX2 + FMA: the padded-width tiling only, 4 channels × 16 positions.
+    Avx2,
+}
+
+/// The best ISA available (detected at run time), or None: use im2col + GEMM.
+pub fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        if FORCE_AVX2.load(std::sync::atomic::Ordering::Relaxed) {
+            return avx2_ok().then_some(Isa::Avx2);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
+        }
+        if avx2_ok() {
+            return Some(Isa::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_ok() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+static FORCE_AVX2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Run the AVX2 variant even where AVX-512 exists (tests compare the two;
+/// benchmarks show what an AVX2-only CPU gets).
+pub fn force_avx2(on: bool) {
+    FORCE_AVX2.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Geometry of one stride-1 convolution.
@@ -314,7 +346,7 @@ pub fn conv_image(
         "direct conv: buffers do not match the geometry"
     );
     let positions = g.positions();
-    assert!(available(), "direct conv: needs AVX-512");
+    assert!(available(), "direct conv: needs AVX-512 or AVX2 + FMA");
     assert!(
         offsets.iter().all(|&off| off + positions <= g.input_len()),
         "direct conv: tap offsets outside the input"
@@ -323,7 +355,7 @@ pub fn conv_image(
     // SAFETY: AVX-512 was asserted above; the bounds the tiles rely on too;
     // `out` is borrowed exclusively for the call.
     unsafe {
-        blocks_avx512(
+        run_blocks(
             g,
             img,
             weights,
@@ -383,7 +415,7 @@ pub fn conv_image_split(
             && epi.residual.is_none_or(|r| r.len() >= g.o * ho * wo),
         "direct conv: buffers do not match the geometry"
     );
-    assert!(available(), "direct conv: needs AVX-512");
+    assert!(available(), "direct conv: needs AVX-512 or AVX2 + FMA");
     assert!(
         offsets
             .iter()
@@ -419,7 +451,7 @@ pub fn conv_image_split(
             // the row ranges are disjoint, and `out` stays borrowed until
             // every part has finished (`run` returns after all are done).
             unsafe {
-                blocks_avx512(g, img, weights, offsets, shared.0, rows, &mut s, epi);
+                run_blocks(g, img, weights, offsets, shared.0, rows, &mut s, epi);
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (rows, &mut s, shared);
@@ -428,12 +460,66 @@ pub fn conv_image_split(
     crate::engine::team::run(parts, threads, &part);
 }
 
+/// Run `blocks_impl` for this CPU's ISA. Callers asserted `available()`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_blocks(
+    g: &Geometry,
+    img: &[f32],
+    weights: Weights,
+    offsets: &[usize],
+    out: *mut f32,
+    rows: std::ops::Range<usize>,
+    scratch: &mut [f32],
+    epi: Epilogue,
+) {
+    match isa() {
+        Some(Isa::Avx512) => blocks_avx512(g, img, weights, offsets, out, rows, scratch, epi),
+        _ => blocks_avx2(g, img, weights, offsets, out, rows, scratch, epi),
+    }
+}
+
 /// The body of `conv_image` compiled for AVX-512, so the input copy, the
 /// 4-bit decode and the epilogue vectorize 16 wide too.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocks_avx512(
+    g: &Geometry,
+    img: &[f32],
+    weights: Weights,
+    offsets: &[usize],
+    out: *mut f32,
+    rows: std::ops::Range<usize>,
+    scratch: &mut [f32],
+    epi: Epilogue,
+) {
+    blocks_impl::<true>(g, img, weights, offsets, out, rows, scratch, epi)
+}
+
+/// The same body for AVX2 + FMA CPUs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocks_avx2(
+    g: &Geometry,
+    img: &[f32],
+    weights: Weights,
+    offsets: &[usize],
+    out: *mut f32,
+    rows: std::ops::Range<usize>,
+    scratch: &mut [f32],
+    epi: Epilogue,
+) {
+    blocks_impl::<false>(g, img, weights, offsets, out, rows, scratch, epi)
+}
+
+/// Every block of 16 output channels: exact tiles where the shape allows
+/// (AVX-512), else padded-width tiles and a separate epilogue pass.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocks_impl<const AVX512: bool>(
     g: &Geometry,
     img: &[f32],
     weights: Weights,
@@ -455,12 +541,16 @@ unsafe fn blocks_avx512(
         let wblock: &[f32] = match weights {
             Weights::F32(p) => &p[ob * d * OB..(ob + 1) * d * OB],
             Weights::Nibbles { nibbles, step, lo } => {
-                decode_block_avx512(nibbles, step, lo, ob, d, &mut decoded[..d * OB]);
+                if AVX512 {
+                    decode_block_avx512(nibbles, step, lo, ob, d, &mut decoded[..d * OB]);
+                } else {
+                    decode_block(nibbles, step, lo, ob, d, &mut decoded[..d * OB]);
+                }
                 &decoded[..d * OB]
             }
         };
         let valid = OB.min(g.o - ob * OB);
-        if let Some(tile_rows) = exact_rows(ho, wo) {
+        if let Some(tile_rows) = exact_rows(ho, wo).filter(|_| AVX512) {
             let o0 = ob * OB;
             let bias: [f32; OB] = std::array::from_fn(|j| {
                 if j < valid {
@@ -520,7 +610,13 @@ unsafe fn blocks_avx512(
                 // (16 for the last half tile); weights `t·OB + half·8 + j`
                 // < d·OB; stores write `dst_half[j·positions + p0 ..]`,
                 // j < 8, inside `OB·positions`.
-                if p0 + PT > positions {
+                if !AVX512 {
+                    for q in (p0..(p0 + PT).min(positions)).step_by(LANES) {
+                        for quarter in 0..2 {
+                            tile_avx2(xpad, offsets, wblock, half, quarter, q, dst_half, positions);
+                        }
+                    }
+                } else if p0 + PT > positions {
                     tile_avx512::<1>(xpad, offsets, wblock, half, p0, dst_half, positions);
                 } else {
                     tile_avx512::<2>(xpad, offsets, wblock, half, p0, dst_half, positions);
@@ -696,5 +792,44 @@ unsafe fn transpose16(a: &mut [std::arch::x86_64::__m512; 16]) {
         a[8 + m] = _mm512_shuffle_f32x4::<0xdd>(v, v2);
         a[4 + m] = _mm512_shuffle_f32x4::<0x88>(w, w2);
         a[12 + m] = _mm512_shuffle_f32x4::<0xdd>(w, w2);
+    }
+}
+
+/// AVX2 + FMA tile: 4 output channels (quarter `quarter` of half `half`) ×
+/// 16 positions (two 8-lane vectors): 8 accumulators + 2 loads + 1
+/// broadcast fit the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    xpad: &[f32],
+    offsets: &[usize],
+    wblock: &[f32],
+    half: usize,
+    quarter: usize,
+    p0: usize,
+    dst: &mut [f32],
+    positions: usize,
+) {
+    use std::arch::x86_64::*;
+    const Q: usize = 4;
+    let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+    let x = xpad.as_ptr();
+    let wp = wblock.as_ptr().add(half * HB + quarter * Q);
+    for (t, &off) in offsets.iter().enumerate() {
+        // SAFETY: as for `tile_avx512` (16 positions from p0 < positions).
+        let x0 = _mm256_loadu_ps(x.add(off + p0));
+        let x1 = _mm256_loadu_ps(x.add(off + p0 + 8));
+        let wt = wp.add(t * OB);
+        for (j, a) in acc.iter_mut().enumerate() {
+            let wv = _mm256_set1_ps(*wt.add(j));
+            a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
+            a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
+        }
+    }
+    let d = dst.as_mut_ptr().add(quarter * Q * positions);
+    for (j, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(d.add(j * positions + p0), a[0]);
+        _mm256_storeu_ps(d.add(j * positions + p0 + 8), a[1]);
     }
 }
