@@ -119,9 +119,14 @@ pub fn run(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
         return;
     }
     let t = team();
-    let Ok(_busy) = t.busy.try_lock() else {
-        (0..parts).for_each(f);
-        return;
+    let _busy = match t.busy.try_lock() {
+        Ok(g) => g,
+        // A part panicked earlier; the team itself is still consistent.
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            (0..parts).for_each(f);
+            return;
+        }
     };
     let s = t.shared;
     if s.helpers.load(Acquire) < threads - 1 {

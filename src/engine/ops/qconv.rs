@@ -49,7 +49,8 @@ thread_local! {
 }
 
 /// `x: [N, C, H, W]` → `[N, O, Ho, Wo]`: `relu?((Σ w·q(x))·s_x·s_w + bias (+ residual))`,
-/// where `q(x) = clamp(round(x/s_x), −127, 127)`. `kernel` overrides the
+/// where `q(x) = clamp(round(x·(1/s_x)), −127, 127)`, ties to even, as in
+/// the simulation (`exec::fake_quant`). `kernel` overrides the
 /// weights' own choice (tests compare kernels).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_int8(
