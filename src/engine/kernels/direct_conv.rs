@@ -254,7 +254,10 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
-/// Copy one image into the zero-padded, phase-split layout.
+/// Copy one image into the zero-padded, phase-split layout. Inlined into
+/// the ISA-specific bodies: as a separate baseline-ISA function it took 14 %
+/// of a ResNet-20 pass.
+#[inline(always)]
 fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32], rows: std::ops::Range<usize>) {
     let s = g.stride.max(1);
     let (hq, wq) = g.phase();
@@ -263,12 +266,27 @@ fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32], rows: std::ops::Range
         // Only the padded rows these output rows read (a split image's part
         // pads its own band, not the whole image).
         let (py0, py1) = (rows.start, (rows.end - 1 + g.kh).min(hq));
+        let (in0, in1) = (py0.max(g.pad), py1.min(g.pad + g.h).max(py0.max(g.pad)));
         for ch in 0..g.c {
-            xpad[ch * cl + py0 * wq..ch * cl + py1 * wq].fill(0.0);
-            for py in py0.max(g.pad)..py1.min(g.pad + g.h) {
+            let plane = &mut xpad[ch * cl..(ch + 1) * cl];
+            // Zero only what the copy leaves: pad rows and pad columns.
+            plane[py0 * wq..in0 * wq].fill(0.0);
+            plane[in1 * wq..py1 * wq].fill(0.0);
+            for py in in0..in1 {
                 let y = py - g.pad;
-                let src = &img[(ch * g.h + y) * g.w..][..g.w];
-                copy_row(src, &mut xpad[ch * cl + py * wq + g.pad..][..g.w]);
+                let row = &mut plane[py * wq..(py + 1) * wq];
+                if g.pad == 1 {
+                    // Two stores, not two libc memset calls (4 % of a pass).
+                    row[0] = 0.0;
+                    row[g.w + 1] = 0.0;
+                } else {
+                    row[..g.pad].fill(0.0);
+                    row[g.pad + g.w..].fill(0.0);
+                }
+                copy_row(
+                    &img[(ch * g.h + y) * g.w..][..g.w],
+                    &mut row[g.pad..g.pad + g.w],
+                );
             }
         }
         // The junk tail of the last tile reads past the planes: keep it finite.
