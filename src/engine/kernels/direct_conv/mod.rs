@@ -285,6 +285,7 @@ fn copy_row(src: &[f32], dst: &mut [f32]) {
         dst[k..k + 8].copy_from_slice(&chunk);
         k += 8;
     }
+    #[allow(clippy::manual_memcpy)] // a memcpy call is what this avoids
     for i in k..n {
         dst[i] = src[i];
     }
@@ -416,6 +417,8 @@ pub fn conv_image_split(
         if rows.is_empty() {
             return;
         }
+        // Capture the whole wrapper (which is Sync), not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let shared = shared;
         SPLIT_SCRATCH.with(|cell| {
             let mut s = cell.borrow_mut();
@@ -632,5 +635,5 @@ unsafe fn blocks_impl<const AVX512: bool>(
 fn exact_rows(ho: usize, wo: usize) -> Option<usize> {
     [1, 2, 4]
         .into_iter()
-        .find(|&r| wo % (OB / r) == 0 && (r == 1 || wo == OB / r) && ho % r == 0)
+        .find(|&r| wo.is_multiple_of(OB / r) && (r == 1 || wo == OB / r) && ho.is_multiple_of(r))
 }
