@@ -80,6 +80,26 @@ fn w8a8_int8_kernel_matches_the_simulation() {
     eprintln!("w8a8: max logit difference {d:e} of range, {changed} changed predictions");
     assert!(d < 0.03, "logits differ by {d} of their range");
     assert!(changed <= 3, "{changed} of 300 predictions changed");
+
+    // A layer whose weights leave the int8 grid (here: nudged) is not
+    // silently requantized: it runs as the simulation.
+    let mut g = q.graph.clone();
+    let first = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, qscope::model::Op::Conv(_)))
+        .expect("a conv");
+    if let Some(w) = g.weight_mut(first) {
+        w[0] += 1e-3;
+    }
+    g.refold();
+    let summary = path_summary(&g);
+    if summary.contains("int8") {
+        assert!(
+            summary.starts_with("w8a8 simulated in fp32 ×1,"),
+            "{summary}"
+        );
+    }
 }
 
 #[test]

@@ -327,8 +327,10 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
     }
     if c.act_scale.is_some() {
         return match int8_weights(f, c) {
-            // The scalar kernel is slower than the f32 simulation.
-            Some(w) if w.0.kernel != Kernel::Portable => ConvPath::Int8(w.0.kernel),
+            // Only weights that are exactly on an int8 grid (a W16A8 model
+            // would otherwise be silently requantized), and not on the
+            // scalar kernel, which is slower than the f32 simulation.
+            Some(w) if w.1 && w.0.kernel != Kernel::Portable => ConvPath::Int8(w.0.kernel),
             _ => ConvPath::SimW8A8,
         };
     }

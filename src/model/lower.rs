@@ -5,8 +5,8 @@
 //! grids (whatever quantizer made them, and whether it came from a file or
 //! from this session). Lowering recovers each row's grid from the values and
 //! checks the round trip, so the integer path computes what the simulation
-//! computes. Rows whose values are on no such grid keep the f32 path
-//! (weight-only) or are requantized to int8 and flagged inexact (W8A8).
+//! computes. Layers whose values are on no such grid keep the f32 path
+//! (weight-only) or the f32 simulation (W8A8: lowered, but flagged inexact).
 use crate::engine::kernels::direct_conv;
 use crate::engine::ops::qconv::Int8Weights;
 
@@ -76,7 +76,8 @@ fn int8_row(row: &[f32]) -> (f32, Vec<i8>, bool) {
 }
 
 /// A W8A8 conv's folded weights `[O, d]` as int8; `exact` is false when some
-/// row was not on an int8 grid and had to be requantized.
+/// row was not on an int8 grid and had to be requantized (the executor then
+/// keeps the f32 simulation for that layer).
 pub fn lower_int8(weight: &[f32], shape: [usize; 4]) -> (Int8Weights, bool) {
     let d = weight.len() / shape[0].max(1);
     let mut codes = Vec::with_capacity(weight.len());
