@@ -182,7 +182,9 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// Portable twin of `decode_block_avx512` (tests compare the two).
+/// Portable twin of `decode_block_avx512`, used by the AVX2 body (inlined
+/// there, so it is built for AVX2); tests run 4-bit weights through both.
+#[inline(always)]
 pub fn decode_block(
     nibbles: &[u8],
     step: &[f32],
