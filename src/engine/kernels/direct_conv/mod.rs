@@ -293,16 +293,14 @@ fn copy_row(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// One image: `img` `[C, H, W]` → `out` `[O, Ho, Wo]` with the epilogue applied.
-/// `weights` in `pack_weights` order, `offsets` from `tap_offsets`; `scratch`
-/// at least `g.scratch_len()` floats.
-pub fn conv_image(
+/// The checks every entry point makes before the unsafe tiles run: buffer
+/// sizes against the geometry, the CPU, and tap offsets inside the input.
+fn check_call(
     g: &Geometry,
     img: &[f32],
     weights: Weights,
     offsets: &[usize],
-    out: &mut [f32],
-    scratch: &mut [f32],
+    out: &[f32],
     epi: Epilogue,
 ) {
     let (ho, wo) = g.out();
@@ -320,19 +318,39 @@ pub fn conv_image(
         img.len() >= g.c * g.h * g.w
             && out.len() >= g.o * ho * wo
             && weights_ok
-            && scratch.len() >= g.scratch_len()
-            && offsets.len() == d,
+            && offsets.len() == d
+            && epi.residual.is_none_or(|r| r.len() >= g.o * ho * wo),
         "direct conv: buffers do not match the geometry"
     );
-    let positions = g.positions();
     assert!(available(), "direct conv: needs AVX-512 or AVX2 + FMA");
+    let positions = g.positions();
     assert!(
         offsets.iter().all(|&off| off + positions <= g.input_len()),
         "direct conv: tap offsets outside the input"
     );
+}
+
+/// One image: `img` `[C, H, W]` → `out` `[O, Ho, Wo]` with the epilogue applied.
+/// `weights` in `pack_weights` order, `offsets` from `tap_offsets`; `scratch`
+/// at least `g.scratch_len()` floats.
+pub fn conv_image(
+    g: &Geometry,
+    img: &[f32],
+    weights: Weights,
+    offsets: &[usize],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    epi: Epilogue,
+) {
+    check_call(g, img, weights, offsets, out, epi);
+    assert!(
+        scratch.len() >= g.scratch_len(),
+        "direct conv: scratch smaller than the geometry needs"
+    );
+    let ho = g.out().0;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 was asserted above; the bounds the tiles rely on too;
-    // `out` is borrowed exclusively for the call.
+    // SAFETY: `check_call` asserted the ISA and every bound the tiles rely
+    // on; `out` is borrowed exclusively for the call.
     unsafe {
         run_blocks(
             g,
@@ -375,32 +393,8 @@ pub fn conv_image_split(
     parts: usize,
     threads: usize,
 ) {
+    check_call(g, img, weights, offsets, out, epi);
     let (ho, wo) = g.out();
-    let d = g.c * g.kh * g.kw;
-    let blocks = g.o.div_ceil(OB);
-    let weights_ok = match weights {
-        Weights::F32(p) => p.len() >= blocks * d * OB,
-        Weights::Nibbles { nibbles, step, lo } => {
-            nibbles.len() >= blocks * d * OB / 2
-                && step.len() >= blocks * OB
-                && lo.len() >= blocks * OB
-        }
-    };
-    assert!(
-        img.len() >= g.c * g.h * g.w
-            && out.len() >= g.o * ho * wo
-            && weights_ok
-            && offsets.len() == d
-            && epi.residual.is_none_or(|r| r.len() >= g.o * ho * wo),
-        "direct conv: buffers do not match the geometry"
-    );
-    assert!(available(), "direct conv: needs AVX-512 or AVX2 + FMA");
-    assert!(
-        offsets
-            .iter()
-            .all(|&off| off + g.positions() <= g.input_len()),
-        "direct conv: tap offsets outside the input"
-    );
     // Row boundaries on multiples of the exact tile's height.
     let unit = exact_rows(ho, wo).unwrap_or(1);
     let parts = parts.max(1);
@@ -428,7 +422,7 @@ pub fn conv_image_split(
                 s.resize(g.scratch_len(), 0.0);
             }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `conv_image`; `team::run` calls each part once,
+            // SAFETY: `check_call` as in `conv_image`; `team::run` calls each part once,
             // the row ranges are disjoint, and `out` stays borrowed until
             // every part has finished (`run` returns after all are done).
             unsafe {
@@ -555,8 +549,8 @@ unsafe fn blocks_impl<const AVX512: bool>(
             let cols = OB / tile_rows;
             for oy in rows.clone().step_by(tile_rows) {
                 for ox in (0..wo).step_by(cols) {
-                    // SAFETY: AVX-512 and the offsets' bound were asserted in
-                    // `conv_image`; the tile reads `xpad[off + oy·wq + ox +
+                    // SAFETY: AVX-512 and the offsets' bound were asserted by
+                    // `check_call`; the tile reads `xpad[off + oy·wq + ox +
                     // r·wq + c]` with (oy + r, ox + c) an output position, so
                     // below `off + positions`; it writes and reads output
                     // (and residual) elements (j, oy + r, ox + c) with j < valid,
@@ -586,7 +580,7 @@ unsafe fn blocks_impl<const AVX512: bool>(
             let dst_half = &mut dst[half * HB * positions..];
             for p0 in (p_start..p_end).step_by(PT) {
                 // SAFETY: `available()` and the offsets' bound were asserted
-                // in `conv_image`: every load reads `xpad[off + p0 ..][..32]`
+                // by `check_call`: every load reads `xpad[off + p0 ..][..32]`
                 // with off + positions ≤ xpad.len() and p0 + 32 ≤ positions
                 // (16 for the last half tile); weights `t·OB + half·8 + j`
                 // < d·OB; stores write `dst_half[j·positions + p0 ..]`,
