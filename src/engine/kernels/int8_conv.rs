@@ -78,46 +78,16 @@ impl Kernel {
 /// saturate: 2·255·64 = 32640 ≤ 32767.
 pub const AVX2_MAX_W: i32 = 64;
 
-/// Geometry of one convolution (any stride, square or not).
-#[derive(Clone, Copy, Debug)]
-pub struct Geometry {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub pad: usize,
-    pub stride: usize,
-}
+pub use super::conv_geometry::Geometry;
 
+/// Buffer sizes of the int8 kernel.
 impl Geometry {
-    pub fn out(&self) -> (usize, usize) {
-        let s = self.stride.max(1);
-        (
-            (self.h + 2 * self.pad - self.kh) / s + 1,
-            (self.w + 2 * self.pad - self.kw) / s + 1,
-        )
-    }
     /// Channel groups of four.
     pub fn groups(&self) -> usize {
         self.c.div_ceil(4)
     }
-    /// Size of one phase plane: the padded input subsampled by the stride.
-    fn phase(&self) -> (usize, usize) {
-        let s = self.stride.max(1);
-        (
-            (self.h + 2 * self.pad).div_ceil(s),
-            (self.w + 2 * self.pad).div_ceil(s),
-        )
-    }
-    /// Words (4 bytes) per channel group: `stride²` phase planes.
-    fn group_words(&self) -> usize {
-        let (hq, wq) = self.phase();
-        self.stride.max(1).pow(2) * hq * wq
-    }
     /// Output positions computed (padded-width grid, rounded up to whole tiles).
-    fn positions(&self) -> usize {
+    fn tile_positions(&self) -> usize {
         let (ho, _) = self.out();
         (ho * self.phase().1).div_ceil(PT) * PT
     }
@@ -125,29 +95,17 @@ impl Geometry {
     /// the last tile.
     pub fn input_words(&self) -> usize {
         let (_, wq) = self.phase();
-        self.groups() * self.group_words() + self.positions() + self.kh * wq + self.kw + PT
+        self.groups() * self.unit_len() + self.tile_positions() + self.kh * wq + self.kw + PT
     }
     /// i32 values of the tile output buffer for one block of `OB` channels.
     pub fn tile_len(&self) -> usize {
-        OB * self.positions()
+        OB * self.tile_positions()
     }
 }
 
 /// Word offset of every tap (channel group, ky, kx) in the quantized input.
 pub fn tap_offsets(g: &Geometry) -> Vec<usize> {
-    let s = g.stride.max(1);
-    let (hq, wq) = g.phase();
-    let gw = g.group_words();
-    let mut v = Vec::with_capacity(g.groups() * g.kh * g.kw);
-    for cg in 0..g.groups() {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let phase = (ky % s) * s + kx % s;
-                v.push(cg * gw + phase * hq * wq + (ky / s) * wq + kx / s);
-            }
-        }
-    }
-    v
+    super::conv_geometry::tap_offsets(g, g.groups())
 }
 
 /// `codes` `[O, C, kh, kw]` (int8) → `[ceil(O/8)][C/4 · kh · kw][8]` words,
@@ -192,8 +150,7 @@ const PAD_WORD: u32 = 0x8080_8080;
 /// channels are quantized into words in one vectorized pass, then placed.
 pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
     let s = g.stride.max(1);
-    let (hq, wq) = g.phase();
-    let gw = g.group_words();
+    let gw = g.unit_len();
     buf.fill(PAD_WORD);
     let inv = 1.0 / scale;
     let zeros = vec![0f32; g.w];
@@ -209,7 +166,7 @@ pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
                 }
             });
             let py = y + g.pad;
-            let base = cg * gw + (py % s) * s * hq * wq + (py / s) * wq;
+            let base = cg * gw + g.row_base(py);
             if s == 1 {
                 quantize_words(rows, inv, &mut buf[base + g.pad..][..g.w]);
                 continue;
@@ -217,7 +174,7 @@ pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
             quantize_words(rows, inv, &mut words);
             for (x, &w) in words.iter().enumerate() {
                 let px = x + g.pad;
-                buf[base + (px % s) * hq * wq + px / s] = w;
+                buf[base + g.col_offset(px)] = w;
             }
         }
     }
@@ -325,7 +282,7 @@ pub fn conv_image(
 ) {
     let (ho, wo) = g.out();
     let d = g.groups() * g.kh * g.kw;
-    let positions = g.positions();
+    let positions = g.tile_positions();
     assert!(
         xq.len() >= g.input_words()
             && out.len() >= g.o * ho * wo
@@ -387,7 +344,7 @@ fn blocks(
     let (ho, wo) = g.out();
     let (_, wq) = g.phase();
     let d = g.groups() * g.kh * g.kw;
-    let positions = g.positions();
+    let positions = g.tile_positions();
     for ob in 0..g.o.div_ceil(OB) {
         let wblock = &packed[ob * d * OB..(ob + 1) * d * OB];
         let dst = &mut tile[..OB * positions];

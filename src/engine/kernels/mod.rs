@@ -1,5 +1,6 @@
 //! The only place for `unsafe`. Each kernel has a safe signature that checks
 //! its bounds, a portable fallback, and a test against that fallback.
+pub mod conv_geometry;
 pub mod direct_conv;
 pub mod sgemm;
 pub use sgemm::{sgemm, MatRef};

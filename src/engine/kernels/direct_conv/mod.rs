@@ -86,40 +86,10 @@ pub fn force_avx2(on: bool) {
     FORCE_AVX2.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Geometry of one convolution (any stride).
-#[derive(Clone, Copy, Debug)]
-pub struct Geometry {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub pad: usize,
-    pub stride: usize,
-}
+pub use super::conv_geometry::Geometry;
 
+/// Buffer sizes of the f32 kernel.
 impl Geometry {
-    /// One phase plane: the padded input subsampled by the stride.
-    fn phase(&self) -> (usize, usize) {
-        let s = self.stride.max(1);
-        (
-            (self.h + 2 * self.pad).div_ceil(s),
-            (self.w + 2 * self.pad).div_ceil(s),
-        )
-    }
-    /// Floats per input channel: `stride²` phase planes.
-    fn channel_len(&self) -> usize {
-        let (hq, wq) = self.phase();
-        self.stride.max(1).pow(2) * hq * wq
-    }
-    pub fn out(&self) -> (usize, usize) {
-        let s = self.stride.max(1);
-        (
-            (self.h + 2 * self.pad - self.kh) / s + 1,
-            (self.w + 2 * self.pad - self.kw) / s + 1,
-        )
-    }
     fn positions(&self) -> usize {
         // Whole vectors; a last half tile runs one vector wide (on 8×8 maps
         // rounding up to whole 32-position tiles computed 20 % junk).
@@ -127,7 +97,7 @@ impl Geometry {
     }
     /// Padded input + slack for the junk tail of the last tile.
     fn input_len(&self) -> usize {
-        self.c * self.channel_len() + self.positions() + self.kh * self.phase().1 + self.kw + PT
+        self.c * self.unit_len() + self.positions() + self.kh * self.phase().1 + self.kw + PT
     }
     /// Floats of scratch space `conv_image` needs: input, tile output, and
     /// one decoded block of weights.
@@ -136,22 +106,9 @@ impl Geometry {
     }
 }
 
-/// Offsets of every tap (c, ky, kx) in the phase-split padded input,
-/// computed once per call.
+/// Offsets of every tap (c, ky, kx) in the phase-split padded input.
 pub fn tap_offsets(g: &Geometry) -> Vec<usize> {
-    let s = g.stride.max(1);
-    let (hq, wq) = g.phase();
-    let cl = g.channel_len();
-    let mut v = Vec::with_capacity(g.c * g.kh * g.kw);
-    for ch in 0..g.c {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let phase = (ky % s) * s + kx % s;
-                v.push(ch * cl + phase * hq * wq + (ky / s) * wq + kx / s);
-            }
-        }
-    }
-    v
+    super::conv_geometry::tap_offsets(g, g.c)
 }
 
 /// The weights a call reads, in `pack_weights` order.
@@ -221,7 +178,7 @@ pub struct Epilogue<'a> {
 fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32], rows: std::ops::Range<usize>) {
     let s = g.stride.max(1);
     let (hq, wq) = g.phase();
-    let cl = g.channel_len();
+    let cl = g.unit_len();
     if s == 1 && rows.end > rows.start {
         // Only the padded rows these output rows read (a split image's part
         // pads its own band, not the whole image).
@@ -258,14 +215,14 @@ fn fill_input(g: &Geometry, img: &[f32], xpad: &mut [f32], rows: std::ops::Range
         for y in 0..g.h {
             let py = y + g.pad;
             let src = &img[(ch * g.h + y) * g.w..][..g.w];
-            let base = ch * cl + (py % s) * s * hq * wq + (py / s) * wq;
+            let base = ch * cl + g.row_base(py);
             if s == 1 {
                 copy_row(src, &mut xpad[base + g.pad..][..g.w]);
             } else {
                 // Column phase `ph` takes every s-th input column.
                 for ph in 0..s {
                     let x0 = (ph + s - g.pad % s) % s;
-                    let dst = &mut xpad[base + ph * hq * wq + (x0 + g.pad) / s..];
+                    let dst = &mut xpad[base + g.col_offset(x0 + g.pad)..];
                     for (d, &v) in dst.iter_mut().zip(src.iter().skip(x0).step_by(s)) {
                         *d = v;
                     }
