@@ -253,23 +253,38 @@ fn direct_kernel_matches_the_im2col_gemm_fallback() {
     let _switches = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     // The AVX-512 direct kernel (where the CPU has it) against the portable
     // im2col + GEMM path, odd sizes and channel counts not multiple of 8.
-    let mut rng = Rng::new(12);
-    for &(n, c, h, o, k, p, s) in &[
-        (1, 3, 32, 16, 3, 1, 1),
-        (3, 16, 16, 32, 3, 1, 1),
-        (2, 5, 9, 13, 3, 1, 1),
-        (1, 7, 13, 11, 5, 2, 1),
-        (4, 64, 8, 64, 3, 1, 1),
-        (2, 16, 16, 32, 3, 1, 2),
-        (1, 5, 11, 9, 3, 1, 2),
-        (2, 16, 8, 24, 1, 0, 2),
-        (1, 4, 13, 8, 7, 3, 2),
-        (1, 3, 10, 8, 3, 0, 3),
-        // Exact tiles (width 16, 8 or 4) with a partial channel block.
-        (2, 6, 16, 13, 3, 1, 1),
-        (1, 8, 4, 24, 3, 1, 1),
-        (2, 8, 16, 20, 3, 1, 2),
-    ] {
+    direct_matches_gemm(
+        12,
+        &[
+            (1, 3, 32, 16, 3, 1, 1),
+            (3, 16, 16, 32, 3, 1, 1),
+            (2, 5, 9, 13, 3, 1, 1),
+            (1, 7, 13, 11, 5, 2, 1),
+            (4, 64, 8, 64, 3, 1, 1),
+            (2, 16, 16, 32, 3, 1, 2),
+            (1, 5, 11, 9, 3, 1, 2),
+            (2, 16, 8, 24, 1, 0, 2),
+            (1, 4, 13, 8, 7, 3, 2),
+            (1, 3, 10, 8, 3, 0, 3),
+            // Exact tiles (width 16, 8 or 4) with a partial channel block.
+            (2, 6, 16, 13, 3, 1, 1),
+            (1, 8, 4, 24, 3, 1, 1),
+            (2, 8, 16, 20, 3, 1, 2),
+        ],
+        false,
+    );
+}
+
+/// Conv with bias-free epilogue (residual + ReLU) on the direct kernel
+/// (AVX2 variant if `avx2`) against im2col + GEMM, per `(n, c, h, o, k, pad, stride)`.
+/// Tolerance: 1e-5 relative (summation order differs).
+fn direct_matches_gemm(
+    seed: u64,
+    cases: &[(usize, usize, usize, usize, usize, usize, usize)],
+    avx2: bool,
+) {
+    let mut rng = Rng::new(seed);
+    for &(n, c, h, o, k, p, s) in cases {
         let x = random_input(n, c, h, rng.next_u64());
         let w: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
         let res = random_input(n, o, (h + 2 * p - k) / s + 1, rng.next_u64());
@@ -278,15 +293,17 @@ fn direct_kernel_matches_the_im2col_gemm_fallback() {
             residual: Some(&res),
             relu: true,
         };
+        qscope::engine::kernels::direct_conv::force_avx2(avx2);
         let fast = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("direct");
+        qscope::engine::kernels::direct_conv::force_avx2(false);
         ops::set_direct_conv(false);
         let slow = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("gemm");
         ops::set_direct_conv(true);
+        let err = max_rel_diff(&fast, &slow);
         assert!(
-            max_rel_diff(&fast, &slow) < 1e-5,
-            "{:?}: {}",
-            (n, c, h, o, k, p, s),
-            max_rel_diff(&fast, &slow)
+            err < 1e-5,
+            "{:?} (avx2 {avx2}): {err}",
+            (n, c, h, o, k, p, s)
         );
     }
 }
@@ -302,29 +319,15 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
         eprintln!("skipping: no AVX2 + FMA");
         return;
     }
-    let mut rng = Rng::new(31);
-    for &(n, c, h, o, k, p, s) in &[
-        (2, 16, 16, 32, 3, 1, 1),
-        (1, 5, 9, 13, 3, 1, 2),
-        (1, 3, 32, 16, 3, 1, 1),
-    ] {
-        let x = random_input(n, c, h, rng.next_u64());
-        let w: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
-        let res = random_input(n, o, (h + 2 * p - k) / s + 1, rng.next_u64());
-        let epi = Epilogue {
-            bias: None,
-            residual: Some(&res),
-            relu: true,
-        };
-        qscope::engine::kernels::direct_conv::force_avx2(true);
-        let fast = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("avx2");
-        qscope::engine::kernels::direct_conv::force_avx2(false);
-        ops::set_direct_conv(false);
-        let slow = ops::conv2d(&x, &w, [o, c, k, k], ConvGeom::new(s, p), epi).expect("gemm");
-        ops::set_direct_conv(true);
-        let err = max_rel_diff(&fast, &slow);
-        assert!(err < 1e-5, "{:?}: {err}", (n, c, h, o, k, p, s));
-    }
+    direct_matches_gemm(
+        31,
+        &[
+            (2, 16, 16, 32, 3, 1, 1),
+            (1, 5, 9, 13, 3, 1, 2),
+            (1, 3, 32, 16, 3, 1, 1),
+        ],
+        true,
+    );
     // 4-bit weights through the AVX2 body (portable decode).
     use qscope::engine::kernels::direct_conv::Weights;
     let (o, c, k) = (20, 8, 3);
