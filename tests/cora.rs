@@ -171,6 +171,7 @@ fn exported_quantized_model_with_adapters_reloads_to_the_same_logits() {
         method: "heuristic".into(),
         iterations: 0,
         batch: 8,
+        loss: "ce".into(),
     };
     let co = apply(
         &g,

@@ -405,6 +405,7 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
         method: "heuristic".into(),
         iterations: 0,
         batch: 16,
+        loss: "ce".into(),
     });
     let id = s.next_job;
     qscope::app::update::enqueue(&mut s, cj.clone());

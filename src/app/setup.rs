@@ -277,6 +277,7 @@ impl SetupForm {
                     method: "optimal".into(),
                     iterations: 200,
                     batch: 32,
+                    loss: "ce".into(),
                 });
             }
             let method = Method::parse(base).map_err(|e| e.to_string())?;

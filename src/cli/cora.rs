@@ -33,6 +33,9 @@ pub struct CoraArgs {
     pub iters: usize,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Rank-search loss: ce (cross-entropy on labels) or kd (KL to the FP model).
+    #[arg(long, default_value = "ce")]
+    pub loss: String,
     #[arg(long)]
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -70,6 +73,7 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
         method: a.method.clone(),
         iterations: a.iters,
         batch: a.batch,
+        loss: a.loss.clone(),
     };
     let mut progress = Progress::new("rank search");
     let (ranks, extra, conv_params, adapted) = if a.method == "none" {

@@ -350,6 +350,32 @@ pub fn shortcut_pad(
 }
 
 /// Mean softmax cross-entropy over the batch: `(loss, dlogits, correct)`.
+/// Mean `KL(softmax(teacher) ‖ softmax(logits))` over the batch and its
+/// gradient w.r.t. `logits`, `(p − p_teacher)/n`.
+pub fn softmax_kl(logits: &Tensor, teacher: &[&[f32]]) -> (f64, Tensor) {
+    let (n, k, _, _) = logits.dim();
+    let softmax = |row: &mut dyn Iterator<Item = f32>| -> Vec<f64> {
+        let v: Vec<f64> = row.map(f64::from).collect();
+        let mx = v.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(x));
+        let e: Vec<f64> = v.iter().map(|&x| (x - mx).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|x| x / z).collect()
+    };
+    let mut d = Tensor::zeros((n, k, 1, 1));
+    let mut loss = 0f64;
+    for b in 0..n {
+        let p = softmax(&mut (0..k).map(|j| logits[[b, j, 0, 0]]));
+        let q = softmax(&mut teacher[b].iter().copied());
+        for j in 0..k {
+            if q[j] > 0.0 {
+                loss += q[j] * (q[j].ln() - p[j].max(1e-300).ln());
+            }
+            d[[b, j, 0, 0]] = ((p[j] - q[j]) / n as f64) as f32;
+        }
+    }
+    (loss / n as f64, d)
+}
+
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> (f64, Tensor, usize) {
     let (n, k, _, _) = logits.dim();
     let mut d = Tensor::zeros((n, k, 1, 1));

@@ -18,6 +18,14 @@ pub struct CoraSpec {
     pub iterations: usize,
     #[serde(default = "batch")]
     pub batch: usize,
+    /// Rank-search loss: "ce" (cross-entropy on labels, the reference) or
+    /// "kd" (KL to the FP model's outputs).
+    #[serde(default = "ce")]
+    pub loss: String,
+}
+
+fn ce() -> String {
+    "ce".into()
 }
 
 fn iters() -> usize {
@@ -128,10 +136,20 @@ pub fn apply(
                 batch: spec.batch,
                 seed,
                 init_ranks,
+                distill: match spec.loss.as_str() {
+                    "ce" => false,
+                    "kd" => true,
+                    l => {
+                        return Err(Error::Invalid(format!(
+                            "unknown CoRa search loss `{l}` (ce, kd)"
+                        )))
+                    }
+                },
                 ..Default::default()
             };
             search(
                 &q,
+                Some(original),
                 &layers,
                 split,
                 calib,

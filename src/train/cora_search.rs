@@ -6,7 +6,7 @@
 use crate::data::{Preprocess, Split};
 use crate::model::{Graph, Op};
 use crate::quant::cora::{butterworth, ResidualSvd};
-use crate::train::backward::softmax_cross_entropy;
+use crate::train::backward::{softmax_cross_entropy, softmax_kl};
 use crate::train::tape::{self, BnMode};
 use crate::util::Rng;
 use crate::{Error, Result};
@@ -29,6 +29,10 @@ pub struct SearchConfig {
     pub init_ranks: Option<Vec<usize>>,
     pub gamma: f64,
     pub seed: u64,
+    /// Match the FP model's output distribution (KL to the teacher's softmax)
+    /// instead of cross-entropy against the labels.
+    #[serde(default)]
+    pub distill: bool,
 }
 
 impl Default for SearchConfig {
@@ -43,6 +47,7 @@ impl Default for SearchConfig {
             init_ranks: None,
             gamma: 1.0,
             seed: 0,
+            distill: false,
         }
     }
 }
@@ -57,10 +62,12 @@ pub struct SearchStep {
 }
 
 /// `layers[k] = (node index in graph, residual SVD)`; `graph` holds the
-/// quantized weights `Q` (unfused, BN as nodes). Returns integer ranks.
+/// quantized weights `Q` (unfused, BN as nodes); `teacher` is the FP graph,
+/// needed when `cfg.distill`. Returns integer ranks.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     graph: &Graph,
+    teacher: Option<&Graph>,
     layers: &[(usize, ResidualSvd)],
     split: &Split,
     indices: &[usize],
@@ -124,6 +131,15 @@ pub fn search(
             .collect(),
     };
     let (mut m, mut v) = (vec![0f64; layers.len()], vec![0f64; layers.len()]);
+    let targets = match (cfg.distill, teacher) {
+        (true, Some(t)) => Some(teacher_logits(t, split, indices, pre, cfg.batch.max(1))?),
+        (true, None) => {
+            return Err(Error::Invalid(
+                "CoRa distillation needs the FP model".into(),
+            ))
+        }
+        _ => None,
+    };
     let mut rng = Rng::new(cfg.seed);
     let mut order = indices.to_vec();
     let per_epoch = order.len().div_ceil(cfg.batch.max(1));
@@ -156,7 +172,16 @@ pub fn search(
             .output(&g)
             .ok_or_else(|| Error::Invalid("no output".into()))?
             .clone();
-        let (ce, dlogits, _) = softmax_cross_entropy(&logits, &labels);
+        let (ce, dlogits) = match &targets {
+            Some(t) => {
+                let rows: Vec<&[f32]> = chunk.iter().map(|i| t[i].as_slice()).collect();
+                softmax_kl(&logits, &rows)
+            }
+            None => {
+                let (ce, d, _) = softmax_cross_entropy(&logits, &labels);
+                (ce, d)
+            }
+        };
         let grads = t.backward(&g, dlogits)?;
         let used: f64 = weights.iter().zip(&rt).map(|(w, r)| w * r).sum();
         let over = used - cfg.budget;
@@ -200,6 +225,30 @@ pub fn search(
         &rt,
         (cfg.budget * conv_params as f64) as usize,
     ))
+}
+
+/// The FP model's logits for every calibration image, computed once: the
+/// distillation targets do not change during the search.
+fn teacher_logits(
+    teacher: &Graph,
+    split: &Split,
+    indices: &[usize],
+    pre: &Preprocess,
+    batch: usize,
+) -> Result<std::collections::HashMap<usize, Vec<f32>>> {
+    let mut t = teacher.clone();
+    let mut out = std::collections::HashMap::new();
+    for chunk in indices.chunks(batch) {
+        let tape = tape::forward(&mut t, pre.batch(split, chunk), BnMode::Frozen, None)?;
+        let logits = tape
+            .output(&t)
+            .ok_or_else(|| Error::Invalid("no output".into()))?;
+        let k = logits.dim().1;
+        for (b, &i) in chunk.iter().enumerate() {
+            out.insert(i, (0..k).map(|j| logits[[b, j, 0, 0]]).collect());
+        }
+    }
+    Ok(out)
 }
 
 /// Integer ranks `ceil(R·r̃)` (at least 1), with every r̃ scaled by the largest
