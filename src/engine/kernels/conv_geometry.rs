@@ -1,6 +1,9 @@
 //! The geometry both direct kernels (f32 and int8) share: output size, and
 //! where taps and input pixels land in the stride×stride phase planes of the
 //! padded input. Each kernel adds its own buffer sizes in its own module.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One convolution (any stride), as the direct kernels see it.
 #[derive(Clone, Copy, Debug)]
@@ -51,9 +54,31 @@ impl Geometry {
     }
 }
 
-/// Offset of every tap (unit, ky, kx) for `units` input units, computed once
-/// per call: tap (ky, kx) at output position p reads `offset + p`.
-pub fn tap_offsets(g: &Geometry, units: usize) -> Vec<usize> {
+/// Offset of every tap (unit, ky, kx) for `units` input units: tap (ky, kx)
+/// at output position p reads `offset + p`. Cached per thread and geometry:
+/// recomputing them on every call took 2 % of a batch-1 ResNet-20 pass.
+pub fn tap_offsets(g: &Geometry, units: usize) -> Arc<[usize]> {
+    type Key = (usize, usize, usize, usize, usize, usize, usize);
+    thread_local! {
+        static CACHE: RefCell<HashMap<Key, Arc<[usize]>>> = RefCell::new(HashMap::new());
+    }
+    let key = (g.h, g.w, g.kh, g.kw, g.pad, g.stride, units);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(v) = c.get(&key) {
+            return v.clone();
+        }
+        // A model has a handful of geometries; bound the cache anyway.
+        if c.len() >= 256 {
+            c.clear();
+        }
+        let v: Arc<[usize]> = compute_tap_offsets(g, units).into();
+        c.insert(key, v.clone());
+        v
+    })
+}
+
+fn compute_tap_offsets(g: &Geometry, units: usize) -> Vec<usize> {
     let ul = g.unit_len();
     let mut v = Vec::with_capacity(units * g.kh * g.kw);
     for u in 0..units {

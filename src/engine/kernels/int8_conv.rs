@@ -104,7 +104,7 @@ impl Geometry {
 }
 
 /// Word offset of every tap (channel group, ky, kx) in the quantized input.
-pub fn tap_offsets(g: &Geometry) -> Vec<usize> {
+pub fn tap_offsets(g: &Geometry) -> std::sync::Arc<[usize]> {
     super::conv_geometry::tap_offsets(g, g.groups())
 }
 

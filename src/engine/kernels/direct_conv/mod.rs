@@ -107,7 +107,7 @@ impl Geometry {
 }
 
 /// Offsets of every tap (c, ky, kx) in the phase-split padded input.
-pub fn tap_offsets(g: &Geometry) -> Vec<usize> {
+pub fn tap_offsets(g: &Geometry) -> std::sync::Arc<[usize]> {
     super::conv_geometry::tap_offsets(g, g.c)
 }
 
