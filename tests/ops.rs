@@ -336,32 +336,36 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
         .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
         .collect();
     let lb = qscope::model::lower::lower_lowbit(&w, [o, c, k, k]).expect("4-bit grid");
-    let x = random_input(2, c, 12, 77);
     let nib = Weights::Nibbles {
         nibbles: &lb.nibbles,
         step: &lb.step,
         lo: &lb.lo,
     };
-    qscope::engine::kernels::direct_conv::force_avx2(true);
-    let w4 = ops::conv::conv2d_with(
-        &x,
-        &w,
-        Some(nib),
-        [o, c, k, k],
-        ConvGeom::new(1, 1),
-        Epilogue::default(),
-    )
-    .expect("w4 avx2");
-    qscope::engine::kernels::direct_conv::force_avx2(false);
-    let f32_out = ops::conv2d(
-        &x,
-        &w,
-        [o, c, k, k],
-        ConvGeom::new(1, 1),
-        Epilogue::default(),
-    )
-    .expect("f32");
-    assert!(max_rel_diff(&w4, &f32_out) < 1e-5);
+    // One image decodes block by block in the kernel; a batch decodes the
+    // layer once up front.
+    for n in [1, 2] {
+        let x = random_input(n, c, 12, 77);
+        qscope::engine::kernels::direct_conv::force_avx2(true);
+        let w4 = ops::conv::conv2d_with(
+            &x,
+            &w,
+            Some(nib),
+            [o, c, k, k],
+            ConvGeom::new(1, 1),
+            Epilogue::default(),
+        )
+        .expect("w4 avx2");
+        qscope::engine::kernels::direct_conv::force_avx2(false);
+        let f32_out = ops::conv2d(
+            &x,
+            &w,
+            [o, c, k, k],
+            ConvGeom::new(1, 1),
+            Epilogue::default(),
+        )
+        .expect("f32");
+        assert!(max_rel_diff(&w4, &f32_out) < 1e-5, "batch {n}");
+    }
 }
 
 #[test]

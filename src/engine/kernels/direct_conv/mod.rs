@@ -162,6 +162,33 @@ pub fn decode_block(
     }
 }
 
+/// Every block of 4-bit weights decoded to f32 in `pack_weights` order
+/// (`d` weights per channel, `o` channels). Batched calls decode a layer
+/// once and share it over their images; a single image decodes block by
+/// block inside the kernel instead.
+pub fn decode_all(weights: Weights, o: usize, d: usize) -> Vec<f32> {
+    let blocks = o.div_ceil(OB);
+    let mut out = vec![0f32; blocks * d * OB];
+    if let Weights::Nibbles { nibbles, step, lo } = weights {
+        assert!(
+            nibbles.len() >= blocks * d * OB / 2
+                && step.len() >= blocks * OB
+                && lo.len() >= blocks * OB,
+            "direct conv: 4-bit weights do not match the geometry"
+        );
+        for (ob, dst) in out.chunks_exact_mut(d * OB).enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if isa() == Some(Isa::Avx512) {
+                // SAFETY: AVX-512 checked; block `ob` is inside the buffers (asserted).
+                unsafe { decode_block_avx512(nibbles, step, lo, ob, d, dst) };
+                continue;
+            }
+            decode_block(nibbles, step, lo, ob, d, dst);
+        }
+    }
+    out
+}
+
 /// What happens to each output as it leaves the tile: `+ bias[o]`, `+ residual`, ReLU.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
