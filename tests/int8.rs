@@ -21,6 +21,32 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
+    // Exact-tile shapes (outputs 16 and 32 wide, stride 1 and 2, a partial
+    // channel block), then padded-width ones.
+    Case {
+        c: 16,
+        o: 13,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        size: 16,
+    },
+    Case {
+        c: 8,
+        o: 16,
+        k: 3,
+        stride: 2,
+        pad: 1,
+        size: 32,
+    },
+    Case {
+        c: 4,
+        o: 8,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        size: 32,
+    },
     Case {
         c: 16,
         o: 16,
@@ -266,4 +292,47 @@ fn w8a8_weights_from_smoothquant_and_qat_lower_to_int8_exactly() {
     // Float weights are not on a grid: requantized, and flagged.
     let (_, exact) = lower_int8(&w, [o, 3, 3, 3]);
     assert!(!exact);
+}
+
+/// An odd number of 16-position groups (6×8 outputs = 3) leaves a last
+/// exact tile one group wide; 8-wide rows load as pairs. VNNI against the
+/// portable kernel, bit for bit, with bias, residual and ReLU.
+#[test]
+fn exact_int8_tiles_cover_non_square_maps() {
+    if !Kernel::Vnni512.supported() {
+        eprintln!("skipping: no AVX-512 VNNI");
+        return;
+    }
+    let case = Case {
+        c: 12,
+        o: 11,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        size: 0,
+    };
+    let (codes, scale, shape) = weights(&case, 127, 5);
+    let w = Int8Weights::new(&codes, scale, shape);
+    let mut rng = Rng::new(6);
+    let x = Tensor::from_shape_fn((2, 12, 6, 8), |_| 3.0 * rng.normal() as f32);
+    let residual = Tensor::from_shape_fn((2, 11, 6, 8), |_| rng.normal() as f32);
+    let bias: Vec<f32> = (0..11).map(|k| 0.05 * k as f32 - 0.3).collect();
+    let run = |k| {
+        conv2d_int8(
+            &x,
+            &w,
+            ConvGeom::new(1, 1),
+            0.03,
+            Some(&bias),
+            Some(&residual),
+            true,
+            Some(k),
+        )
+        .expect("int8 conv")
+    };
+    let (simd, portable) = (run(Kernel::Vnni512), run(Kernel::Portable));
+    assert!(simd
+        .iter()
+        .zip(portable.iter())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
