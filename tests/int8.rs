@@ -336,3 +336,25 @@ fn exact_int8_tiles_cover_non_square_maps() {
         .zip(portable.iter())
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
+
+/// The simulation's activation quantizer (magic-number rounding) equals
+/// `round_ties_even` then clamp, bit for bit: exact ties (k + ½)·s of both
+/// signs, random values, values far outside the range, zeros.
+#[test]
+fn simulated_activation_quantizer_rounds_ties_to_even() {
+    use qscope::model::exec::fake_quant;
+    let s = 0.037f32;
+    let inv = 1.0 / s;
+    let mut rng = Rng::new(9);
+    let mut vals: Vec<f32> = (-140..140).map(|k| (k as f32 + 0.5) / inv).collect();
+    vals.extend((0..2000).map(|_| 6.0 * rng.normal() as f32));
+    vals.extend([0.0, -0.0, 1e9, -1e9, 4.69, -4.69, f32::MAX, f32::MIN]);
+    let n = vals.len();
+    let x = Tensor::from_shape_vec((1, 1, 1, n), vals.clone()).expect("shape");
+    let got = fake_quant(&x, Some(s));
+    for (g, v) in got.iter().zip(&vals) {
+        let want = (v * inv).round_ties_even().clamp(-127.0, 127.0) * s;
+        // Equal as floats (the two zeros may differ in sign, which is harmless).
+        assert!(*g == want, "{v}: {g} vs {want}");
+    }
+}

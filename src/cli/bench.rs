@@ -20,7 +20,8 @@ pub struct BenchArgs {
     /// Run quantized layers as the f32 simulation instead of their integer kernels.
     #[arg(long)]
     pub simulate: bool,
-    /// Use the AVX2 f32 kernels even on an AVX-512 CPU (what AVX2-only machines get).
+    /// Use the AVX2 kernels (f32 direct, int8 maddubs for ≤ 7-bit weights) even on an
+    /// AVX-512 CPU: what AVX2-only machines get. 8-bit W8A8 layers then run simulated.
     #[arg(long)]
     pub avx2: bool,
 }

@@ -368,8 +368,16 @@ pub fn fake_quant(x: &Tensor, scale: Option<f32>) -> Cow<'_, Tensor> {
     match scale {
         Some(s) if s > 0.0 => {
             // `x·(1/s)`, as the int8 kernel quantizes, so the two agree on ties.
+            // Clamp first, then round ties-to-even by adding and removing
+            // 1.5·2²³ (exact for |y| ≤ 2²²): `round_ties_even` is a libm
+            // `rintf` call per value without SSE4.1, which made the
+            // simulation 2× slower than FP32 (57 % of its time).
+            const MAGIC: f32 = 12_582_912.0;
             let inv = 1.0 / s;
-            Cow::Owned(x.mapv(|v| (v * inv).round_ties_even().clamp(-127.0, 127.0) * s))
+            Cow::Owned(x.mapv(|v| {
+                let y = (v * inv).clamp(-127.0, 127.0);
+                ((y + MAGIC) - MAGIC) * s
+            }))
         }
         _ => Cow::Borrowed(x),
     }

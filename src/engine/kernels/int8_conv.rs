@@ -46,6 +46,7 @@ impl Kernel {
         {
             if std::arch::is_x86_feature_detected!("avx512vnni")
                 && std::arch::is_x86_feature_detected!("avx512bw")
+                && !super::direct_conv::avx2_forced()
             {
                 return Kernel::Vnni512;
             }

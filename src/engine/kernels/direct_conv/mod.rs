@@ -80,10 +80,15 @@ fn avx2_ok() -> bool {
 
 static FORCE_AVX2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Run the AVX2 variant even where AVX-512 exists (tests compare the two;
-/// benchmarks show what an AVX2-only CPU gets).
+/// Run the AVX2 variants even where AVX-512 exists (tests compare the two;
+/// benchmarks show what an AVX2-only CPU gets). The int8 kernel choice
+/// follows too (`int8_conv::Kernel::detect`), for weights lowered after this.
 pub fn force_avx2(on: bool) {
     FORCE_AVX2.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn avx2_forced() -> bool {
+    FORCE_AVX2.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub use super::conv_geometry::Geometry;
