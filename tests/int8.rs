@@ -182,7 +182,7 @@ fn int8_conv_equals_the_quantized_f32_conv() {
 
 #[test]
 fn every_simd_kernel_matches_the_portable_one_bit_for_bit() {
-    for kernel in [Kernel::Vnni512, Kernel::Avx2] {
+    for kernel in [Kernel::Vnni512, Kernel::Avx2, Kernel::Avx2Pairs] {
         if !kernel.supported() {
             eprintln!("skipping {}: not supported on this CPU", kernel.name());
             continue;

@@ -15,8 +15,9 @@
 //!
 //! Kernels, chosen at run time: VNNI (AVX-512), AVX2 (`vpmaddubsw` then
 //! `vpmaddwd`; the i16 pair sum saturates unless |w| ≤ 64, so it needs 7-bit
-//! "reduce range" weights) and a portable one every SIMD kernel is tested
-//! against.
+//! "reduce range" weights), AVX2 pairs for full 8-bit weights (activations
+//! and weights widened to 16 bits, `vpmaddwd` only: exact, about half the
+//! rate) and a portable one every SIMD kernel is tested against.
 
 /// Output channels per packed block and per register tile.
 pub const OB: usize = 8;
@@ -28,6 +29,8 @@ const PT: usize = 32;
 pub enum Kernel {
     Vnni512,
     Avx2,
+    /// AVX2 `vpmaddwd` on 16-bit pairs: any 8-bit weights, exactly.
+    Avx2Pairs,
     Portable,
 }
 
@@ -36,7 +39,18 @@ impl Kernel {
         match self {
             Kernel::Vnni512 => "avx512-vnni",
             Kernel::Avx2 => "avx2-maddubs",
+            Kernel::Avx2Pairs => "avx2-madd16",
             Kernel::Portable => "portable",
+        }
+    }
+
+    /// i32 words of packed weights per packed 4-channel word: the pairs
+    /// kernel reads them split into two 16-bit pairs (`pair_words`).
+    pub fn words_per_group(self) -> usize {
+        if self == Kernel::Avx2Pairs {
+            2
+        } else {
+            1
         }
     }
 
@@ -50,8 +64,12 @@ impl Kernel {
             {
                 return Kernel::Vnni512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && max_abs_w <= AVX2_MAX_W {
-                return Kernel::Avx2;
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return if max_abs_w <= AVX2_MAX_W {
+                    Kernel::Avx2
+                } else {
+                    Kernel::Avx2Pairs
+                };
             }
         }
         let _ = max_abs_w;
@@ -68,7 +86,7 @@ impl Kernel {
                     && std::arch::is_x86_feature_detected!("avx512bw")
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Kernel::Avx2 | Kernel::Avx2Pairs => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -132,6 +150,24 @@ pub fn pack_weights(codes: &[i8], o: usize, c: usize, kh: usize, kw: usize) -> V
         }
     }
     packed
+}
+
+/// `pack_weights` words split for the `Avx2Pairs` kernel: word `2k` holds
+/// bytes 0 and 2 of packed word `k` as sign-extended i16s, word `2k + 1`
+/// bytes 1 and 3 — the channel pairs that masking an activation word with
+/// `0x00FF00FF` (after shifting it by 0 or 8 bits) lines up with.
+pub fn pair_words(packed: &[i32]) -> Vec<i32> {
+    let pair = |lo: u8, hi: u8| {
+        let (lo, hi) = (lo as i8 as i16 as u16 as u32, hi as i8 as i16 as u16 as u32);
+        (lo | hi << 16) as i32
+    };
+    packed
+        .iter()
+        .flat_map(|&w| {
+            let b = w.to_le_bytes();
+            [pair(b[0], b[2]), pair(b[1], b[3])]
+        })
+        .collect()
 }
 
 /// `128·Σ w` per output channel: what the +128 activation offset adds.
@@ -378,7 +414,7 @@ pub fn conv_image(
     assert!(
         xq.len() >= g.input_words()
             && out.len() >= g.o * ho * wo
-            && packed.len() >= g.o.div_ceil(OB) * d * OB
+            && packed.len() >= g.o.div_ceil(OB) * d * OB * kernel.words_per_group()
             && tile.len() >= g.tile_len()
             && offsets.len() == d
             && epi.comp.len() >= g.o
@@ -398,7 +434,30 @@ pub fn conv_image(
         unsafe { blocks_avx512(g, xq, packed, offsets, out, tile, epi, kernel) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx2Pairs) {
+        // SAFETY: `supported()` for both AVX2 kernels means AVX2 (asserted above).
+        unsafe { blocks_avx2(g, xq, packed, offsets, out, tile, epi, kernel) };
+        return;
+    }
     blocks(g, xq, packed, offsets, out, tile, epi, kernel);
+}
+
+/// `blocks` compiled for AVX2, so the epilogue runs 8 wide instead of SSE.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocks_avx2(
+    g: &Geometry,
+    xq: &[u32],
+    packed: &[i32],
+    offsets: &[usize],
+    out: &mut [f32],
+    tile: &mut [i32],
+    epi: Epilogue,
+    kernel: Kernel,
+) {
+    blocks(g, xq, packed, offsets, out, tile, epi, kernel)
 }
 
 /// `blocks` compiled for AVX-512, so the epilogue's int→float, scale, bias,
@@ -437,8 +496,9 @@ fn blocks(
     let (_, wq) = g.phase();
     let d = g.groups() * g.kh * g.kw;
     let positions = g.tile_positions();
+    let block_words = d * OB * kernel.words_per_group();
     for ob in 0..g.o.div_ceil(OB) {
-        let wblock = &packed[ob * d * OB..(ob + 1) * d * OB];
+        let wblock = &packed[ob * block_words..(ob + 1) * block_words];
         #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Vnni512 && exact_groups(ho, wo) {
             let o0 = ob * OB;
@@ -487,6 +547,11 @@ fn blocks(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as for VNNI.
                 Kernel::Avx2 => unsafe { tile_avx2(xq, offsets, wblock, p0, dst, positions) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as for VNNI; `wblock` holds two words per packed word.
+                Kernel::Avx2Pairs => unsafe {
+                    tile_avx2_pairs(xq, offsets, wblock, p0, dst, positions)
+                },
                 _ => tile_portable(xq, offsets, wblock, p0, dst, positions),
             }
         }
@@ -685,6 +750,45 @@ unsafe fn tile_avx2(
                 let wv = _mm256_set1_epi32(*wt.add(j));
                 let pairs = _mm256_maddubs_epi16(xv, wv);
                 *a = _mm256_add_epi32(*a, _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(d.add(j * positions + p0 + q) as *mut _, *a);
+        }
+    }
+}
+
+/// 8-bit weights on AVX2 without saturation: each activation word splits
+/// into channels (0, 2) and (1, 3) as zero-extended 16-bit pairs, each
+/// multiplied with the matching sign-extended weight pair by `vpmaddwd`
+/// (|sum| ≤ 2·255·128, exact in i32). Layout and stores as `tile_avx2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2_pairs(
+    xq: &[u32],
+    offsets: &[usize],
+    wpairs: &[i32],
+    p0: usize,
+    dst: &mut [i32],
+    positions: usize,
+) {
+    use std::arch::x86_64::*;
+    let mask = _mm256_set1_epi32(0x00FF_00FF);
+    let x = xq.as_ptr();
+    let wp = wpairs.as_ptr();
+    let d = dst.as_mut_ptr();
+    for q in (0..PT).step_by(8) {
+        let mut acc = [_mm256_setzero_si256(); OB];
+        for (t, &off) in offsets.iter().enumerate() {
+            let xv = _mm256_loadu_si256(x.add(off + p0 + q) as *const _);
+            let even = _mm256_and_si256(xv, mask);
+            let odd = _mm256_and_si256(_mm256_srli_epi32::<8>(xv), mask);
+            let wt = wp.add(t * OB * 2);
+            for (j, a) in acc.iter_mut().enumerate() {
+                let we = _mm256_set1_epi32(*wt.add(2 * j));
+                let wo = _mm256_set1_epi32(*wt.add(2 * j + 1));
+                let s = _mm256_add_epi32(_mm256_madd_epi16(even, we), _mm256_madd_epi16(odd, wo));
+                *a = _mm256_add_epi32(*a, s);
             }
         }
         for (j, a) in acc.iter().enumerate() {

@@ -20,6 +20,9 @@ pub struct Int8Weights {
     /// Largest |code| (decides whether the AVX2 kernel is exact).
     pub max_abs: i32,
     pub kernel: Kernel,
+    /// `packed` split into 16-bit pairs, made on first use by the
+    /// `Avx2Pairs` kernel (8-bit weights on AVX2-only CPUs).
+    pairs: std::sync::OnceLock<Vec<i32>>,
 }
 
 impl Int8Weights {
@@ -34,6 +37,17 @@ impl Int8Weights {
             comp: int8_conv::offset_compensation(codes, o),
             max_abs,
             kernel: Kernel::detect(max_abs),
+            pairs: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The packed words `kernel` reads.
+    pub fn words_for(&self, kernel: Kernel) -> &[i32] {
+        if kernel == Kernel::Avx2Pairs {
+            self.pairs
+                .get_or_init(|| int8_conv::pair_words(&self.packed))
+        } else {
+            &self.packed
         }
     }
 
@@ -115,6 +129,8 @@ pub fn conv2d_int8(
         ));
     }
     let mult: Vec<f32> = w.scale.iter().map(|s| s * act_scale).collect();
+    let words = w.words_for(kernel);
+    let per_group = kernel.words_per_group();
     let xs = contiguous(x);
     let res = residual.map(contiguous);
     // Every element is written below (direct tiles, GEMM with β = 0).
@@ -165,7 +181,7 @@ pub fn conv2d_int8(
                     int8_conv::conv_image(
                         &sub,
                         xq,
-                        &w.packed[o0 / OB * d * OB..],
+                        &words[o0 / OB * d * OB * per_group..],
                         &offsets,
                         dst,
                         &mut t,
