@@ -264,7 +264,7 @@ fn quantize_image_body<const AVX512: bool>(g: &Geometry, img: &[f32], scale: f32
                 // SAFETY: AVX-512 (see above); both runs inside `buf`, disjoint (asserted).
                 unsafe {
                     let p = buf.as_mut_ptr();
-                    deinterleave2_avx512(&words, p.add(e), p.add(o));
+                    super::conv_geometry::deinterleave2_avx512(&words, p.add(e), p.add(o));
                 }
                 continue;
             }
@@ -273,38 +273,6 @@ fn quantize_image_body<const AVX512: bool>(g: &Geometry, img: &[f32], scale: f32
                 buf[base + g.col_offset(px)] = w;
             }
         }
-    }
-}
-
-/// Even words to `even`, odd words to `odd` (a stride-2 conv's two column
-/// phases), 32 per step. `even` holds ⌈n/2⌉ words, `odd` ⌊n/2⌋.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn deinterleave2_avx512(src: &[u32], even: *mut u32, odd: *mut u32) {
-    use std::arch::x86_64::*;
-    let n = src.len();
-    let p = src.as_ptr();
-    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let mut k = 0;
-    while k + 32 <= n {
-        let a = _mm512_loadu_si512(p.add(k) as *const _);
-        let b = _mm512_loadu_si512(p.add(k + 16) as *const _);
-        _mm512_storeu_si512(
-            even.add(k / 2) as *mut _,
-            _mm512_permutex2var_epi32(a, ie, b),
-        );
-        _mm512_storeu_si512(
-            odd.add(k / 2) as *mut _,
-            _mm512_permutex2var_epi32(a, io, b),
-        );
-        k += 32;
-    }
-    while k < n {
-        let dst = if k % 2 == 0 { even } else { odd };
-        *dst.add(k / 2) = src[k];
-        k += 1;
     }
 }
 
@@ -546,11 +514,13 @@ fn blocks(
                 Kernel::Vnni512 => unsafe { tile_vnni(xq, offsets, wblock, p0, dst, positions) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as for VNNI.
-                Kernel::Avx2 => unsafe { tile_avx2(xq, offsets, wblock, p0, dst, positions) },
+                Kernel::Avx2 => unsafe {
+                    tile_avx2::<false>(xq, offsets, wblock, p0, dst, positions)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as for VNNI; `wblock` holds two words per packed word.
                 Kernel::Avx2Pairs => unsafe {
-                    tile_avx2_pairs(xq, offsets, wblock, p0, dst, positions)
+                    tile_avx2::<true>(xq, offsets, wblock, p0, dst, positions)
                 },
                 _ => tile_portable(xq, offsets, wblock, p0, dst, positions),
             }
@@ -724,9 +694,16 @@ unsafe fn tile_vnni(
     }
 }
 
+/// AVX2 tiles, 8 channels × 8 positions at a time (8 accumulators and the
+/// operands fit the 16 ymm registers). `PAIRS = false`: `vpmaddubsw` then
+/// `vpmaddwd` by ones, exact only for |w| ≤ 64 (`AVX2_MAX_W`). `PAIRS =
+/// true`, for any 8-bit weights: each activation word splits into channels
+/// (0, 2) and (1, 3) as zero-extended 16-bit pairs, each multiplied with the
+/// matching sign-extended weight pair (`pair_words`) by `vpmaddwd`
+/// (|sum| ≤ 2·255·128, exact in i32) — twice the multiplies' instructions.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(
+unsafe fn tile_avx2<const PAIRS: bool>(
     xq: &[u32],
     offsets: &[usize],
     wblock: &[i32],
@@ -736,58 +713,27 @@ unsafe fn tile_avx2(
 ) {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
+    let mask = _mm256_set1_epi32(0x00FF_00FF);
     let x = xq.as_ptr();
     let wp = wblock.as_ptr();
     let d = dst.as_mut_ptr();
-    // 8 channels × 8 positions at a time: 8 accumulators + operands fit the
-    // 16 ymm registers.
-    for q in (0..PT).step_by(8) {
-        let mut acc = [_mm256_setzero_si256(); OB];
-        for (t, &off) in offsets.iter().enumerate() {
-            let xv = _mm256_loadu_si256(x.add(off + p0 + q) as *const _);
-            let wt = wp.add(t * OB);
-            for (j, a) in acc.iter_mut().enumerate() {
-                let wv = _mm256_set1_epi32(*wt.add(j));
-                let pairs = _mm256_maddubs_epi16(xv, wv);
-                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(pairs, ones));
-            }
-        }
-        for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_si256(d.add(j * positions + p0 + q) as *mut _, *a);
-        }
-    }
-}
-
-/// 8-bit weights on AVX2 without saturation: each activation word splits
-/// into channels (0, 2) and (1, 3) as zero-extended 16-bit pairs, each
-/// multiplied with the matching sign-extended weight pair by `vpmaddwd`
-/// (|sum| ≤ 2·255·128, exact in i32). Layout and stores as `tile_avx2`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tile_avx2_pairs(
-    xq: &[u32],
-    offsets: &[usize],
-    wpairs: &[i32],
-    p0: usize,
-    dst: &mut [i32],
-    positions: usize,
-) {
-    use std::arch::x86_64::*;
-    let mask = _mm256_set1_epi32(0x00FF_00FF);
-    let x = xq.as_ptr();
-    let wp = wpairs.as_ptr();
-    let d = dst.as_mut_ptr();
+    let words = if PAIRS { 2 } else { 1 };
     for q in (0..PT).step_by(8) {
         let mut acc = [_mm256_setzero_si256(); OB];
         for (t, &off) in offsets.iter().enumerate() {
             let xv = _mm256_loadu_si256(x.add(off + p0 + q) as *const _);
             let even = _mm256_and_si256(xv, mask);
             let odd = _mm256_and_si256(_mm256_srli_epi32::<8>(xv), mask);
-            let wt = wp.add(t * OB * 2);
+            let wt = wp.add(t * OB * words);
             for (j, a) in acc.iter_mut().enumerate() {
-                let we = _mm256_set1_epi32(*wt.add(2 * j));
-                let wo = _mm256_set1_epi32(*wt.add(2 * j + 1));
-                let s = _mm256_add_epi32(_mm256_madd_epi16(even, we), _mm256_madd_epi16(odd, wo));
+                let s = if PAIRS {
+                    let we = _mm256_set1_epi32(*wt.add(2 * j));
+                    let wo = _mm256_set1_epi32(*wt.add(2 * j + 1));
+                    _mm256_add_epi32(_mm256_madd_epi16(even, we), _mm256_madd_epi16(odd, wo))
+                } else {
+                    let wv = _mm256_set1_epi32(*wt.add(j));
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones)
+                };
                 *a = _mm256_add_epi32(*a, s);
             }
         }

@@ -267,7 +267,7 @@ fn fill_input<const AVX512: bool>(
                 // the two destination runs are inside `xpad` and disjoint (asserted).
                 unsafe {
                     let p = xpad.as_mut_ptr();
-                    deinterleave2_avx512(src, p.add(e), p.add(o));
+                    super::conv_geometry::deinterleave2_avx512(src, p.add(e), p.add(o));
                 }
             } else {
                 // Column phase `ph` takes every s-th input column.
@@ -331,32 +331,6 @@ unsafe fn copy_avx(src: *const f32, dst: *mut f32, n: usize) {
     }
     while k < n {
         *dst.add(k) = *src.add(k);
-        k += 1;
-    }
-}
-
-/// `src[0], src[2], …` to `even`, `src[1], src[3], …` to `odd` (a stride-2
-/// conv's two column phases), 32 inputs per step: the scalar strided copy
-/// took 5 % of a ResNet-20 pass. `even` must hold ⌈n/2⌉ floats, `odd` ⌊n/2⌋.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn deinterleave2_avx512(src: &[f32], even: *mut f32, odd: *mut f32) {
-    use std::arch::x86_64::*;
-    let n = src.len();
-    let p = src.as_ptr();
-    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let mut k = 0;
-    while k + 2 * LANES <= n {
-        let (a, b) = (_mm512_loadu_ps(p.add(k)), _mm512_loadu_ps(p.add(k + LANES)));
-        _mm512_storeu_ps(even.add(k / 2), _mm512_permutex2var_ps(a, ie, b));
-        _mm512_storeu_ps(odd.add(k / 2), _mm512_permutex2var_ps(a, io, b));
-        k += 2 * LANES;
-    }
-    while k < n {
-        let dst = if k % 2 == 0 { even } else { odd };
-        *dst.add(k / 2) = src[k];
         k += 1;
     }
 }
