@@ -45,7 +45,12 @@ impl Default for SearchConfig {
             order: 4,
             init: 0.0,
             init_ranks: None,
-            gamma: 1.0,
+            // [D] γ = 10, not the reference's 1: with γ = 1 the search ended
+            // over budget (13.4 % relaxed for a 10 % budget, ResNet-20 3-bit)
+            // and `fit_budget`'s uniform scale-down then distorted the
+            // allocation it had found; γ = 10 ends at 10.1 %. Chosen on
+            // held-out train images: +1.3 (5 %) and +1.5 points (10 %).
+            gamma: 10.0,
             seed: 0,
             distill: false,
         }
