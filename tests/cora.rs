@@ -144,6 +144,50 @@ fn energy_ranks_fit_the_budget_and_beat_uniform_on_residual_error() {
     assert!(err(&e) <= err(&u), "{} > {}", err(&e), err(&u));
 }
 
+/// The optimal search's integer ranks respect the budget: scaled down to
+/// fit when rank ≥ 1 everywhere fits, and with the least-wanted layers
+/// dropped to rank 0 when even that does not (a 2 % budget on ResNet-20).
+#[test]
+fn fitted_ranks_never_exceed_the_budget() {
+    use qscope::train::cora_search::fit_budget;
+    let mut rng = Rng::new(5);
+    let layers: Vec<_> = [(16, 144), (32, 288), (64, 576)]
+        .iter()
+        .enumerate()
+        .map(|(k, &(n, d))| {
+            (
+                k,
+                residual_svd(&rand(&mut rng, n * d, 0.1), &vec![0.0; n * d], n, d),
+            )
+        })
+        .collect();
+    let cost = |r: &[usize]| -> usize {
+        layers
+            .iter()
+            .zip(r)
+            .map(|((_, s), &k)| s.adapter_params(k))
+            .sum()
+    };
+    let rt = [0.5, 0.3, 0.05];
+    // ceil(R·r̃) fits as it is; a smaller budget scales every rank down.
+    assert_eq!(fit_budget(&layers, &rt, 20_000), vec![8, 10, 4]);
+    let scaled = fit_budget(&layers, &rt, 4_000);
+    assert!(
+        cost(&scaled) <= 4_000 && scaled.iter().all(|&r| r >= 1),
+        "{scaled:?}"
+    );
+    assert!(
+        scaled.iter().zip([8, 10, 4]).all(|(&a, b)| a <= b),
+        "{scaled:?}"
+    );
+    // Rank 1 everywhere costs 160 + 320 + 640; 700 leaves room for the two
+    // layers the search wanted most only.
+    let tight = fit_budget(&layers, &rt, 700);
+    assert!(cost(&tight) <= 700, "{tight:?}");
+    assert_eq!(tight[2], 0, "{tight:?}");
+    assert!(tight[0] >= 1 && tight[1] >= 1, "{tight:?}");
+}
+
 #[test]
 fn exported_quantized_model_with_adapters_reloads_to_the_same_logits() {
     use qscope::quant::{quantize_model, Method, QuantConfig};
