@@ -17,6 +17,10 @@ use qscope::model::{forward, Graph};
 use qscope::quant::{quantize_model, Method, QuantConfig};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+
+/// The integer-path and AVX2 switches are process-wide: one test at a time.
+static SWITCHES: Mutex<()> = Mutex::new(());
 
 fn sample() -> (Graph, Tensor, Tensor) {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
@@ -62,6 +66,7 @@ fn both_paths(g: &Graph, x: &Tensor) -> (Tensor, Tensor) {
 
 #[test]
 fn w8a8_int8_kernel_matches_the_simulation() {
+    let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let (g, calib, x) = sample();
     let q = quantize_model(
         &g,
@@ -104,6 +109,7 @@ fn w8a8_int8_kernel_matches_the_simulation() {
 
 #[test]
 fn w4_weight_only_kernel_matches_the_f32_weights() {
+    let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let (g, calib, x) = sample();
     let q = quantize_model(
         &g,
@@ -125,4 +131,44 @@ fn w4_weight_only_kernel_matches_the_f32_weights() {
     eprintln!("w4: max logit difference {d:e} of range, {changed} changed predictions");
     assert!(d < 1e-4, "logits differ by {d} of their range");
     assert_eq!(changed, 0);
+}
+
+/// What an AVX2-only CPU runs: 8-bit weights on the 16-bit-pair kernel and
+/// 7-bit ("reduce range") weights on `vpmaddubsw`, each against the
+/// simulation with the same bounds as the VNNI path.
+#[test]
+fn avx2_int8_kernels_match_the_simulation() {
+    use qscope::engine::kernels::direct_conv::force_avx2;
+    use qscope::engine::kernels::int8_conv::Kernel;
+    if !Kernel::Avx2Pairs.supported() {
+        eprintln!("skipping: no AVX2");
+        return;
+    }
+    let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let (g, calib, x) = sample();
+    // Lowering picks the kernel, so the switch is on before the first forward.
+    force_avx2(true);
+    for (bits, kernel) in [(8, "int8 avx2-madd16"), (7, "int8 avx2-maddubs")] {
+        let q = quantize_model(
+            &g,
+            &calib,
+            &QuantConfig::new(Method::SmoothQuant, bits),
+            &AtomicBool::new(false),
+            &mut |_, _, _| {},
+        )
+        .expect("smoothquant");
+        let summary = path_summary(&q.graph);
+        let (real, sim) = both_paths(&q.graph, &x);
+        let (d, changed) = compare(&real, &sim);
+        eprintln!("{bits}-bit on {summary}: max logit difference {d:e}, {changed} changed");
+        force_avx2(false);
+        assert!(summary.starts_with(&format!("{kernel} ×")), "{summary}");
+        assert!(d < 0.03, "{bits}-bit: logits differ by {d} of their range");
+        assert!(
+            changed <= 3,
+            "{bits}-bit: {changed} of 300 predictions changed"
+        );
+        force_avx2(true);
+    }
+    force_avx2(false);
 }
