@@ -390,10 +390,9 @@ pub fn conv_image(
         "int8 conv: buffers do not match the geometry"
     );
     assert!(kernel.supported(), "int8 conv: kernel not supported here");
+    let input_words = g.input_words();
     assert!(
-        offsets
-            .iter()
-            .all(|&off| off + positions <= g.input_words()),
+        offsets.iter().all(|&off| off + positions <= input_words),
         "int8 conv: tap offsets outside the input"
     );
     #[cfg(target_arch = "x86_64")]
