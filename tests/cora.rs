@@ -144,6 +144,66 @@ fn energy_ranks_fit_the_budget_and_beat_uniform_on_residual_error() {
     assert!(err(&e) <= err(&u), "{} > {}", err(&e), err(&u));
 }
 
+/// Output gains are exact: with orthonormal `u_i`, the components' gains
+/// add up to `E‖ΔW x‖² = tr(ΔW H ΔWᵀ)`, and the first r of them to what a
+/// rank-r adapter removes. Reference: the direct sums in f64.
+#[test]
+fn output_gains_add_up_to_the_output_error_they_remove() {
+    use qscope::quant::cora::output_gains;
+    let mut rng = Rng::new(6);
+    let (n, d, m) = (6, 10, 40);
+    let dw = rand(&mut rng, n * d, 0.1);
+    let svd = residual_svd(&dw, &vec![0.0; n * d], n, d);
+    // H = X Xᵀ / m from random (correlated) inputs.
+    let mix = rand(&mut rng, d * d, 1.0);
+    let xs: Vec<Vec<f64>> = (0..m)
+        .map(|_| {
+            let z = rand(&mut rng, d, 1.0);
+            (0..d)
+                .map(|a| (0..d).map(|b| (mix[a * d + b] * z[b]) as f64).sum())
+                .collect()
+        })
+        .collect();
+    let mut h = vec![0f64; d * d];
+    for x in &xs {
+        for a in 0..d {
+            for b in 0..d {
+                h[a * d + b] += x[a] * x[b] / m as f64;
+            }
+        }
+    }
+    let err = |w: &[f32]| -> f64 {
+        xs.iter()
+            .map(|x| {
+                (0..n)
+                    .map(|a| {
+                        (0..d)
+                            .map(|b| w[a * d + b] as f64 * x[b])
+                            .sum::<f64>()
+                            .powi(2)
+                    })
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / m as f64
+    };
+    let g = output_gains(&svd, &h, None);
+    let total = err(&dw);
+    let sum: f64 = g.iter().sum();
+    assert!((sum - total).abs() <= 1e-4 * total, "{sum} vs {total}");
+    let c: Vec<f64> = (0..svd.rank_max())
+        .map(|i| if i < 2 { 1.0 } else { 0.0 })
+        .collect();
+    let part = svd.reconstruct(&c);
+    let rest: Vec<f32> = dw.iter().zip(&part).map(|(a, b)| a - b).collect();
+    let removed = total - err(&rest);
+    assert!(
+        (removed - g[0] - g[1]).abs() <= 1e-4 * total,
+        "{removed} vs {}",
+        g[0] + g[1]
+    );
+}
+
 /// The optimal search's integer ranks respect the budget: scaled down to
 /// fit when rank ≥ 1 everywhere fits, and with the least-wanted layers
 /// dropped to rank 0 when even that does not (a 2 % budget on ResNet-20).
@@ -230,6 +290,16 @@ fn exported_quantized_model_with_adapters_reloads_to_the_same_logits() {
     )
     .expect("cora");
     assert!(co.adapters.iter().any(|a| a.rank > 0));
+    // CoRa-H scored every closed-form rule and kept the lowest calibration loss.
+    let rules: Vec<&str> = co.candidates.iter().map(|c| c.rule).collect();
+    assert_eq!(
+        rules.len(),
+        qscope::train::cora_rules::RULES.len(),
+        "{rules:?}"
+    );
+    assert!(co.candidates.windows(2).all(|w| w[0].loss <= w[1].loss));
+    assert_eq!(co.ranks, co.candidates[0].ranks);
+    assert!(co.extra_params as f64 <= 0.1 * co.conv_params as f64);
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("cora.safetensors");
     qscope::model::export::save_with_adapters(&out.graph, &out.packed, &co.adapters, &p)

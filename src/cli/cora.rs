@@ -19,8 +19,11 @@ pub struct CoraArgs {
     /// Adapter parameters as a fraction of the conv parameters.
     #[arg(long, default_value_t = 0.05)]
     pub budget: f64,
-    /// optimal (CoRa-O), heuristic (CoRa-H: most residual energy per parameter),
-    /// channels (the reference's ⌊C_in·β⌋ rule), uniform (plain SVD truncation), none.
+    /// optimal (CoRa-O); heuristic (CoRa-H: of the five rules below, the one
+    /// with the lowest calibration loss); or one rule: energy (most residual
+    /// energy per parameter), output (most output error removed), fisher
+    /// (most loss removed, empirical Fisher), channels (the reference's
+    /// ⌊C_in·β⌋), uniform (plain SVD truncation, equal share); none.
     #[arg(long, default_value = "optimal")]
     pub method: String,
     /// Base quantizer whose residual the adapters reclaim: rtn or gptq.
@@ -76,14 +79,14 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
         loss: a.loss.clone(),
     };
     let mut progress = Progress::new("rank search");
-    let (ranks, extra, conv_params, adapted) = if a.method == "none" {
+    let (ranks, extra, conv_params, adapted, candidates) = if a.method == "none" {
         let conv_params: usize = graph
             .layer_nodes()
             .iter()
             .filter(|&&n| matches!(graph.nodes[n].op, qscope::model::Op::Conv(_)))
             .map(|&n| graph.weight(n).map_or(0, |(w, _)| w.len()))
             .sum();
-        (vec![], 0, conv_params, out.graph.clone())
+        (vec![], 0, conv_params, out.graph.clone(), vec![])
     } else {
         let co = apply(
             &graph,
@@ -96,10 +99,17 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
             &mut |_| {},
             &mut |s| progress.update(s.iteration, a.iters),
         )?;
-        (co.ranks, co.extra_params, co.conv_params, co.graph)
+        (
+            co.ranks,
+            co.extra_params,
+            co.conv_params,
+            co.graph,
+            co.candidates,
+        )
     };
     drop(progress);
     let search_secs = t1.elapsed().as_secs_f64();
+    let rule = candidates.first().map(|c| c.rule);
     let fused = adapted.fused();
     let tidx = eval_indices(&test, &(0..test.num_classes()).collect::<Vec<_>>(), a.limit);
     let eval = qscope::eval::evaluate(
@@ -115,7 +125,7 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     let v = serde_json::json!({
         "top1_all": eval.top1_all, "images": eval.images, "bits": a.bits, "base": a.base, "method": a.method,
         "budget": a.budget, "extra_params": extra, "extra_fraction": extra as f64 / conv_params as f64,
-        "ranks": ranks, "quantize_seconds": quant_secs, "search_seconds": search_secs,
+        "ranks": ranks, "rule": rule, "quantize_seconds": quant_secs, "search_seconds": search_secs,
     });
     if a.json {
         println!("{v}");
@@ -124,6 +134,16 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
             "{} {}-bit {} + CoRa-{}: top-1 {:.2} % ({} images); adapters {} params = {:.2} % of conv params (budget {:.0} %); search {:.1} s\nranks {:?}",
             graph.meta.arch, a.bits, a.base, a.method, eval.top1_all, eval.images, extra, 100.0 * extra as f64 / conv_params as f64, 100.0 * a.budget, search_secs, ranks
         );
+        if let Some(r) = rule {
+            println!(
+                "CoRa-H chose `{r}` by calibration cross-entropy: {}",
+                candidates
+                    .iter()
+                    .map(|c| format!("{} {:.4}", c.rule, c.loss))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
     Ok(())
 }

@@ -161,6 +161,17 @@ pub fn uniform_ranks(layers: &[&ResidualSvd], budget: usize) -> Vec<usize> {
 /// greedy choice minimises `Σ_l ‖ΔW_l − ΔW_l,r‖_F²` (Eckart–Young per layer)
 /// under the parameter budget exactly.
 pub fn energy_ranks(layers: &[&ResidualSvd], budget: usize) -> Vec<usize> {
+    let gains: Vec<Vec<f64>> = layers
+        .iter()
+        .map(|s| s.s.iter().map(|v| v * v).collect())
+        .collect();
+    greedy_ranks(layers, &gains, budget)
+}
+
+/// Keep, one at a time, the next component of the layer whose next gain per
+/// adapter parameter is largest, until nothing more fits in `budget`.
+/// `gains[l][i]` is what component i of layer l buys.
+pub fn greedy_ranks(layers: &[&ResidualSvd], gains: &[Vec<f64>], budget: usize) -> Vec<usize> {
     let mut ranks = vec![0usize; layers.len()];
     let mut spent = 0usize;
     loop {
@@ -168,7 +179,7 @@ pub fn energy_ranks(layers: &[&ResidualSvd], budget: usize) -> Vec<usize> {
             .iter()
             .enumerate()
             .filter(|(k, s)| ranks[*k] < s.rank_max() && spent + s.n + s.d <= budget)
-            .map(|(k, s)| (k, s.s[ranks[k]] * s.s[ranks[k]] / (s.n + s.d) as f64))
+            .map(|(k, s)| (k, gains[k][ranks[k]] / (s.n + s.d) as f64))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         match best {
             Some((k, _)) => {
@@ -178,4 +189,36 @@ pub fn energy_ranks(layers: &[&ResidualSvd], budget: usize) -> Vec<usize> {
             None => return ranks,
         }
     }
+}
+
+/// How much output error each component removes: with the layer input's
+/// second moment `H = E[x xᵀ]` (`d × d`) and the per-output-channel scale `s`
+/// applied after the conv (BatchNorm), component i contributes
+/// `σ_i² · (v_iᵀ H v_i) · Σ_a s_a² u_ai²` to `E‖diag(s) ΔW x‖²`. (Exact
+/// without `s`, where the `u_i` are orthonormal and cross terms vanish.)
+pub fn output_gains(svd: &ResidualSvd, h: &[f64], scale: Option<&[f32]>) -> Vec<f64> {
+    let (r, d) = (svd.rank_max(), svd.d);
+    (0..r)
+        .map(|i| {
+            let vi: Vec<f64> = (0..d).map(|b| svd.v[b * r + i]).collect();
+            let vhv: f64 = (0..d)
+                .map(|a| {
+                    vi[a]
+                        * h[a * d..(a + 1) * d]
+                            .iter()
+                            .zip(&vi)
+                            .map(|(x, y)| x * y)
+                            .sum::<f64>()
+                })
+                .sum();
+            let us: f64 = (0..svd.n)
+                .map(|a| {
+                    let sa = scale.map_or(1.0, |s| s[a] as f64);
+                    let u = svd.u[a * r + i];
+                    sa * sa * u * u
+                })
+                .sum();
+            svd.s[i] * svd.s[i] * vhv * us
+        })
+        .collect()
 }

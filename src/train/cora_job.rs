@@ -2,7 +2,8 @@
 //! chosen rule, adapters merged. Shared by `qscope cora` and jobs.
 use crate::data::{Preprocess, Split};
 use crate::model::{Graph, Op};
-use crate::quant::cora::{energy_ranks, heuristic_ranks, residual_svd, uniform_ranks, ResidualSvd};
+use crate::quant::cora::{energy_ranks, residual_svd, ResidualSvd};
+use crate::train::cora_rules::{rule_ranks, selected, with_adapters, Candidate, RuleInputs, RULES};
 use crate::train::cora_search::{search, SearchConfig, SearchStep};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,8 @@ pub struct CoraOutcome {
     pub rank_max: Vec<usize>,
     pub extra_params: usize,
     pub conv_params: usize,
+    /// CoRa-H: every closed-form rule with its calibration loss, the chosen first.
+    pub candidates: Vec<Candidate>,
 }
 
 /// `original` is the FP graph, `quantized` any graph holding the quantized
@@ -115,16 +118,23 @@ pub fn apply(
         .sum();
     let budget = (spec.budget * conv_params as f64) as usize;
     let svds: Vec<&ResidualSvd> = layers.iter().map(|(_, s)| s).collect();
+    let rule_inputs = RuleInputs {
+        original,
+        quantized: &q,
+        layers: &layers,
+        split,
+        calib,
+        budget,
+    };
+    let mut chosen = None;
     let ranks = match spec.method.as_str() {
-        "uniform" => uniform_ranks(&svds, budget),
-        "heuristic" => energy_ranks(&svds, budget),
-        "channels" => {
-            let info: Vec<(usize, usize, &ResidualSvd)> = layers
-                .iter()
-                .map(|(n, s)| (q.weight(*n).map_or(0, |(_, sh)| sh[1]), s.n, s))
-                .collect();
-            heuristic_ranks(&info, budget)
+        "heuristic" => {
+            let c = selected(&rule_inputs)?;
+            let ranks = c[0].ranks.clone();
+            chosen = Some(c);
+            ranks
         }
+        m if RULES.contains(&m) => rule_ranks(m, &rule_inputs)?,
         "optimal" => {
             // [D] Start from CoRa-H's ranks: the gradient search then refines a
             // good allocation instead of an even share of the budget (measured
@@ -161,13 +171,14 @@ pub fn apply(
         }
         m => {
             return Err(Error::Invalid(format!(
-                "unknown CoRa method `{m}` (optimal, heuristic, channels, uniform)"
+                "unknown CoRa method `{m}` (optimal, heuristic, {})",
+                RULES.join(", ")
             )))
         }
     };
     let mut extra = 0;
     let mut adapters = vec![];
-    for (((n, svd), &r), name) in layers.iter().zip(&ranks).zip(&names) {
+    for (((_, svd), &r), name) in layers.iter().zip(&ranks).zip(&names) {
         let rm = svd.rank_max();
         let a: Vec<f32> = (0..r * svd.d)
             .map(|t| (svd.s[t / svd.d].sqrt() * svd.v[(t % svd.d) * rm + t / svd.d]) as f32)
@@ -181,15 +192,9 @@ pub fn apply(
             a,
             b,
         });
-        let c: Vec<f64> = (0..svd.rank_max())
-            .map(|i| if i < r { 1.0 } else { 0.0 })
-            .collect();
-        let delta = svd.reconstruct(&c);
         extra += svd.adapter_params(r);
-        if let Some(w) = q.weight_mut(*n) {
-            w.iter_mut().zip(&delta).for_each(|(o, d)| *o += d);
-        }
     }
+    let q = with_adapters(&q, &layers, &ranks);
     Ok(CoraOutcome {
         graph: q,
         adapters,
@@ -198,5 +203,6 @@ pub fn apply(
         rank_max: layers.iter().map(|(_, s)| s.rank_max()).collect(),
         extra_params: extra,
         conv_params,
+        candidates: chosen.unwrap_or_default(),
     })
 }

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod backward;
 pub mod cora_job;
+pub mod cora_rules;
 pub mod cora_search;
 pub mod finetune;
 pub mod optim;
