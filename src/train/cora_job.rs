@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 pub struct CoraSpec {
     /// Adapter parameters as a fraction of the conv parameters.
     pub budget: f64,
-    /// optimal, heuristic, channels, uniform.
+    /// optimal, heuristic, or one closed-form rule (`cora_rules::RULES`).
     pub method: String,
     #[serde(default = "iters")]
     pub iterations: usize,
