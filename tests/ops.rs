@@ -350,6 +350,7 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
             &x,
             &w,
             Some(nib),
+            None,
             [o, c, k, k],
             ConvGeom::new(1, 1),
             Epilogue::default(),
@@ -394,13 +395,128 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
             step: &lb.step,
             lo: &lb.lo,
         };
-        let w4_out =
-            ops::conv::conv2d_with(&x, &w, Some(nib), [o, c, k, k], geom, Epilogue::default())
-                .expect("w4");
+        let w4_out = ops::conv::conv2d_with(
+            &x,
+            &w,
+            Some(nib),
+            None,
+            [o, c, k, k],
+            geom,
+            Epilogue::default(),
+        )
+        .expect("w4");
         let err = max_rel_diff(&w4_out, &f32_out);
         assert!(err < 1e-5, "{:?}: {err}", (n, c, h, o, k, p, s));
     }
     // A float row is not on any 16-level grid.
     let w: Vec<f32> = (0..8 * 27).map(|_| rng.normal() as f32).collect();
     assert!(lower_lowbit(&w, [8, 3, 3, 3]).is_none());
+}
+
+/// Winograd F(2×2, 3×3) kernel, called directly so it surely runs, against
+/// the f64 naive convolution: tile rows of 16k (32 and 64 wide maps), 8 and
+/// 4 tiles, pads 0–2, a non-square map, channel counts that leave partial
+/// 8-channel blocks, and bias + residual + ReLU. Tolerance 2e-5 of the max
+/// magnitude: the transforms add a few roundings per output. The team split
+/// (batch-1 latency) must equal the one-thread result bit for bit.
+#[test]
+fn winograd_matches_the_naive_convolution_and_splits_exactly() {
+    use qscope::engine::kernels::direct_conv::Epilogue as DEpi;
+    use qscope::engine::kernels::winograd::{self, WinoGeom};
+    if !winograd::is_available() {
+        eprintln!("no AVX-512: Winograd kernel not tested on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(21);
+    // (c, h, w, o, pad)
+    let cases = [
+        (16, 32, 32, 16, 1),
+        (5, 16, 16, 12, 1),
+        (32, 8, 8, 20, 1),
+        (3, 10, 10, 8, 0),
+        (7, 14, 14, 9, 2),
+        (4, 16, 32, 8, 1),
+        (6, 4, 64, 16, 1),
+    ];
+    for &(c, h, w, o, p) in &cases {
+        let g = WinoGeom { c, h, w, o, pad: p };
+        assert!(g.supported(), "{g:?}");
+        let (ho, wo) = g.out();
+        let x = Tensor::from_shape_fn((1, c, h, w), |_| rng.normal() as f32);
+        let wt: Vec<f32> = (0..o * c * 9).map(|_| rng.normal() as f32 * 0.2).collect();
+        let bias: Vec<f32> = (0..o).map(|_| rng.normal() as f32).collect();
+        let res = Tensor::from_shape_fn((1, o, ho, wo), |_| rng.normal() as f32);
+        let want =
+            (naive_conv(&x, &wt, [o, c, 3, 3], 1, p, 1, Some(&bias)) + &res).mapv(|v| v.max(0.0));
+        let u = winograd::transform_weights(o, c, |oc, ic, k| wt[(oc * c + ic) * 9 + k]);
+        let epi = DEpi {
+            bias: Some(&bias),
+            residual: Some(res.as_slice().expect("contiguous")),
+            relu: true,
+        };
+        let xs = x.as_slice().expect("contiguous");
+        let mut got = Tensor::zeros((1, o, ho, wo));
+        winograd::conv_image(&g, xs, &u, got.as_slice_mut().expect("c"), epi);
+        let err = max_rel_diff(&got, &want);
+        assert!(err < 2e-5, "{g:?}: {err}");
+        for threads in [2, 3] {
+            let mut split = Tensor::zeros((1, o, ho, wo));
+            winograd::conv_image_split(&g, xs, &u, split.as_slice_mut().expect("c"), epi, threads);
+            assert!(
+                split
+                    .iter()
+                    .zip(got.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{g:?}: split over {threads} differs"
+            );
+        }
+    }
+    // Geometries the kernel does not take go elsewhere.
+    for g in [
+        WinoGeom {
+            c: 4,
+            h: 7,
+            w: 7,
+            o: 4,
+            pad: 1,
+        },
+        WinoGeom {
+            c: 4,
+            h: 12,
+            w: 12,
+            o: 4,
+            pad: 1,
+        },
+    ] {
+        assert!(!g.supported(), "{g:?}");
+    }
+}
+
+/// Through `conv2d`, a batch of 3 on a 3×3 stride-1 conv: the Winograd path
+/// (default) and the direct kernel (Winograd off) agree within the same
+/// tolerance, and both match the naive convolution.
+#[test]
+fn conv2d_with_and_without_winograd_agree() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(22);
+    let (c, o) = (16, 24);
+    let x = random_input(3, c, 16, 23);
+    let w: Vec<f32> = (0..o * c * 9).map(|_| rng.normal() as f32 * 0.2).collect();
+    let run = || {
+        ops::conv2d(
+            &x,
+            &w,
+            [o, c, 3, 3],
+            ConvGeom::new(1, 1),
+            Epilogue::default(),
+        )
+        .expect("conv")
+    };
+    let with = run();
+    ops::conv::set_winograd(false);
+    let without = run();
+    ops::conv::set_winograd(true);
+    let want = naive_conv(&x, &w, [o, c, 3, 3], 1, 1, 1, None);
+    assert!(max_rel_diff(&with, &want) < 2e-5);
+    assert!(max_rel_diff(&without, &want) < 1e-5);
 }

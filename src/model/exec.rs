@@ -111,10 +111,16 @@ impl Runner {
                             (_, _, Some(f)) => Some(Weights::F32(&f.packed)),
                             _ => None,
                         };
+                        let wino = match (&path, folded) {
+                            (ConvPath::W4, _) => None,
+                            (_, Some(f)) => winograd_weights(f, c),
+                            _ => None,
+                        };
                         ops::conv::conv2d_with(
                             x.as_ref(),
                             &weight,
                             direct,
+                            wino,
                             c.shape,
                             c.geom,
                             Epilogue {
@@ -290,6 +296,22 @@ fn int8_weights<'a>(
                 .then(|| Arc::new(crate::model::lower::lower_int8(&f.weight, c.shape)))
         })
         .as_ref()
+}
+
+/// The folded weight transformed for the Winograd kernel (3×3 convs only).
+fn winograd_weights<'a>(f: &'a FoldedConv, c: &ConvLayer) -> Option<&'a [f32]> {
+    let [o, ci, kh, kw] = c.shape;
+    if (kh, kw, c.geom.stride.max(1)) != (3, 3, 1)
+        || c.geom.groups > 1
+        || f.weight.len() != o * ci * 9
+    {
+        return None;
+    }
+    Some(f.winograd.get_or_init(|| {
+        crate::engine::kernels::winograd::transform_weights(o, ci, |oc, ic, k| {
+            f.weight[(oc * ci + ic) * 9 + k]
+        })
+    }))
 }
 
 fn lowbit_weights<'a>(

@@ -90,6 +90,8 @@ pub struct FoldedConv {
     /// `weight` as 4-bit codes when it lies on a ≤ 16-level grid (weight-only
     /// models), built on first use.
     pub lowbit: std::sync::OnceLock<Option<std::sync::Arc<crate::model::lower::LowBitWeights>>>,
+    /// `weight` in the Winograd kernel's layout (3×3 convs), built on first use.
+    pub winograd: std::sync::OnceLock<Vec<f32>>,
 }
 
 #[derive(Clone, Debug)]
@@ -208,6 +210,7 @@ impl Graph {
                     packed,
                     int8: Default::default(),
                     lowbit: Default::default(),
+                    winograd: Default::default(),
                 }));
             }
         }

@@ -5,3 +5,4 @@ pub mod direct_conv;
 pub mod sgemm;
 pub use sgemm::{sgemm, MatRef};
 pub mod int8_conv;
+pub mod winograd;

@@ -2,7 +2,7 @@
 //! with bias, residual add and ReLU fused into a single pass over the output.
 //! One GEMM per image, parallel across images, measured faster than one large
 //! batched GEMM on ResNet-20's shapes (the column buffer stays in L2).
-use crate::engine::kernels::{direct_conv, sgemm, MatRef};
+use crate::engine::kernels::{direct_conv, sgemm, winograd, MatRef};
 use crate::engine::tensor::{contiguous, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -52,6 +52,18 @@ pub fn set_direct_conv(enabled: bool) {
 
 fn direct_enabled() -> bool {
     DIRECT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static WINOGRAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Allow (default) or forbid the Winograd kernel for 3×3 stride-1 convs
+/// (tests compare it with the direct kernel; `qscope bench --no-winograd`).
+pub fn set_winograd(enabled: bool) {
+    WINOGRAD.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn winograd_enabled() -> bool {
+    WINOGRAD.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Unfold one image's channels `[c0, c0+cg)` and output rows `[oy0, oy1)` into
@@ -138,6 +150,7 @@ pub fn conv2d_prepacked(
         x,
         weight,
         prepacked.map(direct_conv::Weights::F32),
+        None,
         wshape,
         geom,
         epi,
@@ -145,11 +158,14 @@ pub fn conv2d_prepacked(
 }
 
 /// As `conv2d`, with the direct kernel reading `direct` (packed f32 or 4-bit
-/// codes) when it runs; `weight` (f32, row-major) serves the other paths.
+/// codes) and the Winograd kernel `winograd` (`winograd::transform_weights`,
+/// computed here when None) when they run; `weight` (f32, row-major) serves
+/// the other paths.
 pub fn conv2d_with(
     x: &Tensor,
     weight: &[f32],
     direct: Option<direct_conv::Weights>,
+    winograd: Option<&[f32]>,
     wshape: [usize; 4],
     geom: ConvGeom,
     epi: Epilogue,
@@ -216,6 +232,62 @@ pub fn conv2d_with(
     // 1×1 stride-1 convs read the input planes as they are in one GEMM;
     // everything else goes direct when the CPU has AVX-512.
     let pointwise = kh == 1 && kw == 1 && stride == 1;
+    let wg = winograd::WinoGeom {
+        c,
+        h,
+        w,
+        o,
+        pad: geom.pad,
+    };
+    // 4-bit weights stay on the direct kernel, which decodes them in place.
+    let f32_weights = !matches!(direct, Some(direct_conv::Weights::Nibbles { .. }));
+    if g == 1
+        && (kh, kw, stride) == (3, 3, 1)
+        && f32_weights
+        && wg.supported()
+        && winograd_enabled()
+        && direct_enabled()
+        && winograd::is_available()
+        && !direct_conv::avx2_forced()
+    {
+        let owned;
+        let u = match winograd {
+            Some(u) if u.len() == 16 * wg.out_blocks() * c * winograd::OR => u,
+            _ => {
+                owned =
+                    winograd::transform_weights(o, c, |oc, ic, k| weight[(oc * c + ic) * 9 + k]);
+                &owned
+            }
+        };
+        let per_img_in = c * h * w;
+        // As for the direct kernel: one image is shared by the team from ~1 M
+        // multiply-adds (direct-conv count).
+        let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
+        let image = |b: usize, dst: &mut [f32]| {
+            let e = direct_conv::Epilogue {
+                bias: epi.bias,
+                residual: residual
+                    .as_ref()
+                    .map(|r| &r[b * per_img_out..(b + 1) * per_img_out]),
+                relu: epi.relu,
+            };
+            let img = &xs[b * per_img_in..(b + 1) * per_img_in];
+            if team {
+                winograd::conv_image_split(&wg, img, u, dst, e, threads);
+            } else {
+                winograd::conv_image(&wg, img, u, dst, e);
+            }
+        };
+        if n > 1 {
+            out_slice
+                .par_chunks_mut(per_img_out)
+                .enumerate()
+                .for_each(|(b, dst)| image(b, dst));
+        } else {
+            image(0, out_slice);
+        }
+        return Ok(out);
+    }
     if g == 1 && !pointwise && direct_conv::available() && direct_enabled() {
         let dg = direct_conv::Geometry {
             c,

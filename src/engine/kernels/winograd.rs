@@ -1,0 +1,604 @@
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions (AVX-512).
+//!
+//! Each 2×2 block of outputs ("tile") is `Aᵀ [Σ_c U_c ⊙ V_c] A`, with
+//! `U = G g Gᵀ` (the 3×3 filter, 4×4 after transform, computed once per
+//! model) and `V = Bᵀ d B` (the tile's 4×4 input patch). That is 16
+//! multiply-adds per input channel for 4 outputs, against 36 for the direct
+//! convolution: 2.25× fewer. The sum over channels is 16 independent GEMMs
+//! (one per element ξ of the 4×4), run here as register tiles of 8 output
+//! channels × 16 or 32 tiles, vectorised across tiles.
+//!
+//! Vectors of 16 tiles are contiguous loads because the padded input is
+//! stored split by column parity ("phase planes", as for stride-2 direct
+//! convs): tap column j of tiles tx…tx+15 is `phase[j % 2][row][tx + j/2 …]`.
+//! Maps whose tile rows are 16k, 8 or 4 tiles wide (ResNet-20/56's 32, 16
+//! and 8 wide maps) are supported; others use the direct kernel.
+//!
+//! Transforms (Lavin & Gray 2016), `g` rows = ky, columns = kx:
+//! `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`,
+//! `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`, `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
+use super::direct_conv::Epilogue;
+
+/// Output channels per GEMM register tile (and per block of `U`).
+pub const OR: usize = 8;
+const LANES: usize = 16;
+/// Tiles per block: the GEMM's register tile is `OR` × up to two vectors.
+const TB: usize = 2 * LANES;
+
+/// One 3×3 stride-1 convolution of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WinoGeom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub pad: usize,
+}
+
+/// How a row of tiles maps onto 16-lane vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rows {
+    /// Tile rows of 16k tiles: a vector is 16 tiles of one row.
+    Wide,
+    /// 8 tiles per row: a vector is two rows.
+    Eight,
+    /// 4 tiles per row: a vector is four rows.
+    Four,
+}
+
+impl WinoGeom {
+    pub fn out(&self) -> (usize, usize) {
+        (
+            (self.h + 2 * self.pad).saturating_sub(2),
+            (self.w + 2 * self.pad).saturating_sub(2),
+        )
+    }
+    /// Tile rows and tiles per row.
+    fn tiles(&self) -> (usize, usize) {
+        let (ho, wo) = self.out();
+        (ho / 2, wo / 2)
+    }
+    fn rows(&self) -> Option<Rows> {
+        match self.tiles().1 {
+            0 => None,
+            t if t % LANES == 0 => Some(Rows::Wide),
+            8 => Some(Rows::Eight),
+            4 => Some(Rows::Four),
+            _ => None,
+        }
+    }
+    /// Whether this kernel handles the geometry (the vector paths need even
+    /// output sizes and whole vectors of tiles).
+    pub fn supported(&self) -> bool {
+        let (ho, wo) = self.out();
+        let (th, tw) = self.tiles();
+        self.c > 0
+            && self.o > 0
+            && ho > 0
+            && ho % 2 == 0
+            && wo % 2 == 0
+            && self.pad <= 2
+            && self.rows().is_some()
+            && (th * tw) % LANES == 0
+    }
+    /// Rows of a phase plane (padded input rows the tiles read).
+    fn hp(&self) -> usize {
+        2 * self.tiles().0 + 2
+    }
+    /// Row pitch of a phase plane: `tw + 1` columns of one parity.
+    fn pitch(&self) -> usize {
+        self.tiles().1 + 1
+    }
+    /// One channel's two phase planes.
+    fn channel_len(&self) -> usize {
+        2 * self.hp() * self.pitch()
+    }
+    pub fn planes_len(&self) -> usize {
+        self.c * self.channel_len()
+    }
+    /// Scratch one part needs besides the planes: V and M of one block.
+    pub fn block_scratch_len(&self) -> usize {
+        16 * self.c * TB + 16 * OR * TB
+    }
+    pub fn blocks(&self) -> usize {
+        let (th, tw) = self.tiles();
+        (th * tw).div_ceil(TB)
+    }
+    pub fn out_blocks(&self) -> usize {
+        self.o.div_ceil(OR)
+    }
+}
+
+/// `U = G g Gᵀ` for every (output, input) channel pair, laid out
+/// `[16 ξ][⌈O/8⌉][C][8]` (zero-padded channels) so the GEMM broadcasts
+/// consecutive values. `w(o, c, k)` is tap `k = 3·ky + kx` of the filter.
+pub fn transform_weights(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+    let obs = o.div_ceil(OR);
+    let mut u = vec![0f32; 16 * obs * c * OR];
+    for oc in 0..o {
+        for ic in 0..c {
+            let g = |ky: usize, kx: usize| w(oc, ic, 3 * ky + kx);
+            // (G g)[a][kx], then ((G g) Gᵀ)[a][b].
+            let gg: [[f32; 3]; 4] = std::array::from_fn(|a| {
+                std::array::from_fn(|kx| match a {
+                    0 => g(0, kx),
+                    1 => 0.5 * (g(0, kx) + g(1, kx) + g(2, kx)),
+                    2 => 0.5 * (g(0, kx) - g(1, kx) + g(2, kx)),
+                    _ => g(2, kx),
+                })
+            });
+            for (a, r) in gg.iter().enumerate() {
+                let row = [
+                    r[0],
+                    0.5 * (r[0] + r[1] + r[2]),
+                    0.5 * (r[0] - r[1] + r[2]),
+                    r[2],
+                ];
+                for (b, &v) in row.iter().enumerate() {
+                    let xi = 4 * a + b;
+                    u[((xi * obs + oc / OR) * c + ic) * OR + oc % OR] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+fn check(g: &WinoGeom, img: &[f32], u: &[f32], out: &[f32], epi: &Epilogue) {
+    let (ho, wo) = g.out();
+    assert!(g.supported(), "winograd: unsupported geometry {g:?}");
+    assert!(
+        is_available(),
+        "winograd: AVX-512 not available on this CPU"
+    );
+    assert_eq!(img.len(), g.c * g.h * g.w, "winograd: input size");
+    assert_eq!(
+        u.len(),
+        16 * g.out_blocks() * g.c * OR,
+        "winograd: weights size"
+    );
+    assert_eq!(out.len(), g.o * ho * wo, "winograd: output size");
+    if let Some(b) = epi.bias {
+        assert!(b.len() >= g.o, "winograd: bias size");
+    }
+    if let Some(r) = epi.residual {
+        assert!(r.len() >= g.o * ho * wo, "winograd: residual size");
+    }
+}
+
+/// Whether this CPU runs the kernel (AVX-512F, detected at run time).
+pub fn is_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PLANES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One image: `out[o][y][x] = epilogue(conv(img, w))`, with `u` from
+/// [`transform_weights`]. Panics if the geometry is unsupported or the CPU
+/// lacks AVX-512 (callers check [`WinoGeom::supported`] and [`is_available`]).
+pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Epilogue) {
+    check(g, img, u, out, &epi);
+    SCRATCH.with(|cell| {
+        let mut s = cell.borrow_mut();
+        let need = g.planes_len() + g.block_scratch_len();
+        if s.len() < need {
+            s.resize(need, 0.0);
+        }
+        let (planes, rest) = s.split_at_mut(g.planes_len());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 and every size checked by `check`; the planes and
+        // block buffers have the lengths the geometry asks for.
+        unsafe {
+            build_planes(g, img, planes);
+            run_part(
+                g,
+                planes,
+                u,
+                out.as_mut_ptr(),
+                &epi,
+                0..g.blocks(),
+                0..g.out_blocks(),
+                rest,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (planes, rest);
+    });
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: parts write disjoint (tile block × channel block) regions.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// One image split over `threads` (the spinning team, for batch-1
+/// latency): the caller builds the phase planes, then parts take disjoint
+/// (tile blocks × output-channel blocks). Results equal [`conv_image`]'s
+/// bit for bit: every output is computed the same way by one part.
+pub fn conv_image_split(
+    g: &WinoGeom,
+    img: &[f32],
+    u: &[f32],
+    out: &mut [f32],
+    epi: Epilogue,
+    threads: usize,
+) {
+    check(g, img, u, out, &epi);
+    PLANES.with(|cell| {
+        let mut planes = cell.borrow_mut();
+        if planes.len() < g.planes_len() {
+            planes.resize(g.planes_len(), 0.0);
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `conv_image`.
+        unsafe {
+            build_planes(g, img, &mut planes[..g.planes_len()]);
+        }
+        // Split tile blocks first; output-channel blocks when there are
+        // fewer tile blocks than threads (8×8 maps have one).
+        let (nb, nob) = (g.blocks(), g.out_blocks());
+        let ob_parts = threads.div_ceil(nb).clamp(1, nob);
+        let parts = nb * ob_parts;
+        let shared = SharedOut(out.as_mut_ptr());
+        let planes = &planes[..g.planes_len()];
+        let part = |k: usize| {
+            #[allow(clippy::redundant_locals)]
+            let shared = &shared;
+            let (b, q) = (k / ob_parts, k % ob_parts);
+            let obs = q * nob / ob_parts..(q + 1) * nob / ob_parts;
+            if obs.is_empty() {
+                return;
+            }
+            SCRATCH.with(|cell| {
+                let mut s = cell.borrow_mut();
+                if s.len() < g.block_scratch_len() {
+                    s.resize(g.block_scratch_len(), 0.0);
+                }
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `check` as above; `team::run` calls each part once,
+                // the parts' (block, channel) ranges are disjoint, and `out`
+                // stays borrowed until every part has finished.
+                unsafe {
+                    run_part(g, planes, u, shared.0, &epi, b..b + 1, obs, &mut s);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (&mut s, shared, obs, b);
+            });
+        };
+        crate::engine::team::run(parts, threads, &part);
+    });
+}
+
+/// The zero-padded input split by column parity: channel c, phase φ, padded
+/// row r, index k holds padded column `2k + φ`. Every element is written
+/// once, with vector stores (slice fills became libc `memset` calls per row,
+/// and a 32-wide split ran scalar on 16-wide rows: 20 % of a pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn build_planes(g: &WinoGeom, img: &[f32], planes: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
+    let ph = hp * p;
+    // Even source columns land in phase pad % 2, odd ones in the other.
+    let (even_ph, even_at) = (pad % 2, pad / 2);
+    let (odd_ph, odd_at) = (1 - pad % 2, (pad + 1) / 2);
+    let (ne, no) = (g.w.div_ceil(2), g.w / 2);
+    assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
+    assert!(planes.len() >= g.planes_len() && img.len() >= g.c * g.h * g.w);
+    let zero = _mm512_setzero_ps();
+    // Zero `[a, b)` of a row.
+    let clear = |row: *mut f32, a: usize, b: usize| {
+        let mut k = a;
+        while k < b {
+            let m = ((1u32 << (b - k).min(LANES)) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(row.add(k), m, zero);
+            k += LANES;
+        }
+    };
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // 32 source columns per step, the last step masked: (first column,
+    // load masks of its two halves, store masks of the even and odd parts).
+    let steps: Vec<(usize, __mmask16, __mmask16, __mmask16, __mmask16)> = (0..g.w)
+        .step_by(2 * LANES)
+        .map(|k| {
+            let left = (g.w - k).min(2 * LANES);
+            let m = |n: usize| ((1u32 << n) - 1) as __mmask16;
+            (
+                k,
+                m(left.min(LANES)),
+                m(left.saturating_sub(LANES)),
+                m(left.div_ceil(2)),
+                m(left / 2),
+            )
+        })
+        .collect();
+    let base = planes.as_mut_ptr();
+    for ch in 0..g.c {
+        let cp = base.add(ch * 2 * ph);
+        for phase in 0..2 {
+            for r in (0..pad).chain(pad + g.h..hp) {
+                clear(cp.add(phase * ph + r * p), 0, p);
+            }
+        }
+        for y in 0..g.h {
+            let r = y + pad;
+            let src = img.as_ptr().add((ch * g.h + y) * g.w);
+            let e = cp.add(even_ph * ph + r * p);
+            let o = cp.add(odd_ph * ph + r * p);
+            if pad == 1 && g.w % 2 == 0 {
+                // The usual case: padded column 0 is index 0 of phase 0
+                // (where odd source columns go from index 1 on), padded
+                // column w + 1 the last index of phase 1 (even columns).
+                *o = 0.0;
+                *e.add(ne) = 0.0;
+            } else {
+                clear(e, 0, even_at);
+                clear(e, even_at + ne, p);
+                clear(o, 0, odd_at);
+                clear(o, odd_at + no, p);
+            }
+            let (e, o) = (e.add(even_at), o.add(odd_at));
+            for &(k, ma, mb, me, mo) in &steps {
+                let a = _mm512_maskz_loadu_ps(ma, src.add(k));
+                let b = _mm512_maskz_loadu_ps(mb, src.add(k + LANES));
+                _mm512_mask_storeu_ps(e.add(k / 2), me, _mm512_permutex2var_ps(a, ie, b));
+                _mm512_mask_storeu_ps(o.add(k / 2), mo, _mm512_permutex2var_ps(a, io, b));
+            }
+        }
+    }
+}
+
+/// Tile blocks `blocks` × output-channel blocks `obs` of one image.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_part(
+    g: &WinoGeom,
+    planes: &[f32],
+    u: &[f32],
+    out: *mut f32,
+    epi: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+    scratch: &mut [f32],
+) {
+    match g.rows() {
+        Some(Rows::Wide) => part_rows::<0>(g, planes, u, out, epi, blocks, obs, scratch),
+        Some(Rows::Eight) => part_rows::<1>(g, planes, u, out, epi, blocks, obs, scratch),
+        Some(Rows::Four) => part_rows::<2>(g, planes, u, out, epi, blocks, obs, scratch),
+        None => unreachable!("checked by supported()"),
+    }
+}
+
+/// `KIND`: 0 = `Rows::Wide`, 1 = `Eight`, 2 = `Four` (a const, so the
+/// vector loads and stores compile without a branch).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn part_rows<const KIND: usize>(
+    g: &WinoGeom,
+    planes: &[f32],
+    u: &[f32],
+    out: *mut f32,
+    epi: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+    scratch: &mut [f32],
+) {
+    let (th, tw) = g.tiles();
+    let tiles = th * tw;
+    let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
+    let nob = g.out_blocks();
+    for blk in blocks {
+        let t0 = blk * TB;
+        let nt = (tiles - t0).min(TB);
+        input_transform::<KIND>(g, planes, t0, nt, vbuf);
+        for ob in obs.clone() {
+            for xi in 0..16 {
+                let ub = u.as_ptr().add((xi * nob + ob) * g.c * OR);
+                let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
+                let vb = vbuf.as_ptr().add(xi * g.c * TB);
+                if nt == TB {
+                    gemm_tile::<2>(vb, ub, g.c, mb);
+                } else {
+                    gemm_tile::<1>(vb, ub, g.c, mb);
+                }
+            }
+            output_transform::<KIND>(g, mbuf, ob, t0, nt, out, epi);
+        }
+    }
+}
+
+/// Load tap (i, j) of 16 tiles from `t` on, channel planes at `cp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_taps<const KIND: usize>(
+    cp: *const f32,
+    g: &WinoGeom,
+    t: usize,
+    i: usize,
+    j: usize,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let (p, tw) = (g.pitch(), g.tiles().1);
+    let base = cp.add((j % 2) * g.hp() * p + j / 2);
+    let (ty, tx) = (t / tw, t % tw);
+    let at = |ty: usize| base.add((2 * ty + i) * p);
+    match KIND {
+        0 => _mm512_loadu_ps(at(ty).add(tx)),
+        1 => {
+            // (f64x4 insert: AVX-512F; the f32x8 one needs AVX-512DQ.)
+            let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(at(ty))));
+            let hi = _mm256_castps_pd(_mm256_loadu_ps(at(ty + 1)));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
+        }
+        _ => {
+            let v = _mm512_castps128_ps512(_mm_loadu_ps(at(ty)));
+            let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(at(ty + 1)));
+            let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(at(ty + 2)));
+            _mm512_insertf32x4::<3>(v, _mm_loadu_ps(at(ty + 3)))
+        }
+    }
+}
+
+/// `V = Bᵀ d B` for tiles `t0 .. t0 + nt` of every channel, stored
+/// `vbuf[ξ][c][tile − t0]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_transform<const KIND: usize>(
+    g: &WinoGeom,
+    planes: &[f32],
+    t0: usize,
+    nt: usize,
+    vbuf: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let cl = g.channel_len();
+    let v = vbuf.as_mut_ptr();
+    for ch in 0..g.c {
+        let cp = planes.as_ptr().add(ch * cl);
+        for grp in 0..nt / LANES {
+            let t = t0 + grp * LANES;
+            let d: [[__m512; 4]; 4] =
+                std::array::from_fn(|i| std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j)));
+            // Bᵀ d: combine rows.
+            let r: [[__m512; 4]; 4] = std::array::from_fn(|j| {
+                [
+                    _mm512_sub_ps(d[0][j], d[2][j]),
+                    _mm512_add_ps(d[1][j], d[2][j]),
+                    _mm512_sub_ps(d[2][j], d[1][j]),
+                    _mm512_sub_ps(d[1][j], d[3][j]),
+                ]
+            });
+            // (Bᵀ d) B: combine columns; r[j][a] is row a, column j.
+            for a in 0..4 {
+                let vals = [
+                    _mm512_sub_ps(r[0][a], r[2][a]),
+                    _mm512_add_ps(r[1][a], r[2][a]),
+                    _mm512_sub_ps(r[2][a], r[1][a]),
+                    _mm512_sub_ps(r[1][a], r[3][a]),
+                ];
+                for (b, &x) in vals.iter().enumerate() {
+                    let xi = 4 * a + b;
+                    _mm512_storeu_ps(v.add((xi * g.c + ch) * TB + grp * LANES), x);
+                }
+            }
+        }
+    }
+}
+
+/// `M[r][tiles] = Σ_c U[c][r] · V[c][tiles]` for 8 output channels and
+/// `NV` vectors of tiles, one ξ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn gemm_tile<const NV: usize>(v: *const f32, u: *const f32, c: usize, m: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); NV]; OR];
+    for ch in 0..c {
+        let x: [__m512; NV] = std::array::from_fn(|k| _mm512_loadu_ps(v.add(ch * TB + k * LANES)));
+        let w = u.add(ch * OR);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let wv = _mm512_set1_ps(*w.add(r));
+            for k in 0..NV {
+                a[k] = _mm512_fmadd_ps(wv, x[k], a[k]);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (k, &x) in a.iter().enumerate() {
+            _mm512_storeu_ps(m.add(r * TB + k * LANES), x);
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` for output-channel block `ob` and tiles `t0 .. t0 + nt`,
+/// then bias, residual and ReLU on the way to `out` (`[O][Ho][Wo]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_transform<const KIND: usize>(
+    g: &WinoGeom,
+    mbuf: &[f32],
+    ob: usize,
+    t0: usize,
+    nt: usize,
+    out: *mut f32,
+    epi: &Epilogue,
+) {
+    use std::arch::x86_64::*;
+    let (ho, wo) = g.out();
+    let tw = g.tiles().1;
+    let plane = ho * wo;
+    let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let zero = _mm512_setzero_ps();
+    let valid = (g.o - ob * OR).min(OR);
+    let m = mbuf.as_ptr();
+    for r in 0..valid {
+        let oc = ob * OR + r;
+        let bias = _mm512_set1_ps(epi.bias.map_or(0.0, |b| b[oc]));
+        let dst = out.add(oc * plane);
+        let res = epi.residual.map(|x| x.as_ptr().add(oc * plane));
+        for grp in 0..nt / LANES {
+            let mv: [__m512; 16] =
+                std::array::from_fn(|xi| _mm512_loadu_ps(m.add((xi * OR + r) * TB + grp * LANES)));
+            // Aᵀ M: rows 0 and 1, per column j.
+            let s: [[__m512; 4]; 2] = [
+                std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(mv[j], mv[4 + j]), mv[8 + j])),
+                std::array::from_fn(|j| {
+                    _mm512_sub_ps(_mm512_sub_ps(mv[4 + j], mv[8 + j]), mv[12 + j])
+                }),
+            ];
+            let t = t0 + grp * LANES;
+            let (ty, tx) = (t / tw, t % tw);
+            for (dy, sr) in s.iter().enumerate() {
+                let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
+                let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
+                // Outputs of tiles 0–7 and 8–15, each run left to right.
+                let z = [
+                    _mm512_permutex2var_ps(y0, lo_idx, y1),
+                    _mm512_permutex2var_ps(y0, hi_idx, y1),
+                ];
+                for (half, &zv) in z.iter().enumerate() {
+                    // (lanes mask, offset in the plane of lane 0 of the run)
+                    let runs: [(u16, usize); 2] = match KIND {
+                        0 => [(0xffff, (2 * ty + dy) * wo + 2 * tx + 16 * half), (0, 0)],
+                        1 => [(0xffff, (2 * (ty + half) + dy) * wo), (0, 0)],
+                        _ => [
+                            (0x00ff, (2 * (ty + 2 * half) + dy) * wo),
+                            // Lane 8 is the second row's first column.
+                            (0xff00, (2 * (ty + 2 * half + 1) + dy) * wo),
+                        ],
+                    };
+                    for (mask, at) in runs {
+                        if mask == 0 {
+                            continue;
+                        }
+                        // A masked access at `at − 8` puts lane 8 at `at`;
+                        // masked-off lanes are never touched.
+                        let shift = if mask == 0xff00 { 8 } else { 0 };
+                        let mut y = _mm512_add_ps(zv, bias);
+                        if let Some(rp) = res {
+                            let p = rp.add(at).wrapping_sub(shift);
+                            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, p));
+                        }
+                        if epi.relu {
+                            y = _mm512_max_ps(y, zero);
+                        }
+                        _mm512_mask_storeu_ps(dst.add(at).wrapping_sub(shift), mask, y);
+                    }
+                }
+            }
+        }
+    }
+}
