@@ -402,18 +402,30 @@ unsafe fn part_rows<const KIND: usize>(
         let t0 = blk * TB;
         let nt = (tiles - t0).min(TB);
         input_transform::<KIND>(g, planes, t0, nt, vbuf);
-        for ob in obs.clone() {
+        let mut ob = obs.start;
+        while ob < obs.end {
+            // One vector of tiles (8×8 maps): two channel blocks at once, so
+            // the register tile still has 16 accumulators; the second
+            // block's results go to the unused second vector of M.
+            let pair = nt == LANES && ob + 1 < obs.end;
             for xi in 0..16 {
                 let ub = u.as_ptr().add((xi * nob + ob) * g.c * OR);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
                 let vb = vbuf.as_ptr().add(xi * g.c * TB);
                 if nt == TB {
                     gemm_tile::<2>(vb, ub, g.c, mb);
+                } else if pair {
+                    gemm_pair(vb, ub, ub.add(g.c * OR), g.c, mb);
                 } else {
                     gemm_tile::<1>(vb, ub, g.c, mb);
                 }
             }
-            output_transform::<KIND>(g, mbuf, ob, t0, nt, out, epi);
+            output_transform::<KIND>(g, mbuf, 0, ob, t0, nt, out, epi);
+            if pair {
+                output_transform::<KIND>(g, mbuf, LANES, ob + 1, t0, nt, out, epi);
+                ob += 1;
+            }
+            ob += 1;
         }
     }
 }
@@ -522,13 +534,38 @@ unsafe fn gemm_tile<const NV: usize>(v: *const f32, u: *const f32, c: usize, m: 
     }
 }
 
-/// `Y = Aᵀ M A` for output-channel block `ob` and tiles `t0 .. t0 + nt`,
+/// `gemm_tile::<1>` for two channel blocks (`u0`, `u1`): block `u1`'s rows
+/// are stored one vector to the right of block `u0`'s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn gemm_pair(v: *const f32, u0: *const f32, u1: *const f32, c: usize, m: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; OR];
+    for ch in 0..c {
+        let x = _mm512_loadu_ps(v.add(ch * TB));
+        let (w0, w1) = (u0.add(ch * OR), u1.add(ch * OR));
+        for (r, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_fmadd_ps(_mm512_set1_ps(*w0.add(r)), x, a[0]);
+            a[1] = _mm512_fmadd_ps(_mm512_set1_ps(*w1.add(r)), x, a[1]);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (k, &x) in a.iter().enumerate() {
+            _mm512_storeu_ps(m.add(r * TB + k * LANES), x);
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` (M's tiles from column `m_off` on) for output-channel block `ob` and tiles `t0 .. t0 + nt`,
 /// then bias, residual and ReLU on the way to `out` (`[O][Ho][Wo]`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn output_transform<const KIND: usize>(
     g: &WinoGeom,
     mbuf: &[f32],
+    m_off: usize,
     ob: usize,
     t0: usize,
     nt: usize,
@@ -543,7 +580,7 @@ unsafe fn output_transform<const KIND: usize>(
     let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let zero = _mm512_setzero_ps();
     let valid = (g.o - ob * OR).min(OR);
-    let m = mbuf.as_ptr();
+    let m = mbuf.as_ptr().add(m_off);
     for r in 0..valid {
         let oc = ob * OR + r;
         let bias = _mm512_set1_ps(epi.bias.map_or(0.0, |b| b[oc]));
