@@ -144,6 +144,96 @@ pub fn transform_weights(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> 
     u
 }
 
+/// [`transform_weights`] from weights in the direct kernel's packed layout
+/// (`direct_conv::pack_weights`: `[⌈O/16⌉][C·9][16]`), 16 output channels
+/// per vector: 4-bit models decode a layer and transform it per call (the
+/// 4-bit codes are what stays in memory), so this must be cheap.
+pub fn transform_packed(packed: &[f32], o: usize, c: usize) -> Vec<f32> {
+    let mut u = vec![];
+    transform_packed_into(packed, o, c, &mut u);
+    u
+}
+
+/// `transform_packed` into a reused buffer.
+pub fn transform_packed_into(packed: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
+    const OB: usize = super::direct_conv::OB;
+    let blocks = o.div_ceil(OB);
+    assert!(
+        packed.len() >= blocks * c * 9 * OB,
+        "winograd: packed weights size"
+    );
+    let obs = o.div_ceil(OR);
+    u.resize(16 * obs * c * OR, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if is_available() {
+        // Writes every element (padding channels decode to zero): no
+        // zeroing pass. SAFETY: AVX-512 checked; sizes asserted.
+        unsafe { transform_packed_avx512(packed, blocks, obs, c, u) };
+        return;
+    }
+    *u = transform_weights(o, c, |oc, ic, k| {
+        packed[((oc / OB) * c * 9 + ic * 9 + k) * OB + oc % OB]
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_packed_avx512(
+    packed: &[f32],
+    blocks: usize,
+    obs: usize,
+    c: usize,
+    u: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const OB: usize = super::direct_conv::OB;
+    assert!(u.len() >= 16 * obs * c * OR && packed.len() >= blocks * c * 9 * OB);
+    let half = _mm512_set1_ps(0.5);
+    let up = u.as_mut_ptr();
+    for b in 0..blocks {
+        for ic in 0..c {
+            let src = packed.as_ptr().add((b * c * 9 + ic * 9) * OB);
+            let g: [__m512; 9] = std::array::from_fn(|k| _mm512_loadu_ps(src.add(k * OB)));
+            // (G g)[a][kx]
+            let gg: [[__m512; 3]; 4] = std::array::from_fn(|a| {
+                std::array::from_fn(|kx| {
+                    let (g0, g1, g2) = (g[kx], g[3 + kx], g[6 + kx]);
+                    match a {
+                        0 => g0,
+                        1 => _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g0, g1), g2)),
+                        2 => _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g0, g1), g2)),
+                        _ => g2,
+                    }
+                })
+            });
+            for (a, r) in gg.iter().enumerate() {
+                let row = [
+                    r[0],
+                    _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2])),
+                    _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(r[0], r[1]), r[2])),
+                    r[2],
+                ];
+                for (bb, &v) in row.iter().enumerate() {
+                    let xi = 4 * a + bb;
+                    // Channels 0–7 of the vector go to block 2b, 8–15 to 2b + 1.
+                    for (h, part) in [
+                        _mm512_castps512_ps256(v),
+                        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        let ob = 2 * b + h;
+                        if ob < obs {
+                            _mm256_storeu_ps(up.add(((xi * obs + ob) * c + ic) * OR), part);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn check(g: &WinoGeom, img: &[f32], u: &[f32], out: &[f32], epi: &Epilogue) {
     let (ho, wo) = g.out();
     assert!(g.supported(), "winograd: unsupported geometry {g:?}");
@@ -220,9 +310,12 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 /// One image split over `threads` (the spinning team, for batch-1
-/// latency): the caller builds the phase planes, then parts take disjoint
-/// (tile blocks × output-channel blocks). Results equal [`conv_image`]'s
-/// bit for bit: every output is computed the same way by one part.
+/// latency) in one team call: each part builds the plane rows its tiles
+/// read into its own buffer, then computes disjoint (tile blocks ×
+/// output-channel blocks). Results equal [`conv_image`]'s bit for bit:
+/// every output is computed the same way by one part. (Building the planes
+/// in a separate team call first cost a second synchronisation per layer,
+/// which ate the gain of the second thread.)
 pub fn conv_image_split(
     g: &WinoGeom,
     img: &[f32],
@@ -232,49 +325,55 @@ pub fn conv_image_split(
     threads: usize,
 ) {
     check(g, img, u, out, &epi);
-    PLANES.with(|cell| {
-        let mut planes = cell.borrow_mut();
-        if planes.len() < g.planes_len() {
-            planes.resize(g.planes_len(), 0.0);
+    // Tile blocks first; output-channel blocks when there are fewer tile
+    // blocks than threads (8×8 maps have one).
+    let (nb, nob) = (g.blocks(), g.out_blocks());
+    let (b_parts, ob_parts) = if nb >= threads {
+        (threads, 1)
+    } else {
+        (nb, threads.div_ceil(nb).clamp(1, nob))
+    };
+    let (th, tw) = g.tiles();
+    let tiles = th * tw;
+    let shared = SharedOut(out.as_mut_ptr());
+    let part = |k: usize| {
+        #[allow(clippy::redundant_locals)]
+        let shared = &shared;
+        let (bp, q) = (k / ob_parts, k % ob_parts);
+        let blocks = bp * nb / b_parts..(bp + 1) * nb / b_parts;
+        let obs = q * nob / ob_parts..(q + 1) * nob / ob_parts;
+        if obs.is_empty() || blocks.is_empty() {
+            return;
         }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `conv_image`.
-        unsafe {
-            build_planes(g, img, &mut planes[..g.planes_len()]);
-        }
-        // Split tile blocks first; output-channel blocks when there are
-        // fewer tile blocks than threads (8×8 maps have one).
-        let (nb, nob) = (g.blocks(), g.out_blocks());
-        let ob_parts = threads.div_ceil(nb).clamp(1, nob);
-        let parts = nb * ob_parts;
-        let shared = SharedOut(out.as_mut_ptr());
-        let planes = &planes[..g.planes_len()];
-        let part = |k: usize| {
-            #[allow(clippy::redundant_locals)]
-            let shared = &shared;
-            let (b, q) = (k / ob_parts, k % ob_parts);
-            let obs = q * nob / ob_parts..(q + 1) * nob / ob_parts;
-            if obs.is_empty() {
-                return;
-            }
-            SCRATCH.with(|cell| {
-                let mut s = cell.borrow_mut();
+        // Padded rows the blocks' tiles read: 2·ty .. 2·ty + 4.
+        let first = blocks.start * TB / tw;
+        let last = ((blocks.end * TB).min(tiles) - 1) / tw;
+        let rows = 2 * first..2 * last + 4;
+        PLANES.with(|pc| {
+            SCRATCH.with(|sc| {
+                let (mut planes, mut s) = (pc.borrow_mut(), sc.borrow_mut());
+                if planes.len() < g.planes_len() {
+                    planes.resize(g.planes_len(), 0.0);
+                }
                 if s.len() < g.block_scratch_len() {
                     s.resize(g.block_scratch_len(), 0.0);
                 }
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `check` as above; `team::run` calls each part once,
-                // the parts' (block, channel) ranges are disjoint, and `out`
-                // stays borrowed until every part has finished.
+                // SAFETY: `check` as above; each part has its own planes and
+                // scratch (thread-local); `team::run` calls each part once,
+                // the parts' (block, channel) output ranges are disjoint,
+                // and `out` stays borrowed until every part has finished.
                 unsafe {
-                    run_part(g, planes, u, shared.0, &epi, b..b + 1, obs, &mut s);
+                    let len = planes.len();
+                    build_planes_of(g, img, planes.as_mut_ptr(), len, rows);
+                    run_part(g, &planes, u, shared.0, &epi, blocks, obs, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (&mut s, shared, obs, b);
-            });
-        };
-        crate::engine::team::run(parts, threads, &part);
-    });
+                let _ = (&mut s, &mut planes, shared, obs, blocks, rows);
+            })
+        });
+    };
+    crate::engine::team::run(b_parts * ob_parts, threads, &part);
 }
 
 /// The zero-padded input split by column parity: channel c, phase φ, padded
@@ -284,6 +383,20 @@ pub fn conv_image_split(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn build_planes(g: &WinoGeom, img: &[f32], planes: &mut [f32]) {
+    build_planes_of(g, img, planes.as_mut_ptr(), planes.len(), 0..g.hp());
+}
+
+/// `build_planes` for padded rows `rows` only (`planes` points at the
+/// buffer; `len` is its length).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn build_planes_of(
+    g: &WinoGeom,
+    img: &[f32],
+    planes: *mut f32,
+    len: usize,
+    rows: std::ops::Range<usize>,
+) {
     use std::arch::x86_64::*;
     let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
     let ph = hp * p;
@@ -292,7 +405,8 @@ unsafe fn build_planes(g: &WinoGeom, img: &[f32], planes: &mut [f32]) {
     let (odd_ph, odd_at) = (1 - pad % 2, (pad + 1) / 2);
     let (ne, no) = (g.w.div_ceil(2), g.w / 2);
     assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
-    assert!(planes.len() >= g.planes_len() && img.len() >= g.c * g.h * g.w);
+    assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
+    let rows = rows.start..rows.end.min(hp);
     let zero = _mm512_setzero_ps();
     // Zero `[a, b)` of a row.
     let clear = |row: *mut f32, a: usize, b: usize| {
@@ -321,16 +435,17 @@ unsafe fn build_planes(g: &WinoGeom, img: &[f32], planes: &mut [f32]) {
             )
         })
         .collect();
-    let base = planes.as_mut_ptr();
+    let base = planes;
+    let in_rows = rows.start.max(pad)..rows.end.min(pad + g.h).max(rows.start.max(pad));
     for ch in 0..g.c {
         let cp = base.add(ch * 2 * ph);
         for phase in 0..2 {
-            for r in (0..pad).chain(pad + g.h..hp) {
+            for r in (rows.start..in_rows.start).chain(in_rows.end..rows.end) {
                 clear(cp.add(phase * ph + r * p), 0, p);
             }
         }
-        for y in 0..g.h {
-            let r = y + pad;
+        for r in in_rows.clone() {
+            let y = r - pad;
             let src = img.as_ptr().add((ch * g.h + y) * g.w);
             let e = cp.add(even_ph * ph + r * p);
             let o = cp.add(odd_ph * ph + r * p);

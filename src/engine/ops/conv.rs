@@ -40,6 +40,8 @@ pub fn conv_output_size(size: usize, kernel: usize, stride: usize, pad: usize) -
 thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// 4-bit weights decoded, and their Winograd transform, reused per call.
+    static W4_BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 static DIRECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -53,6 +55,10 @@ pub fn set_direct_conv(enabled: bool) {
 fn direct_enabled() -> bool {
     DIRECT.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Tiles (2×2 outputs) per call from which 4-bit weights go through the
+/// Winograd kernel (decode + transform per call).
+const W4_WINOGRAD_TILES: usize = 16;
 
 static WINOGRAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -239,52 +245,74 @@ pub fn conv2d_with(
         o,
         pad: geom.pad,
     };
-    // 4-bit weights stay on the direct kernel, which decodes them in place.
-    let f32_weights = !matches!(direct, Some(direct_conv::Weights::Nibbles { .. }));
+    // 4-bit weights are decoded and transformed per call (the codes are what
+    // stays in memory): worth it when the call has enough tiles to share
+    // that cost; otherwise the direct kernel decodes them in place.
+    let nibbles = matches!(direct, Some(direct_conv::Weights::Nibbles { .. }));
     if g == 1
         && (kh, kw, stride) == (3, 3, 1)
-        && f32_weights
+        && (!nibbles || n * (ho / 2) * (wo / 2) >= W4_WINOGRAD_TILES)
         && wg.supported()
         && winograd_enabled()
         && direct_enabled()
         && winograd::is_available()
         && !direct_conv::avx2_forced()
     {
-        let owned;
-        let u = match winograd {
-            Some(u) if u.len() == 16 * wg.out_blocks() * c * winograd::OR => u,
-            _ => {
-                owned =
-                    winograd::transform_weights(o, c, |oc, ic, k| weight[(oc * c + ic) * 9 + k]);
-                &owned
+        let mut owned: Vec<f32> = vec![];
+        let packed_len = o.div_ceil(direct_conv::OB) * direct_conv::OB * c * 9;
+        let cached = winograd.filter(|u| u.len() == 16 * wg.out_blocks() * c * winograd::OR);
+        if cached.is_none() {
+            match direct {
+                Some(nib @ direct_conv::Weights::Nibbles { nibbles, .. })
+                    if nibbles.len() == packed_len / 2 =>
+                {
+                    W4_BUFFERS.with(|cell| {
+                        let (decoded, u) = &mut *cell.borrow_mut();
+                        direct_conv::decode_all_into(nib, o, c * 9, decoded);
+                        winograd::transform_packed_into(decoded, o, c, u);
+                        owned = std::mem::take(u);
+                    });
+                }
+                _ => {
+                    owned = winograd::transform_weights(o, c, |oc, ic, k| {
+                        weight[(oc * c + ic) * 9 + k]
+                    });
+                }
             }
-        };
-        let per_img_in = c * h * w;
-        // As for the direct kernel: one image is shared by the team from ~1 M
-        // multiply-adds (direct-conv count).
-        let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
-        let image = |b: usize, dst: &mut [f32]| {
-            let e = direct_conv::Epilogue {
-                bias: epi.bias,
-                residual: residual
-                    .as_ref()
-                    .map(|r| &r[b * per_img_out..(b + 1) * per_img_out]),
-                relu: epi.relu,
+        }
+        {
+            let u = cached.unwrap_or(&owned);
+            let per_img_in = c * h * w;
+            // As for the direct kernel: one image is shared by the team from
+            // ~1 M multiply-adds (direct-conv count).
+            let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
+            let image = |b: usize, dst: &mut [f32]| {
+                let e = direct_conv::Epilogue {
+                    bias: epi.bias,
+                    residual: residual
+                        .as_ref()
+                        .map(|r| &r[b * per_img_out..(b + 1) * per_img_out]),
+                    relu: epi.relu,
+                };
+                let img = &xs[b * per_img_in..(b + 1) * per_img_in];
+                if team {
+                    winograd::conv_image_split(&wg, img, u, dst, e, threads);
+                } else {
+                    winograd::conv_image(&wg, img, u, dst, e);
+                }
             };
-            let img = &xs[b * per_img_in..(b + 1) * per_img_in];
-            if team {
-                winograd::conv_image_split(&wg, img, u, dst, e, threads);
+            if n > 1 {
+                out_slice
+                    .par_chunks_mut(per_img_out)
+                    .enumerate()
+                    .for_each(|(b, dst)| image(b, dst));
             } else {
-                winograd::conv_image(&wg, img, u, dst, e);
+                image(0, out_slice);
             }
-        };
-        if n > 1 {
-            out_slice
-                .par_chunks_mut(per_img_out)
-                .enumerate()
-                .for_each(|(b, dst)| image(b, dst));
-        } else {
-            image(0, out_slice);
+        }
+        // Hand a per-call transform's buffer back for the next call.
+        if nibbles && cached.is_none() {
+            W4_BUFFERS.with(|cell| cell.borrow_mut().1 = owned);
         }
         return Ok(out);
     }

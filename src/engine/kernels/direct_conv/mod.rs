@@ -172,8 +172,17 @@ pub fn decode_block(
 /// once and share it over their images; a single image decodes block by
 /// block inside the kernel instead.
 pub fn decode_all(weights: Weights, o: usize, d: usize) -> Vec<f32> {
+    let mut out = vec![];
+    decode_all_into(weights, o, d, &mut out);
+    out
+}
+
+/// `decode_all` into a reused buffer (fresh large vectors cost page faults
+/// on every call).
+pub fn decode_all_into(weights: Weights, o: usize, d: usize, out: &mut Vec<f32>) {
     let blocks = o.div_ceil(OB);
-    let mut out = vec![0f32; blocks * d * OB];
+    // Every element is written below: no zeroing pass.
+    out.resize(blocks * d * OB, 0.0);
     if let Weights::Nibbles { nibbles, step, lo } = weights {
         assert!(
             nibbles.len() >= blocks * d * OB / 2
@@ -191,7 +200,6 @@ pub fn decode_all(weights: Weights, o: usize, d: usize) -> Vec<f32> {
             decode_block(nibbles, step, lo, ob, d, dst);
         }
     }
-    out
 }
 
 /// What happens to each output as it leaves the tile: `+ bias[o]`, `+ residual`, ReLU.
