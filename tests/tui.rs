@@ -41,7 +41,12 @@ fn real_result(method: Option<(Method, u8)>, t: f64) -> RunResult {
     r.latency_ms = 1.25;
     // The kernel differs between CPUs (AVX-512 or not): check it was named,
     // then pin it like the timings.
-    assert!(r.latency_path.contains(" ×19"), "{}", r.latency_path);
+    let counted: usize = r
+        .latency_path
+        .split(", ")
+        .filter_map(|p| p.rsplit(" ×").next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(counted, 19, "{}", r.latency_path);
     r.latency_path = match method {
         None => "fp32 direct avx512 ×19".into(),
         Some(_) => "w4 weight-only (direct avx512) ×19".into(),

@@ -99,11 +99,13 @@ impl Runner {
                         let x = fake_quant(input, c.act_scale);
                         let (weight, bias) = effective_conv(c);
                         let lowbit = match path {
-                            ConvPath::W4 => folded.as_deref().and_then(|f| lowbit_weights(f, c)),
+                            ConvPath::W4 { .. } => {
+                                folded.as_deref().and_then(|f| lowbit_weights(f, c))
+                            }
                             _ => None,
                         };
                         let direct = match (&path, &lowbit, folded) {
-                            (ConvPath::W4, Some(lb), _) => Some(Weights::Nibbles {
+                            (ConvPath::W4 { .. }, Some(lb), _) => Some(Weights::Nibbles {
                                 nibbles: &lb.nibbles,
                                 step: &lb.step,
                                 lo: &lb.lo,
@@ -112,7 +114,7 @@ impl Runner {
                             _ => None,
                         };
                         let wino = match (&path, folded) {
-                            (ConvPath::W4, _) => None,
+                            (ConvPath::W4 { .. }, _) => None,
                             (_, Some(f)) => winograd_weights(f, c),
                             _ => None,
                         };
@@ -258,10 +260,15 @@ pub enum ConvPath {
     Int8(Kernel),
     /// W8A8 as f32 simulation (integer paths off, or no fast int8 kernel here).
     SimW8A8,
-    /// Weight-only ≤ 4-bit codes decoded inside the direct kernel.
-    W4,
+    /// Weight-only ≤ 4-bit codes decoded inside the direct kernel (and,
+    /// for batches of 3×3 stride-1 convs, decoded + transformed per call
+    /// for the Winograd kernel: `winograd`).
+    W4 { winograd: bool },
     /// f32 direct kernel.
     Fp32Direct,
+    /// f32 Winograd F(2×2, 3×3) (3×3 stride-1 convs whose map tiles; the
+    /// direct kernel otherwise).
+    Fp32Winograd,
     /// f32 im2col / GEMM.
     Fp32Gemm,
 }
@@ -271,8 +278,15 @@ impl ConvPath {
         match self {
             ConvPath::Int8(k) => format!("int8 {}", k.name()),
             ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
-            ConvPath::W4 => format!("w4 weight-only (direct {})", direct_isa()),
+            ConvPath::W4 { winograd: false } => format!("w4 weight-only (direct {})", direct_isa()),
+            ConvPath::W4 { winograd: true } => {
+                format!(
+                    "w4 weight-only (direct {}, winograd for batches)",
+                    direct_isa()
+                )
+            }
             ConvPath::Fp32Direct => format!("fp32 direct {}", direct_isa()),
+            ConvPath::Fp32Winograd => "fp32 winograd avx512".into(),
             ConvPath::Fp32Gemm => "fp32 im2col+gemm".into(),
         }
     }
@@ -328,10 +342,13 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
     let direct = crate::engine::kernels::direct_conv::available()
         && c.geom.groups <= 1
         && !(c.shape[2] == 1 && c.shape[3] == 1 && c.geom.stride <= 1);
-    let fp32 = if direct {
-        ConvPath::Fp32Direct
-    } else {
-        ConvPath::Fp32Gemm
+    let winograd = direct
+        && (c.shape[2], c.shape[3], c.geom.stride.max(1)) == (3, 3, 1)
+        && crate::engine::ops::conv::winograd_available();
+    let fp32 = match (winograd, direct) {
+        (true, _) => ConvPath::Fp32Winograd,
+        (_, true) => ConvPath::Fp32Direct,
+        _ => ConvPath::Fp32Gemm,
     };
     let Some(f) = c.folded.as_deref() else {
         return if c.act_scale.is_some() {
@@ -357,7 +374,7 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
         };
     }
     if direct && lowbit_weights(f, c).is_some() {
-        return ConvPath::W4;
+        return ConvPath::W4 { winograd };
     }
     fp32
 }

@@ -68,6 +68,15 @@ pub fn winograd_enabled() -> bool {
     WINOGRAD.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether 3×3 stride-1 f32 convs run the Winograd kernel here: enabled,
+/// AVX-512 present and not forced off (`bench --avx2`).
+pub fn winograd_available() -> bool {
+    winograd_enabled()
+        && direct_enabled()
+        && winograd::is_available()
+        && !direct_conv::avx2_forced()
+}
+
 /// Unfold one image's channels `[c0, c0+cg)` and output rows `[oy0, oy1)` into
 /// `col[(c*kh+ky)*kw+kx, (oy-oy0)*wo+ox]` (PyTorch's `flatten(1)` column
 /// order), zeros where the window leaves the image. Interior runs are plain
@@ -251,10 +260,7 @@ pub fn conv2d_with(
         && (kh, kw, stride) == (3, 3, 1)
         && (!nibbles || n > 1)
         && wg.supported()
-        && winograd_enabled()
-        && direct_enabled()
-        && winograd::is_available()
-        && !direct_conv::avx2_forced()
+        && winograd_available()
     {
         let mut owned: Vec<f32> = vec![];
         let packed_len = o.div_ceil(direct_conv::OB) * direct_conv::OB * c * 9;

@@ -33,6 +33,7 @@ fn short_kernels(path: &str) -> String {
         ("w8a8 simulated", "w8a8 sim"),
         ("w4 weight-only", "w4 packed"),
         ("fp32 direct", "fp32 direct"),
+        ("fp32 winograd", "fp32 winograd"),
         ("fp32 im2col", "fp32 gemm"),
     ]
     .iter()
