@@ -247,7 +247,11 @@ fn batch_one_split_over_the_spinning_team_equals_one_thread() {
     let one = run(1);
     for _ in 0..20 {
         let three = run(3);
-        assert!(three.0 == one.0, "f32 differs: {}", max_rel_diff(&three.0, &one.0));
+        assert!(
+            three.0 == one.0,
+            "f32 differs: {}",
+            max_rel_diff(&three.0, &one.0)
+        );
         assert!(three.1 == one.1, "int8 differs");
     }
 }
@@ -425,12 +429,23 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
 /// (batch-1 latency) must equal the one-thread result bit for bit.
 #[test]
 fn winograd_matches_the_naive_convolution_and_splits_exactly() {
-    use qscope::engine::kernels::direct_conv::Epilogue as DEpi;
-    use qscope::engine::kernels::winograd::{self, WinoGeom};
-    if !winograd::is_available() {
-        eprintln!("no AVX-512: Winograd kernel not tested on this CPU");
+    use qscope::engine::kernels::direct_conv;
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !qscope::engine::kernels::winograd::is_available() {
+        eprintln!("no AVX-512 or AVX2: Winograd kernel not tested on this CPU");
         return;
     }
+    // Both bodies: the CPU's best, then AVX2 + FMA (forced where AVX-512 exists).
+    winograd_cases();
+    direct_conv::force_avx2(true);
+    let forced = std::panic::catch_unwind(winograd_cases);
+    direct_conv::force_avx2(false);
+    forced.expect("AVX2 body");
+}
+
+fn winograd_cases() {
+    use qscope::engine::kernels::direct_conv::Epilogue as DEpi;
+    use qscope::engine::kernels::winograd::{self, WinoGeom};
     let mut rng = Rng::new(21);
     // (c, h, w, o, pad)
     let cases = [
@@ -462,7 +477,7 @@ fn winograd_matches_the_naive_convolution_and_splits_exactly() {
         let mut got = Tensor::zeros((1, o, ho, wo));
         winograd::conv_image(&g, xs, &u, got.as_slice_mut().expect("c"), epi);
         let err = max_rel_diff(&got, &want);
-        assert!(err < 2e-5, "{g:?}: {err}");
+        assert!(err < 2e-5, "{:?} {g:?}: {err}", winograd::isa());
         for threads in [2, 3] {
             let mut split = Tensor::zeros((1, o, ho, wo));
             winograd::conv_image_split(&g, xs, &u, split.as_slice_mut().expect("c"), epi, threads);

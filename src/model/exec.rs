@@ -286,7 +286,13 @@ impl ConvPath {
                 )
             }
             ConvPath::Fp32Direct => format!("fp32 direct {}", direct_isa()),
-            ConvPath::Fp32Winograd => "fp32 winograd avx512".into(),
+            ConvPath::Fp32Winograd => format!(
+                "fp32 winograd {}",
+                match crate::engine::kernels::winograd::isa() {
+                    Some(crate::engine::kernels::direct_conv::Isa::Avx2) => "avx2",
+                    _ => "avx512",
+                }
+            ),
             ConvPath::Fp32Gemm => "fp32 im2col+gemm".into(),
         }
     }

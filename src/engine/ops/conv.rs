@@ -69,12 +69,9 @@ pub fn winograd_enabled() -> bool {
 }
 
 /// Whether 3×3 stride-1 f32 convs run the Winograd kernel here: enabled,
-/// AVX-512 present and not forced off (`bench --avx2`).
+/// and AVX-512 or AVX2 + FMA present.
 pub fn winograd_available() -> bool {
-    winograd_enabled()
-        && direct_enabled()
-        && winograd::is_available()
-        && !direct_conv::avx2_forced()
+    winograd_enabled() && direct_enabled() && winograd::is_available()
 }
 
 /// Unfold one image's channels `[c0, c0+cg)` and output rows `[oy0, oy1)` into

@@ -1,4 +1,5 @@
-//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions (AVX-512).
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions (AVX-512; the
+//! AVX2 + FMA body is in `avx2.rs`).
 //!
 //! Each 2×2 block of outputs ("tile") is `Aᵀ [Σ_c U_c ⊙ V_c] A`, with
 //! `U = G g Gᵀ` (the 3×3 filter, 4×4 after transform, computed once per
@@ -19,11 +20,14 @@
 //! `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`, `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
 use super::direct_conv::Epilogue;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Output channels per GEMM register tile (and per block of `U`).
 pub const OR: usize = 8;
 const LANES: usize = 16;
 /// Tiles per block: the GEMM's register tile is `OR` × up to two vectors.
-const TB: usize = 2 * LANES;
+pub(crate) const TB: usize = 2 * LANES;
 
 /// One 3×3 stride-1 convolution of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +41,7 @@ pub struct WinoGeom {
 
 /// How a row of tiles maps onto 16-lane vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rows {
+pub(crate) enum Rows {
     /// Tile rows of 16k tiles: a vector is 16 tiles of one row.
     Wide,
     /// 8 tiles per row: a vector is two rows.
@@ -54,11 +58,11 @@ impl WinoGeom {
         )
     }
     /// Tile rows and tiles per row.
-    fn tiles(&self) -> (usize, usize) {
+    pub(crate) fn tiles(&self) -> (usize, usize) {
         let (ho, wo) = self.out();
         (ho / 2, wo / 2)
     }
-    fn rows(&self) -> Option<Rows> {
+    pub(crate) fn rows(&self) -> Option<Rows> {
         match self.tiles().1 {
             0 => None,
             t if t % LANES == 0 => Some(Rows::Wide),
@@ -82,15 +86,15 @@ impl WinoGeom {
             && (th * tw) % LANES == 0
     }
     /// Rows of a phase plane (padded input rows the tiles read).
-    fn hp(&self) -> usize {
+    pub(crate) fn hp(&self) -> usize {
         2 * self.tiles().0 + 2
     }
     /// Row pitch of a phase plane: `tw + 1` columns of one parity.
-    fn pitch(&self) -> usize {
+    pub(crate) fn pitch(&self) -> usize {
         self.tiles().1 + 1
     }
     /// One channel's two phase planes.
-    fn channel_len(&self) -> usize {
+    pub(crate) fn channel_len(&self) -> usize {
         2 * self.hp() * self.pitch()
     }
     pub fn planes_len(&self) -> usize {
@@ -165,7 +169,7 @@ pub fn transform_packed_into(packed: &[f32], o: usize, c: usize, u: &mut Vec<f32
     let obs = o.div_ceil(OR);
     u.resize(16 * obs * c * OR, 0.0);
     #[cfg(target_arch = "x86_64")]
-    if is_available() {
+    if std::arch::is_x86_feature_detected!("avx512f") {
         // Writes every element (padding channels decode to zero): no
         // zeroing pass. SAFETY: AVX-512 checked; sizes asserted.
         unsafe { transform_packed_avx512(packed, blocks, obs, c, u) };
@@ -239,7 +243,7 @@ fn check(g: &WinoGeom, img: &[f32], u: &[f32], out: &[f32], epi: &Epilogue) {
     assert!(g.supported(), "winograd: unsupported geometry {g:?}");
     assert!(
         is_available(),
-        "winograd: AVX-512 not available on this CPU"
+        "winograd: neither AVX-512 nor AVX2 + FMA on this CPU"
     );
     assert_eq!(img.len(), g.c * g.h * g.w, "winograd: input size");
     assert_eq!(
@@ -256,14 +260,64 @@ fn check(g: &WinoGeom, img: &[f32], u: &[f32], out: &[f32], epi: &Epilogue) {
     }
 }
 
-/// Whether this CPU runs the kernel (AVX-512F, detected at run time).
+/// Whether this CPU runs the kernel (AVX-512F, or AVX2 + FMA; detected at
+/// run time).
 pub fn is_available() -> bool {
+    isa().is_some()
+}
+
+/// The body that runs: AVX-512 where present (unless the AVX2 kernels are
+/// forced, `direct_conv::force_avx2`), else AVX2 + FMA.
+pub fn isa() -> Option<super::direct_conv::Isa> {
+    use super::direct_conv::Isa;
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if std::arch::is_x86_feature_detected!("avx512f") && !super::direct_conv::avx2_forced() {
+            return Some(Isa::Avx512);
+        }
+        if avx2 {
+            return Some(Isa::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    None
+}
+
+/// `build_planes_of` on this CPU's body.
+#[cfg(target_arch = "x86_64")]
+unsafe fn planes_on_isa(
+    g: &WinoGeom,
+    img: &[f32],
+    planes: *mut f32,
+    len: usize,
+    rows: std::ops::Range<usize>,
+) {
+    if isa() == Some(super::direct_conv::Isa::Avx512) {
+        build_planes_of(g, img, planes, len, rows)
+    } else {
+        avx2::build_planes_of(g, img, planes, len, rows)
+    }
+}
+
+/// `run_part` on this CPU's body.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn part_on_isa(
+    g: &WinoGeom,
+    planes: &[f32],
+    u: &[f32],
+    out: *mut f32,
+    epi: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+    scratch: &mut [f32],
+) {
+    if isa() == Some(super::direct_conv::Isa::Avx512) {
+        run_part(g, planes, u, out, epi, blocks, obs, scratch)
+    } else {
+        avx2::run_part(g, planes, u, out, epi, blocks, obs, scratch)
+    }
 }
 
 thread_local! {
@@ -287,8 +341,9 @@ pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Ep
         // SAFETY: AVX-512 and every size checked by `check`; the planes and
         // block buffers have the lengths the geometry asks for.
         unsafe {
-            build_planes(g, img, planes);
-            run_part(
+            let len = planes.len();
+            planes_on_isa(g, img, planes.as_mut_ptr(), len, 0..g.hp());
+            part_on_isa(
                 g,
                 planes,
                 u,
@@ -365,8 +420,8 @@ pub fn conv_image_split(
                 // and `out` stays borrowed until every part has finished.
                 unsafe {
                     let len = planes.len();
-                    build_planes_of(g, img, planes.as_mut_ptr(), len, rows);
-                    run_part(g, &planes, u, shared.0, &epi, blocks, obs, &mut s);
+                    planes_on_isa(g, img, planes.as_mut_ptr(), len, rows);
+                    part_on_isa(g, &planes, u, shared.0, &epi, blocks, obs, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (&mut s, &mut planes, shared, obs, blocks, rows);
@@ -380,13 +435,7 @@ pub fn conv_image_split(
 /// row r, index k holds padded column `2k + φ`. Every element is written
 /// once, with vector stores (slice fills became libc `memset` calls per row,
 /// and a 32-wide split ran scalar on 16-wide rows: 20 % of a pass).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn build_planes(g: &WinoGeom, img: &[f32], planes: &mut [f32]) {
-    build_planes_of(g, img, planes.as_mut_ptr(), planes.len(), 0..g.hp());
-}
-
-/// `build_planes` for padded rows `rows` only (`planes` points at the
+/// The planes' padded rows `rows` only (`planes` points at the
 /// buffer; `len` is its length).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

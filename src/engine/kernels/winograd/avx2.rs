@@ -1,0 +1,276 @@
+//! The AVX2 + FMA body of the Winograd kernel: the same planes, buffers and
+//! transforms as the AVX-512 body (see the parent module), on 8-lane
+//! vectors. A vector is 8 tiles of one tile row (rows of 8k tiles) or two
+//! rows (4 tiles per row), so every load and store is a whole vector.
+//! Callers check every bound these rely on.
+use super::{Rows, WinoGeom, OR, TB};
+use crate::engine::kernels::direct_conv::Epilogue;
+use std::arch::x86_64::*;
+
+const L8: usize = 8;
+
+/// `super::build_planes_of` on AVX2: 16 source columns per step.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn build_planes_of(
+    g: &WinoGeom,
+    img: &[f32],
+    planes: *mut f32,
+    len: usize,
+    rows: std::ops::Range<usize>,
+) {
+    let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
+    let ph = hp * p;
+    let (even_ph, even_at) = (pad % 2, pad / 2);
+    let (odd_ph, odd_at) = (1 - pad % 2, (pad + 1) / 2);
+    let (ne, no) = (g.w.div_ceil(2), g.w / 2);
+    assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
+    assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
+    let rows = rows.start..rows.end.min(hp);
+    // Lane mask of the first n lanes (maskload/maskstore read the sign bit).
+    let first = |n: usize| {
+        let n = n.min(L8) as i32;
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    };
+    let zero = _mm256_setzero_ps();
+    let clear = |row: *mut f32, a: usize, b: usize| {
+        let mut k = a;
+        while k < b {
+            _mm256_maskstore_ps(row.add(k), first(b - k), zero);
+            k += L8;
+        }
+    };
+    // Within each 128-bit half: evens first, then odds.
+    let split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let in_rows = rows.start.max(pad)..rows.end.min(pad + g.h).max(rows.start.max(pad));
+    for ch in 0..g.c {
+        let cp = planes.add(ch * 2 * ph);
+        for phase in 0..2 {
+            for r in (rows.start..in_rows.start).chain(in_rows.end..rows.end) {
+                clear(cp.add(phase * ph + r * p), 0, p);
+            }
+        }
+        for r in in_rows.clone() {
+            let y = r - pad;
+            let src = img.as_ptr().add((ch * g.h + y) * g.w);
+            let e = cp.add(even_ph * ph + r * p);
+            let o = cp.add(odd_ph * ph + r * p);
+            clear(e, 0, even_at);
+            clear(e, even_at + ne, p);
+            clear(o, 0, odd_at);
+            clear(o, odd_at + no, p);
+            let (e, o) = (e.add(even_at), o.add(odd_at));
+            let mut k = 0;
+            while k < g.w {
+                let left = (g.w - k).min(2 * L8);
+                let a = _mm256_maskload_ps(src.add(k), first(left));
+                let b = _mm256_maskload_ps(src.add(k + L8), first(left.saturating_sub(L8)));
+                let (a, b) = (
+                    _mm256_permutevar8x32_ps(a, split),
+                    _mm256_permutevar8x32_ps(b, split),
+                );
+                // a = [a0 a2 a4 a6 | a1 a3 a5 a7]: evens of a then of b.
+                let ev = _mm256_permute2f128_ps::<0x20>(a, b);
+                let od = _mm256_permute2f128_ps::<0x31>(a, b);
+                _mm256_maskstore_ps(e.add(k / 2), first(left.div_ceil(2)), ev);
+                _mm256_maskstore_ps(o.add(k / 2), first(left / 2), od);
+                k += 2 * L8;
+            }
+        }
+    }
+}
+
+/// `super::run_part` on AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn run_part(
+    g: &WinoGeom,
+    planes: &[f32],
+    u: &[f32],
+    out: *mut f32,
+    epi: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+    scratch: &mut [f32],
+) {
+    // Rows of 8k tiles (Wide and Eight) load whole vectors from one row.
+    let four = g.rows() == Some(Rows::Four);
+    let (th, tw) = g.tiles();
+    let tiles = th * tw;
+    let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
+    let nob = g.out_blocks();
+    for blk in blocks {
+        let t0 = blk * TB;
+        let nt = (tiles - t0).min(TB);
+        if four {
+            input_transform::<true>(g, planes, t0, nt, vbuf);
+        } else {
+            input_transform::<false>(g, planes, t0, nt, vbuf);
+        }
+        for ob in obs.clone() {
+            for xi in 0..16 {
+                let ub = u.as_ptr().add((xi * nob + ob) * g.c * OR);
+                let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
+                let vb = vbuf.as_ptr().add(xi * g.c * TB);
+                gemm(vb, ub, g.c, nt, mb);
+            }
+            if four {
+                output_transform::<true>(g, mbuf, ob, t0, nt, out, epi);
+            } else {
+                output_transform::<false>(g, mbuf, ob, t0, nt, out, epi);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load_taps<const FOUR: bool>(
+    cp: *const f32,
+    g: &WinoGeom,
+    t: usize,
+    i: usize,
+    j: usize,
+) -> __m256 {
+    let (p, tw) = (g.pitch(), g.tiles().1);
+    let base = cp.add((j % 2) * g.hp() * p + j / 2);
+    let (ty, tx) = (t / tw, t % tw);
+    let at = |ty: usize| base.add((2 * ty + i) * p);
+    if FOUR {
+        let lo = _mm256_castps128_ps256(_mm_loadu_ps(at(ty)));
+        _mm256_insertf128_ps::<1>(lo, _mm_loadu_ps(at(ty + 1)))
+    } else {
+        _mm256_loadu_ps(at(ty).add(tx))
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_transform<const FOUR: bool>(
+    g: &WinoGeom,
+    planes: &[f32],
+    t0: usize,
+    nt: usize,
+    vbuf: &mut [f32],
+) {
+    let cl = g.channel_len();
+    let v = vbuf.as_mut_ptr();
+    for ch in 0..g.c {
+        let cp = planes.as_ptr().add(ch * cl);
+        for grp in 0..nt / L8 {
+            let t = t0 + grp * L8;
+            let d: [[__m256; 4]; 4] =
+                std::array::from_fn(|i| std::array::from_fn(|j| load_taps::<FOUR>(cp, g, t, i, j)));
+            let r: [[__m256; 4]; 4] = std::array::from_fn(|j| {
+                [
+                    _mm256_sub_ps(d[0][j], d[2][j]),
+                    _mm256_add_ps(d[1][j], d[2][j]),
+                    _mm256_sub_ps(d[2][j], d[1][j]),
+                    _mm256_sub_ps(d[1][j], d[3][j]),
+                ]
+            });
+            for a in 0..4 {
+                let vals = [
+                    _mm256_sub_ps(r[0][a], r[2][a]),
+                    _mm256_add_ps(r[1][a], r[2][a]),
+                    _mm256_sub_ps(r[2][a], r[1][a]),
+                    _mm256_sub_ps(r[1][a], r[3][a]),
+                ];
+                for (b, &x) in vals.iter().enumerate() {
+                    let xi = 4 * a + b;
+                    _mm256_storeu_ps(v.add((xi * g.c + ch) * TB + grp * L8), x);
+                }
+            }
+        }
+    }
+}
+
+/// `M[r][tiles] = Σ_c U[c][r] · V[c][tiles]` for one ξ: 4 channels × 16
+/// tiles per register tile (8 accumulators of the 16 ymm registers).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn gemm(v: *const f32, u: *const f32, c: usize, nt: usize, m: *mut f32) {
+    for half in 0..OR / 4 {
+        for pair in 0..nt / (2 * L8) {
+            let col = pair * 2 * L8;
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for ch in 0..c {
+                let x0 = _mm256_loadu_ps(v.add(ch * TB + col));
+                let x1 = _mm256_loadu_ps(v.add(ch * TB + col + L8));
+                let w = u.add(ch * OR + half * 4);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_broadcast_ss(&*w.add(r));
+                    a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
+                    a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let row = m.add((half * 4 + r) * TB + col);
+                _mm256_storeu_ps(row, a[0]);
+                _mm256_storeu_ps(row.add(L8), a[1]);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_transform<const FOUR: bool>(
+    g: &WinoGeom,
+    mbuf: &[f32],
+    ob: usize,
+    t0: usize,
+    nt: usize,
+    out: *mut f32,
+    epi: &Epilogue,
+) {
+    let (ho, wo) = g.out();
+    let tw = g.tiles().1;
+    let plane = ho * wo;
+    let zero = _mm256_setzero_ps();
+    let valid = (g.o - ob * OR).min(OR);
+    let m = mbuf.as_ptr();
+    for r in 0..valid {
+        let oc = ob * OR + r;
+        let bias = _mm256_set1_ps(epi.bias.map_or(0.0, |b| b[oc]));
+        let dst = out.add(oc * plane);
+        let res = epi.residual.map(|x| x.as_ptr().add(oc * plane));
+        for grp in 0..nt / L8 {
+            let mv: [__m256; 16] =
+                std::array::from_fn(|xi| _mm256_loadu_ps(m.add((xi * OR + r) * TB + grp * L8)));
+            let s: [[__m256; 4]; 2] = [
+                std::array::from_fn(|j| _mm256_add_ps(_mm256_add_ps(mv[j], mv[4 + j]), mv[8 + j])),
+                std::array::from_fn(|j| {
+                    _mm256_sub_ps(_mm256_sub_ps(mv[4 + j], mv[8 + j]), mv[12 + j])
+                }),
+            ];
+            let t = t0 + grp * L8;
+            let (ty, tx) = (t / tw, t % tw);
+            for (dy, sr) in s.iter().enumerate() {
+                let y0 = _mm256_add_ps(_mm256_add_ps(sr[0], sr[1]), sr[2]);
+                let y1 = _mm256_sub_ps(_mm256_sub_ps(sr[1], sr[2]), sr[3]);
+                // Tiles 0–3 and 4–7, each run left to right.
+                let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
+                let z = [
+                    _mm256_permute2f128_ps::<0x20>(lo, hi),
+                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                ];
+                for (half, &zv) in z.iter().enumerate() {
+                    let at = if FOUR {
+                        (2 * (ty + half) + dy) * wo
+                    } else {
+                        (2 * ty + dy) * wo + 2 * tx + L8 * half
+                    };
+                    let mut y = _mm256_add_ps(zv, bias);
+                    if let Some(rp) = res {
+                        y = _mm256_add_ps(y, _mm256_loadu_ps(rp.add(at)));
+                    }
+                    if epi.relu {
+                        y = _mm256_max_ps(y, zero);
+                    }
+                    _mm256_storeu_ps(dst.add(at), y);
+                }
+            }
+        }
+    }
+}
