@@ -248,14 +248,15 @@ pub fn conv2d_with(
         pad: geom.pad,
     };
     // 4-bit weights are decoded and transformed per call (the codes are what
-    // stays in memory): worth it when a batch shares that cost. A single
-    // image keeps the direct kernel, which decodes in place; measured at
-    // batch 1 on ResNet-20 the per-call transform made it slower (1 thread:
-    // 0.66–0.73 vs 0.73–0.80 ms, 2 threads: 0.59–0.86 vs 0.49 ms).
+    // stays in memory). A batch shares that cost. A single image split over
+    // the team keeps the direct kernel, which decodes in place in every
+    // part, while the transform would run on one thread: ResNet-20 batch-1
+    // latency, best of 5 — 1 thread: Winograd 0.57 ms, direct 0.72 ms;
+    // 2 threads: Winograd 0.66 ms, direct 0.48 ms.
     let nibbles = matches!(direct, Some(direct_conv::Weights::Nibbles { .. }));
     if g == 1
         && (kh, kw, stride) == (3, 3, 1)
-        && (!nibbles || n > 1)
+        && (!nibbles || n > 1 || threads == 1)
         && wg.supported()
         && winograd_available()
     {
