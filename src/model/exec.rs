@@ -260,9 +260,9 @@ pub enum ConvPath {
     Int8(Kernel),
     /// W8A8 as f32 simulation (integer paths off, or no fast int8 kernel here).
     SimW8A8,
-    /// Weight-only ≤ 4-bit codes decoded inside the direct kernel (and,
-    /// for batches of 3×3 stride-1 convs, decoded + transformed per call
-    /// for the Winograd kernel: `winograd`).
+    /// Weight-only ≤ 4-bit codes decoded inside the direct kernel, or
+    /// (3×3 stride-1 convs, `winograd`) decoded + transformed per call for
+    /// the Winograd kernel, except for single images split over threads.
     W4 { winograd: bool },
     /// f32 direct kernel.
     Fp32Direct,
@@ -280,10 +280,7 @@ impl ConvPath {
             ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
             ConvPath::W4 { winograd: false } => format!("w4 weight-only (direct {})", direct_isa()),
             ConvPath::W4 { winograd: true } => {
-                format!(
-                    "w4 weight-only (direct {}, winograd for batches)",
-                    direct_isa()
-                )
+                format!("w4 weight-only (winograd / direct {})", direct_isa())
             }
             ConvPath::Fp32Direct => format!("fp32 direct {}", direct_isa()),
             ConvPath::Fp32Winograd => format!(
