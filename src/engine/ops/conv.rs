@@ -144,6 +144,18 @@ pub fn conv2d(
     conv2d_prepacked(x, weight, None, wshape, geom, epi)
 }
 
+/// `image(b, out_b)` for every image's output, in parallel when there are
+/// several (a single image's call may split itself over the team).
+fn for_each_image(out: &mut [f32], per_img: usize, image: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() > per_img {
+        out.par_chunks_mut(per_img)
+            .enumerate()
+            .for_each(|(b, dst)| image(b, dst));
+    } else {
+        image(0, out);
+    }
+}
+
 /// As `conv2d`, with the weights already in the direct kernel's layout
 /// (`direct_conv::pack_weights`), as cached by `Graph::fused`.
 pub fn conv2d_prepacked(
@@ -303,14 +315,7 @@ pub fn conv2d_with(
                     winograd::conv_image(&wg, img, u, dst, e);
                 }
             };
-            if n > 1 {
-                out_slice
-                    .par_chunks_mut(per_img_out)
-                    .enumerate()
-                    .for_each(|(b, dst)| image(b, dst));
-            } else {
-                image(0, out_slice);
-            }
+            for_each_image(out_slice, per_img_out, image);
         }
         // Hand a per-call transform's buffer back for the next call.
         if nibbles && cached.is_none() {
@@ -425,14 +430,7 @@ pub fn conv2d_with(
                 run((0, img_out));
             }
         };
-        if n > 1 {
-            out_slice
-                .par_chunks_mut(per_img_out)
-                .enumerate()
-                .for_each(|(b, dst)| image(b, dst));
-        } else {
-            image(0, out_slice);
-        }
+        for_each_image(out_slice, per_img_out, image);
         return Ok(out);
     }
     let small = n * o * ho * wo * dcol_of(wshape) < 8_000_000;
