@@ -15,9 +15,22 @@ fn input(n: usize, c: usize, s: usize) -> Tensor {
     Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32)
 }
 
-/// (channels, spatial) of ResNet-20's three stages.
-#[divan::bench(args = [(16, 32), (32, 16), (64, 8)])]
+/// (channels, spatial) of ResNet-20's three stages, and ImageNet ResNets'
+/// 14- and 7-wide maps (the Winograd kernel's gathered path). Counted as
+/// direct-convolution multiply-adds (×2), so Winograd shows an effective rate.
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8), (128, 14), (256, 7)])]
 fn conv3x3_batch64(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    conv3x3(bencher, c, s, true);
+}
+
+/// The same convolutions on the direct kernel (Winograd off).
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8), (128, 14), (256, 7)])]
+fn conv3x3_batch64_direct(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    conv3x3(bencher, c, s, false);
+}
+
+fn conv3x3(bencher: divan::Bencher, c: usize, s: usize, winograd: bool) {
+    qscope::engine::ops::conv::set_winograd(winograd);
     let x = input(64, c, s);
     let w = vec![0.01f32; c * c * 9];
     bencher

@@ -423,8 +423,9 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
 
 /// Winograd F(2×2, 3×3) kernel, called directly so it surely runs, against
 /// the f64 naive convolution: tile rows of 16k (32 and 64 wide maps), 8 and
-/// 4 tiles, pads 0–2, a non-square map, channel counts that leave partial
-/// 8-channel blocks, and bias + residual + ReLU. Tolerance 2e-5 of the max
+/// 4 tiles, other widths and odd sizes (gathered), pads 0–2, non-square
+/// maps, channel counts that leave partial 8-channel blocks, and bias +
+/// residual + ReLU. Tolerance 2e-5 of the max
 /// magnitude: the transforms add a few roundings per output. The team split
 /// (batch-1 latency) must equal the one-thread result bit for bit.
 #[test]
@@ -456,6 +457,13 @@ fn winograd_cases() {
         (7, 14, 14, 9, 2),
         (4, 16, 32, 8, 1),
         (6, 4, 64, 16, 1),
+        // Other widths and odd sizes: gathered loads, masked edge tiles.
+        (5, 7, 7, 9, 1),
+        (3, 14, 14, 16, 1),
+        (4, 28, 28, 8, 1),
+        (8, 9, 13, 8, 0),
+        (2, 5, 6, 3, 2),
+        (3, 3, 3, 4, 0),
     ];
     for &(c, h, w, o, p) in &cases {
         let g = WinoGeom { c, h, w, o, pad: p };
@@ -490,25 +498,15 @@ fn winograd_cases() {
             );
         }
     }
-    // Geometries the kernel does not take go elsewhere.
-    for g in [
-        WinoGeom {
-            c: 4,
-            h: 7,
-            w: 7,
-            o: 4,
-            pad: 1,
-        },
-        WinoGeom {
-            c: 4,
-            h: 12,
-            w: 12,
-            o: 4,
-            pad: 1,
-        },
-    ] {
-        assert!(!g.supported(), "{g:?}");
-    }
+    // Padding beyond 2 goes to the direct kernel.
+    let g = WinoGeom {
+        c: 4,
+        h: 7,
+        w: 7,
+        o: 4,
+        pad: 3,
+    };
+    assert!(!g.supported(), "{g:?}");
 }
 
 /// Through `conv2d`, a batch of 3 on a 3×3 stride-1 conv: the Winograd path

@@ -8,6 +8,12 @@ use crate::engine::kernels::direct_conv::Epilogue;
 use std::arch::x86_64::*;
 
 const L8: usize = 8;
+/// How a vector of 8 tiles is loaded and stored: one tile row (rows of 8k
+/// tiles), two rows of 4, or gathered / stored lane by lane (any other
+/// geometry, edge tiles masked).
+const ROW: u8 = 0;
+const FOUR: u8 = 1;
+const ANY: u8 = 2;
 
 /// `super::build_planes_of` on AVX2: 16 source columns per step.
 #[target_feature(enable = "avx2,fma")]
@@ -96,18 +102,24 @@ pub(super) unsafe fn run_part(
     scratch: &mut [f32],
 ) {
     // Rows of 8k tiles (Wide and Eight) load whole vectors from one row.
-    let four = g.rows() == Some(Rows::Four);
+    let kind = match g.rows() {
+        Some(Rows::Wide | Rows::Eight) => ROW,
+        Some(Rows::Four) => FOUR,
+        _ => ANY,
+    };
     let (th, tw) = g.tiles();
     let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
     let nob = g.out_blocks();
     for blk in blocks {
         let t0 = blk * TB;
-        let nt = (tiles - t0).min(TB);
-        if four {
-            input_transform::<true>(g, planes, t0, nt, vbuf);
-        } else {
-            input_transform::<false>(g, planes, t0, nt, vbuf);
+        // Whole pairs of vectors: lanes past the last tile repeat it and
+        // are not stored.
+        let nt = (tiles - t0).min(TB).div_ceil(2 * L8) * 2 * L8;
+        match kind {
+            ROW => input_transform::<ROW>(g, planes, t0, nt, vbuf),
+            FOUR => input_transform::<FOUR>(g, planes, t0, nt, vbuf),
+            _ => input_transform::<ANY>(g, planes, t0, nt, vbuf),
         }
         for ob in obs.clone() {
             for xi in 0..16 {
@@ -116,10 +128,10 @@ pub(super) unsafe fn run_part(
                 let vb = vbuf.as_ptr().add(xi * g.c * TB);
                 gemm(vb, ub, g.c, nt, mb);
             }
-            if four {
-                output_transform::<true>(g, mbuf, ob, t0, nt, out, epi);
-            } else {
-                output_transform::<false>(g, mbuf, ob, t0, nt, out, epi);
+            match kind {
+                ROW => output_transform::<ROW>(g, mbuf, ob, t0, nt, out, epi),
+                FOUR => output_transform::<FOUR>(g, mbuf, ob, t0, nt, out, epi),
+                _ => output_transform::<ANY>(g, mbuf, ob, t0, nt, out, epi),
             }
         }
     }
@@ -127,18 +139,22 @@ pub(super) unsafe fn run_part(
 
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn load_taps<const FOUR: bool>(
+unsafe fn load_taps<const KIND: u8>(
     cp: *const f32,
     g: &WinoGeom,
     t: usize,
     i: usize,
     j: usize,
+    idx: __m256i,
 ) -> __m256 {
     let (p, tw) = (g.pitch(), g.tiles().1);
     let base = cp.add((j % 2) * g.hp() * p + j / 2);
+    if KIND == ANY {
+        return _mm256_i32gather_ps::<4>(base.add(i * p), idx);
+    }
     let (ty, tx) = (t / tw, t % tw);
     let at = |ty: usize| base.add((2 * ty + i) * p);
-    if FOUR {
+    if KIND == FOUR {
         let lo = _mm256_castps128_ps256(_mm_loadu_ps(at(ty)));
         _mm256_insertf128_ps::<1>(lo, _mm_loadu_ps(at(ty + 1)))
     } else {
@@ -147,7 +163,7 @@ unsafe fn load_taps<const FOUR: bool>(
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn input_transform<const FOUR: bool>(
+unsafe fn input_transform<const KIND: u8>(
     g: &WinoGeom,
     planes: &[f32],
     t0: usize,
@@ -160,8 +176,20 @@ unsafe fn input_transform<const FOUR: bool>(
         let cp = planes.as_ptr().add(ch * cl);
         for grp in 0..nt / L8 {
             let t = t0 + grp * L8;
-            let d: [[__m256; 4]; 4] =
-                std::array::from_fn(|i| std::array::from_fn(|j| load_taps::<FOUR>(cp, g, t, i, j)));
+            let idx = if KIND == ANY {
+                let (th, tw) = g.tiles();
+                let p = g.pitch();
+                let o: [i32; L8] = std::array::from_fn(|l| {
+                    let tt = (t + l).min(th * tw - 1);
+                    (2 * (tt / tw) * p + tt % tw) as i32
+                });
+                _mm256_loadu_si256(o.as_ptr() as *const _)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j, idx))
+            });
             let r: [[__m256; 4]; 4] = std::array::from_fn(|j| {
                 [
                     _mm256_sub_ps(d[0][j], d[2][j]),
@@ -215,7 +243,7 @@ unsafe fn gemm(v: *const f32, u: *const f32, c: usize, nt: usize, m: *mut f32) {
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn output_transform<const FOUR: bool>(
+unsafe fn output_transform<const KIND: u8>(
     g: &WinoGeom,
     mbuf: &[f32],
     ob: usize,
@@ -249,6 +277,35 @@ unsafe fn output_transform<const FOUR: bool>(
             for (dy, sr) in s.iter().enumerate() {
                 let y0 = _mm256_add_ps(_mm256_add_ps(sr[0], sr[1]), sr[2]);
                 let y1 = _mm256_sub_ps(_mm256_sub_ps(sr[1], sr[2]), sr[3]);
+                if KIND == ANY {
+                    // Lane by lane, skipping what lies outside the output.
+                    let (mut a, mut b) = ([0f32; L8], [0f32; L8]);
+                    _mm256_storeu_ps(a.as_mut_ptr(), y0);
+                    _mm256_storeu_ps(b.as_mut_ptr(), y1);
+                    let tiles = g.tiles().0 * tw;
+                    for l in 0..L8 {
+                        let tt = t + l;
+                        let (oy, ox) = (2 * (tt / tw) + dy, 2 * (tt % tw));
+                        if tt >= tiles || oy >= ho {
+                            continue;
+                        }
+                        for (dx, v) in [a[l], b[l]].into_iter().enumerate() {
+                            if ox + dx >= wo {
+                                continue;
+                            }
+                            let at = oy * wo + ox + dx;
+                            let mut y = v + epi.bias.map_or(0.0, |b| b[oc]);
+                            if let Some(rp) = res {
+                                y += *rp.add(at);
+                            }
+                            if epi.relu {
+                                y = y.max(0.0);
+                            }
+                            *dst.add(at) = y;
+                        }
+                    }
+                    continue;
+                }
                 // Tiles 0–3 and 4–7, each run left to right.
                 let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
                 let z = [
@@ -256,7 +313,7 @@ unsafe fn output_transform<const FOUR: bool>(
                     _mm256_permute2f128_ps::<0x31>(lo, hi),
                 ];
                 for (half, &zv) in z.iter().enumerate() {
-                    let at = if FOUR {
+                    let at = if KIND == FOUR {
                         (2 * (ty + half) + dy) * wo
                     } else {
                         (2 * ty + dy) * wo + 2 * tx + L8 * half

@@ -12,8 +12,10 @@
 //! Vectors of 16 tiles are contiguous loads because the padded input is
 //! stored split by column parity ("phase planes", as for stride-2 direct
 //! convs): tap column j of tiles tx…tx+15 is `phase[j % 2][row][tx + j/2 …]`.
-//! Maps whose tile rows are 16k, 8 or 4 tiles wide (ResNet-20/56's 32, 16
-//! and 8 wide maps) are supported; others use the direct kernel.
+//! Maps whose tile rows are 16k, 8 or 4 tiles wide (CIFAR ResNets' 32, 16
+//! and 8 wide maps) load and store whole vectors; any other size (odd,
+//! 7/14/28/56 wide …) gathers its loads and scatters its stores, with the
+//! tiles past the edge masked.
 //!
 //! Transforms (Lavin & Gray 2016), `g` rows = ky, columns = kx:
 //! `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`,
@@ -48,6 +50,9 @@ pub(crate) enum Rows {
     Eight,
     /// 4 tiles per row: a vector is four rows.
     Four,
+    /// Anything else (odd sizes, other widths): gathered loads, scattered
+    /// stores, edge tiles masked.
+    Any,
 }
 
 impl WinoGeom {
@@ -60,30 +65,27 @@ impl WinoGeom {
     /// Tile rows and tiles per row.
     pub(crate) fn tiles(&self) -> (usize, usize) {
         let (ho, wo) = self.out();
-        (ho / 2, wo / 2)
+        (ho.div_ceil(2), wo.div_ceil(2))
     }
     pub(crate) fn rows(&self) -> Option<Rows> {
-        match self.tiles().1 {
-            0 => None,
-            t if t % LANES == 0 => Some(Rows::Wide),
-            8 => Some(Rows::Eight),
-            4 => Some(Rows::Four),
-            _ => None,
-        }
-    }
-    /// Whether this kernel handles the geometry (the vector paths need even
-    /// output sizes and whole vectors of tiles).
-    pub fn supported(&self) -> bool {
         let (ho, wo) = self.out();
         let (th, tw) = self.tiles();
-        self.c > 0
-            && self.o > 0
-            && ho > 0
-            && ho % 2 == 0
-            && wo % 2 == 0
-            && self.pad <= 2
-            && self.rows().is_some()
-            && (th * tw) % LANES == 0
+        if ho == 0 || wo == 0 {
+            return None;
+        }
+        // The vector paths need even output sizes and whole vectors of tiles.
+        let whole = ho % 2 == 0 && wo % 2 == 0 && (th * tw) % LANES == 0;
+        Some(match tw {
+            t if whole && t % LANES == 0 => Rows::Wide,
+            8 if whole => Rows::Eight,
+            4 if whole => Rows::Four,
+            _ => Rows::Any,
+        })
+    }
+    /// Whether this kernel handles the geometry: any 3×3 stride-1 conv with
+    /// padding up to 2.
+    pub fn supported(&self) -> bool {
+        self.c > 0 && self.o > 0 && self.pad <= 2 && self.rows().is_some()
     }
     /// Rows of a phase plane (padded input rows the tiles read).
     pub(crate) fn hp(&self) -> usize {
@@ -569,6 +571,7 @@ unsafe fn run_part(
         Some(Rows::Wide) => part_rows::<0>(g, planes, u, out, epi, blocks, obs, scratch),
         Some(Rows::Eight) => part_rows::<1>(g, planes, u, out, epi, blocks, obs, scratch),
         Some(Rows::Four) => part_rows::<2>(g, planes, u, out, epi, blocks, obs, scratch),
+        Some(Rows::Any) => part_rows::<3>(g, planes, u, out, epi, blocks, obs, scratch),
         None => unreachable!("checked by supported()"),
     }
 }
@@ -594,7 +597,8 @@ unsafe fn part_rows<const KIND: usize>(
     let nob = g.out_blocks();
     for blk in blocks {
         let t0 = blk * TB;
-        let nt = (tiles - t0).min(TB);
+        // Whole vectors: lanes past the last tile repeat it and are not stored.
+        let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;
         input_transform::<KIND>(g, planes, t0, nt, vbuf);
         let mut ob = obs.start;
         while ob < obs.end {
@@ -634,10 +638,15 @@ unsafe fn load_taps<const KIND: usize>(
     t: usize,
     i: usize,
     j: usize,
+    idx: std::arch::x86_64::__m512i,
 ) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let (p, tw) = (g.pitch(), g.tiles().1);
     let base = cp.add((j % 2) * g.hp() * p + j / 2);
+    if KIND == 3 {
+        // `idx`: each lane's tile origin `2·ty·p + tx` in the planes.
+        return _mm512_i32gather_ps::<4>(idx, base.add(i * p) as *const _);
+    }
     let (ty, tx) = (t / tw, t % tw);
     let at = |ty: usize| base.add((2 * ty + i) * p);
     match KIND {
@@ -648,13 +657,29 @@ unsafe fn load_taps<const KIND: usize>(
             let hi = _mm256_castps_pd(_mm256_loadu_ps(at(ty + 1)));
             _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
         }
-        _ => {
+        2 => {
             let v = _mm512_castps128_ps512(_mm_loadu_ps(at(ty)));
             let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(at(ty + 1)));
             let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(at(ty + 2)));
             _mm512_insertf32x4::<3>(v, _mm_loadu_ps(at(ty + 3)))
         }
+        _ => unreachable!("KIND 3 returned above"),
     }
+}
+
+/// Lane offsets `2·ty·p + tx` of tiles `t .. t + 16` in the phase planes
+/// (lanes past the last tile repeat it), for gathered loads.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_origins(g: &WinoGeom, t: usize) -> std::arch::x86_64::__m512i {
+    let (th, tw) = g.tiles();
+    let p = g.pitch();
+    let o: [i32; LANES] = std::array::from_fn(|l| {
+        let tt = (t + l).min(th * tw - 1);
+        (2 * (tt / tw) * p + tt % tw) as i32
+    });
+    std::arch::x86_64::_mm512_loadu_si512(o.as_ptr() as *const _)
 }
 
 /// `V = Bᵀ d B` for tiles `t0 .. t0 + nt` of every channel, stored
@@ -675,8 +700,14 @@ unsafe fn input_transform<const KIND: usize>(
         let cp = planes.as_ptr().add(ch * cl);
         for grp in 0..nt / LANES {
             let t = t0 + grp * LANES;
-            let d: [[__m512; 4]; 4] =
-                std::array::from_fn(|i| std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j)));
+            let idx = if KIND == 3 {
+                tile_origins(g, t)
+            } else {
+                _mm512_setzero_si512()
+            };
+            let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j, idx))
+            });
             // Bᵀ d: combine rows.
             let r: [[__m512; 4]; 4] = std::array::from_fn(|j| {
                 [
@@ -751,6 +782,55 @@ unsafe fn gemm_pair(v: *const f32, u0: *const f32, u1: *const f32, c: usize, m: 
     }
 }
 
+/// Row `dy` of tiles `t .. t + 16` (`y[dx]`: column dx of each tile) to
+/// the output plane at `dst`, with bias, residual and ReLU: scattered, and
+/// masked where a tile does not exist or its row or column falls outside
+/// an odd-sized output.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatter_outputs(
+    g: &WinoGeom,
+    t: usize,
+    dy: usize,
+    y: [std::arch::x86_64::__m512; 2],
+    bias: std::arch::x86_64::__m512,
+    dst: *mut f32,
+    res: Option<*const f32>,
+    relu: bool,
+) {
+    use std::arch::x86_64::*;
+    let (ho, wo) = g.out();
+    let (th, tw) = g.tiles();
+    let mut at = [0i32; LANES];
+    let mut masks = [0u16; 2];
+    for (l, a) in at.iter_mut().enumerate() {
+        let tt = t + l;
+        let (oy, ox) = (2 * (tt / tw) + dy, 2 * (tt % tw));
+        if tt < th * tw && oy < ho {
+            *a = (oy * wo + ox) as i32;
+            masks[0] |= 1 << l;
+            if ox + 1 < wo {
+                masks[1] |= 1 << l;
+            }
+        }
+    }
+    let idx = _mm512_loadu_si512(at.as_ptr() as *const _);
+    for (dx, (&v, &m)) in y.iter().zip(&masks).enumerate() {
+        let mut v = _mm512_add_ps(v, bias);
+        if let Some(rp) = res {
+            // Zero where masked off (those lanes are not stored anyway).
+            let zero = _mm512_setzero_ps();
+            let r = _mm512_mask_i32gather_ps::<4>(zero, m, idx, rp.add(dx) as *const _);
+            v = _mm512_add_ps(v, r);
+        }
+        if relu {
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+        }
+        _mm512_mask_i32scatter_ps::<4>(dst.add(dx) as *mut _, m, idx, v);
+    }
+}
+
 /// `Y = Aᵀ M A` (M's tiles from column `m_off` on) for output-channel block `ob` and tiles `t0 .. t0 + nt`,
 /// then bias, residual and ReLU on the way to `out` (`[O][Ho][Wo]`).
 #[cfg(target_arch = "x86_64")]
@@ -792,6 +872,14 @@ unsafe fn output_transform<const KIND: usize>(
             ];
             let t = t0 + grp * LANES;
             let (ty, tx) = (t / tw, t % tw);
+            if KIND == 3 {
+                for (dy, sr) in s.iter().enumerate() {
+                    let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
+                    let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
+                    scatter_outputs(g, t, dy, [y0, y1], bias, dst, res, epi.relu);
+                }
+                continue;
+            }
             for (dy, sr) in s.iter().enumerate() {
                 let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
                 let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
