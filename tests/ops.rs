@@ -488,7 +488,8 @@ fn winograd_cases() {
         assert!(err < 2e-5, "{:?} {g:?}: {err}", winograd::isa());
         for threads in [2, 3] {
             let mut split = Tensor::zeros((1, o, ho, wo));
-            winograd::conv_image_split(&g, xs, &u, split.as_slice_mut().expect("c"), epi, threads);
+            let w = winograd::SplitWeights::Transformed(&u);
+            winograd::conv_image_split(&g, xs, w, split.as_slice_mut().expect("c"), epi, threads);
             assert!(
                 split
                     .iter()
@@ -557,5 +558,69 @@ fn winograd_transform_of_packed_weights_equals_the_scalar_one() {
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "(o, c) = ({o}, {c})"
         );
+    }
+}
+
+/// A single image with 4-bit weights split over the team: each part decodes
+/// and transforms only its own channel blocks. The result equals the
+/// one-thread kernel on the whole layer's transform bit for bit, on a
+/// one-tile-block map (split by channel blocks) and a many-block map.
+#[test]
+fn winograd_split_with_4_bit_weights_equals_one_thread() {
+    use qscope::engine::kernels::direct_conv::{self, Epilogue as DEpi, Weights};
+    use qscope::engine::kernels::winograd::{self, SplitWeights, WinoGeom};
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !winograd::is_available() {
+        eprintln!("no AVX-512 or AVX2: Winograd kernel not tested on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(25);
+    for (c, s, o) in [(16, 8, 40), (8, 32, 24)] {
+        let d = c * 9;
+        let w: Vec<f32> = (0..o * d)
+            .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
+            .collect();
+        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3]).expect("4-bit grid");
+        let nib = Weights::Nibbles {
+            nibbles: &lb.nibbles,
+            step: &lb.step,
+            lo: &lb.lo,
+        };
+        let u = winograd::transform_packed(&direct_conv::decode_all(nib, o, d), o, c);
+        let g = WinoGeom {
+            c,
+            h: s,
+            w: s,
+            o,
+            pad: 1,
+        };
+        let x = Tensor::from_shape_fn((1, c, s, s), |_| rng.normal() as f32);
+        let xs = x.as_slice().expect("contiguous");
+        let bias: Vec<f32> = (0..o).map(|_| rng.normal() as f32).collect();
+        let epi = DEpi {
+            bias: Some(&bias),
+            residual: None,
+            relu: true,
+        };
+        let mut one = vec![0f32; o * s * s];
+        winograd::conv_image(&g, xs, &u, &mut one, epi);
+        for threads in [2, 3] {
+            let mut split = vec![0f32; o * s * s];
+            winograd::conv_image_split(
+                &g,
+                xs,
+                SplitWeights::Nibbles(nib),
+                &mut split,
+                epi,
+                threads,
+            );
+            assert!(
+                split
+                    .iter()
+                    .zip(&one)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{g:?}: 4-bit split over {threads} differs"
+            );
+        }
     }
 }

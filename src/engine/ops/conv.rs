@@ -260,22 +260,22 @@ pub fn conv2d_with(
         pad: geom.pad,
     };
     // 4-bit weights are decoded and transformed per call (the codes are what
-    // stays in memory). A batch shares that cost. A single image split over
-    // the team keeps the direct kernel, which decodes in place in every
-    // part, while the transform would run on one thread: ResNet-20 batch-1
-    // latency, best of 5 — 1 thread: Winograd 0.57 ms, direct 0.72 ms;
-    // 2 threads: Winograd 0.66 ms, direct 0.48 ms.
-    let nibbles = matches!(direct, Some(direct_conv::Weights::Nibbles { .. }));
-    if g == 1
-        && (kh, kw, stride) == (3, 3, 1)
-        && (!nibbles || n > 1 || threads == 1)
-        && wg.supported()
-        && winograd_available()
-    {
+    // stays in memory): a batch shares that cost, and a single image split
+    // over the team has each part transform only the channel blocks it
+    // computes. (Transformed up front by the caller, the split image was
+    // slower than the direct kernel: 0.66 vs 0.48 ms, ResNet-20, 2 threads.)
+    if g == 1 && (kh, kw, stride) == (3, 3, 1) && wg.supported() && winograd_available() {
+        // As for the direct kernel: one image is shared by the team from
+        // ~1 M multiply-adds (direct-conv count).
+        let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
         let mut owned: Vec<f32> = vec![];
         let packed_len = o.div_ceil(direct_conv::OB) * direct_conv::OB * c * 9;
+        // 4-bit codes of the expected size (anything else goes through `weight`).
+        let w4 = matches!(direct, Some(direct_conv::Weights::Nibbles { nibbles, .. })
+            if nibbles.len() == packed_len / 2);
         let cached = winograd.filter(|u| u.len() == 16 * wg.out_blocks() * c * winograd::OR);
-        if cached.is_none() {
+        // A split call's parts decode and transform their own 4-bit blocks.
+        if cached.is_none() && !(w4 && team) {
             match direct {
                 Some(nib @ direct_conv::Weights::Nibbles { nibbles, .. })
                     if nibbles.len() == packed_len / 2 =>
@@ -297,9 +297,6 @@ pub fn conv2d_with(
         {
             let u = cached.unwrap_or(&owned);
             let per_img_in = c * h * w;
-            // As for the direct kernel: one image is shared by the team from
-            // ~1 M multiply-adds (direct-conv count).
-            let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
             let image = |b: usize, dst: &mut [f32]| {
                 let e = direct_conv::Epilogue {
                     bias: epi.bias,
@@ -310,7 +307,12 @@ pub fn conv2d_with(
                 };
                 let img = &xs[b * per_img_in..(b + 1) * per_img_in];
                 if team {
-                    winograd::conv_image_split(&wg, img, u, dst, e, threads);
+                    let w = match (w4 && cached.is_none(), direct) {
+                        // Each part decodes and transforms its own blocks.
+                        (true, Some(nib)) => winograd::SplitWeights::Nibbles(nib),
+                        _ => winograd::SplitWeights::Transformed(u),
+                    };
+                    winograd::conv_image_split(&wg, img, w, dst, e, threads);
                 } else {
                     winograd::conv_image(&wg, img, u, dst, e);
                 }
@@ -318,7 +320,7 @@ pub fn conv2d_with(
             for_each_image(out_slice, per_img_out, image);
         }
         // Hand a per-call transform's buffer back for the next call.
-        if nibbles && cached.is_none() {
+        if w4 && cached.is_none() && !team {
             W4_BUFFERS.with(|cell| cell.borrow_mut().1 = owned);
         }
         return Ok(out);

@@ -3,7 +3,7 @@
 //! vectors. A vector is 8 tiles of one tile row (rows of 8k tiles) or two
 //! rows (4 tiles per row), so every load and store is a whole vector.
 //! Callers check every bound these rely on.
-use super::{Rows, WinoGeom, OR, TB};
+use super::{Rows, UView, WinoGeom, OR, TB};
 use crate::engine::kernels::direct_conv::Epilogue;
 use std::arch::x86_64::*;
 
@@ -94,7 +94,7 @@ pub(super) unsafe fn build_planes_of(
 pub(super) unsafe fn run_part(
     g: &WinoGeom,
     planes: &[f32],
-    u: &[f32],
+    u: UView,
     out: *mut f32,
     epi: &Epilogue,
     blocks: std::ops::Range<usize>,
@@ -110,7 +110,6 @@ pub(super) unsafe fn run_part(
     let (th, tw) = g.tiles();
     let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
-    let nob = g.out_blocks();
     for blk in blocks {
         let t0 = blk * TB;
         // Whole pairs of vectors: lanes past the last tile repeat it and
@@ -123,7 +122,7 @@ pub(super) unsafe fn run_part(
         }
         for ob in obs.clone() {
             for xi in 0..16 {
-                let ub = u.as_ptr().add((xi * nob + ob) * g.c * OR);
+                let ub = u.block(xi, ob, g.c);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
                 let vb = vbuf.as_ptr().add(xi * g.c * TB);
                 gemm(vb, ub, g.c, nt, mb);

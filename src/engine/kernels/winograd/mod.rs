@@ -25,6 +25,25 @@ use super::direct_conv::Epilogue;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
+/// Transformed weights covering output-channel blocks `base .. base + nob`
+/// (`[16 ξ][nob][C][8]`): the whole layer, or the blocks one part of a
+/// split call transformed for itself.
+#[derive(Clone, Copy)]
+pub(crate) struct UView<'a> {
+    pub(crate) u: &'a [f32],
+    pub(crate) nob: usize,
+    pub(crate) base: usize,
+}
+
+impl UView<'_> {
+    /// Start of ξ's weights for output-channel block `ob`.
+    #[inline]
+    pub(crate) fn block(&self, xi: usize, ob: usize, c: usize) -> *const f32 {
+        debug_assert!(ob >= self.base && ob < self.base + self.nob);
+        self.u[(xi * self.nob + ob - self.base) * c * OR..].as_ptr()
+    }
+}
+
 /// Output channels per GEMM register tile (and per block of `U`).
 pub const OR: usize = 8;
 const LANES: usize = 16;
@@ -270,7 +289,7 @@ unsafe fn transform_packed_avx512(
     }
 }
 
-fn check(g: &WinoGeom, img: &[f32], u: &[f32], out: &[f32], epi: &Epilogue) {
+fn check(g: &WinoGeom, img: &[f32], u_len: usize, out: &[f32], epi: &Epilogue) {
     let (ho, wo) = g.out();
     assert!(g.supported(), "winograd: unsupported geometry {g:?}");
     assert!(
@@ -279,7 +298,7 @@ fn check(g: &WinoGeom, img: &[f32], u: &[f32], out: &[f32], epi: &Epilogue) {
     );
     assert_eq!(img.len(), g.c * g.h * g.w, "winograd: input size");
     assert_eq!(
-        u.len(),
+        u_len,
         16 * g.out_blocks() * g.c * OR,
         "winograd: weights size"
     );
@@ -338,7 +357,7 @@ unsafe fn planes_on_isa(
 unsafe fn part_on_isa(
     g: &WinoGeom,
     planes: &[f32],
-    u: &[f32],
+    u: UView,
     out: *mut f32,
     epi: &Epilogue,
     blocks: std::ops::Range<usize>,
@@ -352,7 +371,20 @@ unsafe fn part_on_isa(
     }
 }
 
+/// The weights of a split call.
+#[derive(Clone, Copy)]
+pub enum SplitWeights<'a> {
+    /// From [`transform_weights`] (f32 models: done once per model).
+    Transformed(&'a [f32]),
+    /// 4-bit codes (`direct_conv::Weights::Nibbles`): each part decodes and
+    /// transforms the channel blocks it computes.
+    Nibbles(super::direct_conv::Weights<'a>),
+}
+
 thread_local! {
+    /// A split call's per-part decoded and transformed 4-bit weights.
+    static PART_WEIGHTS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static PLANES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -361,7 +393,7 @@ thread_local! {
 /// [`transform_weights`]. Panics if the geometry is unsupported or the CPU
 /// lacks AVX-512 (callers check [`WinoGeom::supported`] and [`is_available`]).
 pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Epilogue) {
-    check(g, img, u, out, &epi);
+    check(g, img, u.len(), out, &epi);
     SCRATCH.with(|cell| {
         let mut s = cell.borrow_mut();
         let need = g.planes_len() + g.block_scratch_len();
@@ -378,7 +410,11 @@ pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Ep
             part_on_isa(
                 g,
                 planes,
-                u,
+                UView {
+                    u,
+                    nob: g.out_blocks(),
+                    base: 0,
+                },
                 out.as_mut_ptr(),
                 &epi,
                 0..g.blocks(),
@@ -406,12 +442,26 @@ unsafe impl Sync for SharedOut {}
 pub fn conv_image_split(
     g: &WinoGeom,
     img: &[f32],
-    u: &[f32],
+    w: SplitWeights,
     out: &mut [f32],
     epi: Epilogue,
     threads: usize,
 ) {
-    check(g, img, u, out, &epi);
+    match w {
+        SplitWeights::Transformed(u) => check(g, img, u.len(), out, &epi),
+        SplitWeights::Nibbles(n) => {
+            // The same checks, with the 4-bit codes' size instead of U's.
+            let d = 9 * g.c;
+            let padded = g.o.div_ceil(super::direct_conv::OB) * super::direct_conv::OB;
+            if let super::direct_conv::Weights::Nibbles { nibbles, step, lo } = n {
+                assert!(
+                    nibbles.len() >= padded * d / 2 && step.len() >= padded && lo.len() >= padded,
+                    "winograd: 4-bit weights size"
+                );
+            }
+            check(g, img, 16 * g.out_blocks() * g.c * OR, out, &epi);
+        }
+    }
     // Tile blocks first; output-channel blocks when there are fewer tile
     // blocks than threads (8×8 maps have one).
     let (nb, nob) = (g.blocks(), g.out_blocks());
@@ -445,18 +495,45 @@ pub fn conv_image_split(
                 if s.len() < g.block_scratch_len() {
                     s.resize(g.block_scratch_len(), 0.0);
                 }
+                let mut own = PART_WEIGHTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                let u = match w {
+                    SplitWeights::Transformed(u) => UView { u, nob, base: 0 },
+                    SplitWeights::Nibbles(n) => {
+                        // Only this part's 16-channel blocks, decoded and
+                        // transformed here: the work is shared by the team
+                        // instead of done by the caller before it starts.
+                        const OB: usize = super::direct_conv::OB;
+                        let (b0, b1) = (obs.start * OR / OB, (obs.end * OR).div_ceil(OB));
+                        let (dec, u) = &mut own;
+                        let d = 9 * g.c;
+                        super::direct_conv::decode_all_into(
+                            n.from_channel(b0 * OB, d),
+                            (b1 - b0) * OB,
+                            d,
+                            dec,
+                        );
+                        transform_packed_into(dec, (b1 - b0) * OB, g.c, u);
+                        UView {
+                            u,
+                            nob: (b1 - b0) * OB / OR,
+                            base: b0 * OB / OR,
+                        }
+                    }
+                };
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `check` as above; each part has its own planes and
-                // scratch (thread-local); `team::run` calls each part once,
-                // the parts' (block, channel) output ranges are disjoint,
-                // and `out` stays borrowed until every part has finished.
+                // SAFETY: `check` as above; each part has its own planes,
+                // scratch and weights (thread-local); `team::run` calls each
+                // part once, the parts' (block, channel) output ranges are
+                // disjoint, and `out` stays borrowed until every part has
+                // finished.
                 unsafe {
                     let len = planes.len();
                     planes_on_isa(g, img, planes.as_mut_ptr(), len, rows);
                     part_on_isa(g, &planes, u, shared.0, &epi, blocks, obs, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (&mut s, &mut planes, shared, obs, blocks, rows);
+                let _ = (&mut s, &mut planes, shared, obs, blocks, rows, u);
+                PART_WEIGHTS.with(|c| *c.borrow_mut() = own);
             })
         });
     };
@@ -560,7 +637,7 @@ unsafe fn build_planes_of(
 unsafe fn run_part(
     g: &WinoGeom,
     planes: &[f32],
-    u: &[f32],
+    u: UView,
     out: *mut f32,
     epi: &Epilogue,
     blocks: std::ops::Range<usize>,
@@ -584,7 +661,7 @@ unsafe fn run_part(
 unsafe fn part_rows<const KIND: usize>(
     g: &WinoGeom,
     planes: &[f32],
-    u: &[f32],
+    u: UView,
     out: *mut f32,
     epi: &Epilogue,
     blocks: std::ops::Range<usize>,
@@ -594,7 +671,6 @@ unsafe fn part_rows<const KIND: usize>(
     let (th, tw) = g.tiles();
     let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
-    let nob = g.out_blocks();
     for blk in blocks {
         let t0 = blk * TB;
         // Whole vectors: lanes past the last tile repeat it and are not stored.
@@ -607,7 +683,7 @@ unsafe fn part_rows<const KIND: usize>(
             // block's results go to the unused second vector of M.
             let pair = nt == LANES && ob + 1 < obs.end;
             for xi in 0..16 {
-                let ub = u.as_ptr().add((xi * nob + ob) * g.c * OR);
+                let ub = u.block(xi, ob, g.c);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
                 let vb = vbuf.as_ptr().add(xi * g.c * TB);
                 if nt == TB {
