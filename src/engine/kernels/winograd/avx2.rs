@@ -27,7 +27,7 @@ pub(super) unsafe fn build_planes_of(
     let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
     let ph = hp * p;
     let (even_ph, even_at) = (pad % 2, pad / 2);
-    let (odd_ph, odd_at) = (1 - pad % 2, (pad + 1) / 2);
+    let (odd_ph, odd_at) = (1 - pad % 2, pad.div_ceil(2));
     let (ne, no) = (g.w.div_ceil(2), g.w / 2);
     assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
     assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);

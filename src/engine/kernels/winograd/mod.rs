@@ -560,7 +560,7 @@ unsafe fn build_planes_of(
     let ph = hp * p;
     // Even source columns land in phase pad % 2, odd ones in the other.
     let (even_ph, even_at) = (pad % 2, pad / 2);
-    let (odd_ph, odd_at) = (1 - pad % 2, (pad + 1) / 2);
+    let (odd_ph, odd_at) = (1 - pad % 2, pad.div_ceil(2));
     let (ne, no) = (g.w.div_ceil(2), g.w / 2);
     assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
     assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
@@ -607,7 +607,7 @@ unsafe fn build_planes_of(
             let src = img.as_ptr().add((ch * g.h + y) * g.w);
             let e = cp.add(even_ph * ph + r * p);
             let o = cp.add(odd_ph * ph + r * p);
-            if pad == 1 && g.w % 2 == 0 {
+            if pad == 1 && g.w.is_multiple_of(2) {
                 // The usual case: padded column 0 is index 0 of phase 0
                 // (where odd source columns go from index 1 on), padded
                 // column w + 1 the last index of phase 1 (even columns).
