@@ -1,0 +1,454 @@
+//! The AVX-512 body of the Winograd kernel (see the parent module for the
+//! scheme): phase planes, the input transform, the GEMM register tiles and
+//! the output transform with the fused epilogue. Callers check every bound
+//! these rely on.
+use super::{Rows, UView, WinoGeom, LANES, OR, TB};
+use crate::engine::kernels::direct_conv::Epilogue;
+
+/// The zero-padded input split by column parity: channel c, phase φ, padded
+/// row r, index k holds padded column `2k + φ`. Every element is written
+/// once, with vector stores (slice fills became libc `memset` calls per row,
+/// and a 32-wide split ran scalar on 16-wide rows: 20 % of a pass).
+/// The planes' padded rows `rows` only (`planes` points at the
+/// buffer; `len` is its length).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn build_planes_of(
+    g: &WinoGeom,
+    img: &[f32],
+    planes: *mut f32,
+    len: usize,
+    rows: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::*;
+    let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
+    let ph = hp * p;
+    // Even source columns land in phase pad % 2, odd ones in the other.
+    let (even_ph, even_at) = (pad % 2, pad / 2);
+    let (odd_ph, odd_at) = (1 - pad % 2, pad.div_ceil(2));
+    let (ne, no) = (g.w.div_ceil(2), g.w / 2);
+    assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
+    assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
+    let rows = rows.start..rows.end.min(hp);
+    let zero = _mm512_setzero_ps();
+    // Zero `[a, b)` of a row.
+    let clear = |row: *mut f32, a: usize, b: usize| {
+        let mut k = a;
+        while k < b {
+            let m = ((1u32 << (b - k).min(LANES)) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(row.add(k), m, zero);
+            k += LANES;
+        }
+    };
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // 32 source columns per step, the last step masked: (first column,
+    // load masks of its two halves, store masks of the even and odd parts).
+    let steps: Vec<(usize, __mmask16, __mmask16, __mmask16, __mmask16)> = (0..g.w)
+        .step_by(2 * LANES)
+        .map(|k| {
+            let left = (g.w - k).min(2 * LANES);
+            let m = |n: usize| ((1u32 << n) - 1) as __mmask16;
+            (
+                k,
+                m(left.min(LANES)),
+                m(left.saturating_sub(LANES)),
+                m(left.div_ceil(2)),
+                m(left / 2),
+            )
+        })
+        .collect();
+    let base = planes;
+    let in_rows = rows.start.max(pad)..rows.end.min(pad + g.h).max(rows.start.max(pad));
+    for ch in 0..g.c {
+        let cp = base.add(ch * 2 * ph);
+        for phase in 0..2 {
+            for r in (rows.start..in_rows.start).chain(in_rows.end..rows.end) {
+                clear(cp.add(phase * ph + r * p), 0, p);
+            }
+        }
+        for r in in_rows.clone() {
+            let y = r - pad;
+            let src = img.as_ptr().add((ch * g.h + y) * g.w);
+            let e = cp.add(even_ph * ph + r * p);
+            let o = cp.add(odd_ph * ph + r * p);
+            if pad == 1 && g.w.is_multiple_of(2) {
+                // The usual case: padded column 0 is index 0 of phase 0
+                // (where odd source columns go from index 1 on), padded
+                // column w + 1 the last index of phase 1 (even columns).
+                *o = 0.0;
+                *e.add(ne) = 0.0;
+            } else {
+                clear(e, 0, even_at);
+                clear(e, even_at + ne, p);
+                clear(o, 0, odd_at);
+                clear(o, odd_at + no, p);
+            }
+            let (e, o) = (e.add(even_at), o.add(odd_at));
+            for &(k, ma, mb, me, mo) in &steps {
+                let a = _mm512_maskz_loadu_ps(ma, src.add(k));
+                let b = _mm512_maskz_loadu_ps(mb, src.add(k + LANES));
+                _mm512_mask_storeu_ps(e.add(k / 2), me, _mm512_permutex2var_ps(a, ie, b));
+                _mm512_mask_storeu_ps(o.add(k / 2), mo, _mm512_permutex2var_ps(a, io, b));
+            }
+        }
+    }
+}
+
+/// Tile blocks `blocks` × output-channel blocks `obs` of one image.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn run_part(
+    g: &WinoGeom,
+    planes: &[f32],
+    u: UView,
+    out: *mut f32,
+    epi: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+    scratch: &mut [f32],
+) {
+    match g.rows() {
+        Some(Rows::Wide) => part_rows::<0>(g, planes, u, out, epi, blocks, obs, scratch),
+        Some(Rows::Eight) => part_rows::<1>(g, planes, u, out, epi, blocks, obs, scratch),
+        Some(Rows::Four) => part_rows::<2>(g, planes, u, out, epi, blocks, obs, scratch),
+        Some(Rows::Any) => part_rows::<3>(g, planes, u, out, epi, blocks, obs, scratch),
+        None => unreachable!("checked by supported()"),
+    }
+}
+
+/// `KIND`: 0 = `Rows::Wide`, 1 = `Eight`, 2 = `Four` (a const, so the
+/// vector loads and stores compile without a branch).
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn part_rows<const KIND: usize>(
+    g: &WinoGeom,
+    planes: &[f32],
+    u: UView,
+    out: *mut f32,
+    epi: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    obs: std::ops::Range<usize>,
+    scratch: &mut [f32],
+) {
+    let (th, tw) = g.tiles();
+    let tiles = th * tw;
+    let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
+    for blk in blocks {
+        let t0 = blk * TB;
+        // Whole vectors: lanes past the last tile repeat it and are not stored.
+        let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;
+        input_transform::<KIND>(g, planes, t0, nt, vbuf);
+        let mut ob = obs.start;
+        while ob < obs.end {
+            // One vector of tiles (8×8 maps): two channel blocks at once, so
+            // the register tile still has 16 accumulators; the second
+            // block's results go to the unused second vector of M.
+            let pair = nt == LANES && ob + 1 < obs.end;
+            for xi in 0..16 {
+                let ub = u.block(xi, ob, g.c);
+                let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
+                let vb = vbuf.as_ptr().add(xi * g.c * TB);
+                if nt == TB {
+                    gemm_tile::<2>(vb, ub, g.c, mb);
+                } else if pair {
+                    gemm_pair(vb, ub, ub.add(g.c * OR), g.c, mb);
+                } else {
+                    gemm_tile::<1>(vb, ub, g.c, mb);
+                }
+            }
+            output_transform::<KIND>(g, mbuf, 0, ob, t0, nt, out, epi);
+            if pair {
+                output_transform::<KIND>(g, mbuf, LANES, ob + 1, t0, nt, out, epi);
+                ob += 1;
+            }
+            ob += 1;
+        }
+    }
+}
+
+/// Load tap (i, j) of 16 tiles from `t` on, channel planes at `cp`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_taps<const KIND: usize>(
+    cp: *const f32,
+    g: &WinoGeom,
+    t: usize,
+    i: usize,
+    j: usize,
+    idx: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let (p, tw) = (g.pitch(), g.tiles().1);
+    let base = cp.add((j % 2) * g.hp() * p + j / 2);
+    if KIND == 3 {
+        // `idx`: each lane's tile origin `2·ty·p + tx` in the planes.
+        return _mm512_i32gather_ps::<4>(idx, base.add(i * p) as *const _);
+    }
+    let (ty, tx) = (t / tw, t % tw);
+    let at = |ty: usize| base.add((2 * ty + i) * p);
+    match KIND {
+        0 => _mm512_loadu_ps(at(ty).add(tx)),
+        1 => {
+            // (f64x4 insert: AVX-512F; the f32x8 one needs AVX-512DQ.)
+            let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(at(ty))));
+            let hi = _mm256_castps_pd(_mm256_loadu_ps(at(ty + 1)));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
+        }
+        2 => {
+            let v = _mm512_castps128_ps512(_mm_loadu_ps(at(ty)));
+            let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(at(ty + 1)));
+            let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(at(ty + 2)));
+            _mm512_insertf32x4::<3>(v, _mm_loadu_ps(at(ty + 3)))
+        }
+        _ => unreachable!("KIND 3 returned above"),
+    }
+}
+
+/// Lane offsets `2·ty·p + tx` of tiles `t .. t + 16` in the phase planes
+/// (lanes past the last tile repeat it), for gathered loads.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_origins(g: &WinoGeom, t: usize) -> std::arch::x86_64::__m512i {
+    let (th, tw) = g.tiles();
+    let p = g.pitch();
+    let o: [i32; LANES] = std::array::from_fn(|l| {
+        let tt = (t + l).min(th * tw - 1);
+        (2 * (tt / tw) * p + tt % tw) as i32
+    });
+    std::arch::x86_64::_mm512_loadu_si512(o.as_ptr() as *const _)
+}
+
+/// `V = Bᵀ d B` for tiles `t0 .. t0 + nt` of every channel, stored
+/// `vbuf[ξ][c][tile − t0]`.
+#[target_feature(enable = "avx512f")]
+unsafe fn input_transform<const KIND: usize>(
+    g: &WinoGeom,
+    planes: &[f32],
+    t0: usize,
+    nt: usize,
+    vbuf: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let cl = g.channel_len();
+    let v = vbuf.as_mut_ptr();
+    for ch in 0..g.c {
+        let cp = planes.as_ptr().add(ch * cl);
+        for grp in 0..nt / LANES {
+            let t = t0 + grp * LANES;
+            let idx = if KIND == 3 {
+                tile_origins(g, t)
+            } else {
+                _mm512_setzero_si512()
+            };
+            let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j, idx))
+            });
+            // Bᵀ d: combine rows.
+            let r: [[__m512; 4]; 4] = std::array::from_fn(|j| {
+                [
+                    _mm512_sub_ps(d[0][j], d[2][j]),
+                    _mm512_add_ps(d[1][j], d[2][j]),
+                    _mm512_sub_ps(d[2][j], d[1][j]),
+                    _mm512_sub_ps(d[1][j], d[3][j]),
+                ]
+            });
+            // (Bᵀ d) B: combine columns; r[j][a] is row a, column j.
+            for a in 0..4 {
+                let vals = [
+                    _mm512_sub_ps(r[0][a], r[2][a]),
+                    _mm512_add_ps(r[1][a], r[2][a]),
+                    _mm512_sub_ps(r[2][a], r[1][a]),
+                    _mm512_sub_ps(r[1][a], r[3][a]),
+                ];
+                for (b, &x) in vals.iter().enumerate() {
+                    let xi = 4 * a + b;
+                    _mm512_storeu_ps(v.add((xi * g.c + ch) * TB + grp * LANES), x);
+                }
+            }
+        }
+    }
+}
+
+/// `M[r][tiles] = Σ_c U[c][r] · V[c][tiles]` for 8 output channels and
+/// `NV` vectors of tiles, one ξ.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn gemm_tile<const NV: usize>(v: *const f32, u: *const f32, c: usize, m: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); NV]; OR];
+    for ch in 0..c {
+        let x: [__m512; NV] = std::array::from_fn(|k| _mm512_loadu_ps(v.add(ch * TB + k * LANES)));
+        let w = u.add(ch * OR);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let wv = _mm512_set1_ps(*w.add(r));
+            for k in 0..NV {
+                a[k] = _mm512_fmadd_ps(wv, x[k], a[k]);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (k, &x) in a.iter().enumerate() {
+            _mm512_storeu_ps(m.add(r * TB + k * LANES), x);
+        }
+    }
+}
+
+/// `gemm_tile::<1>` for two channel blocks (`u0`, `u1`): block `u1`'s rows
+/// are stored one vector to the right of block `u0`'s.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn gemm_pair(v: *const f32, u0: *const f32, u1: *const f32, c: usize, m: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; OR];
+    for ch in 0..c {
+        let x = _mm512_loadu_ps(v.add(ch * TB));
+        let (w0, w1) = (u0.add(ch * OR), u1.add(ch * OR));
+        for (r, a) in acc.iter_mut().enumerate() {
+            a[0] = _mm512_fmadd_ps(_mm512_set1_ps(*w0.add(r)), x, a[0]);
+            a[1] = _mm512_fmadd_ps(_mm512_set1_ps(*w1.add(r)), x, a[1]);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (k, &x) in a.iter().enumerate() {
+            _mm512_storeu_ps(m.add(r * TB + k * LANES), x);
+        }
+    }
+}
+
+/// Row `dy` of tiles `t .. t + 16` (`y[dx]`: column dx of each tile) to
+/// the output plane at `dst`, with bias, residual and ReLU: scattered, and
+/// masked where a tile does not exist or its row or column falls outside
+/// an odd-sized output.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatter_outputs(
+    g: &WinoGeom,
+    t: usize,
+    dy: usize,
+    y: [std::arch::x86_64::__m512; 2],
+    bias: std::arch::x86_64::__m512,
+    dst: *mut f32,
+    res: Option<*const f32>,
+    relu: bool,
+) {
+    use std::arch::x86_64::*;
+    let (ho, wo) = g.out();
+    let (th, tw) = g.tiles();
+    let mut at = [0i32; LANES];
+    let mut masks = [0u16; 2];
+    for (l, a) in at.iter_mut().enumerate() {
+        let tt = t + l;
+        let (oy, ox) = (2 * (tt / tw) + dy, 2 * (tt % tw));
+        if tt < th * tw && oy < ho {
+            *a = (oy * wo + ox) as i32;
+            masks[0] |= 1 << l;
+            if ox + 1 < wo {
+                masks[1] |= 1 << l;
+            }
+        }
+    }
+    let idx = _mm512_loadu_si512(at.as_ptr() as *const _);
+    for (dx, (&v, &m)) in y.iter().zip(&masks).enumerate() {
+        let mut v = _mm512_add_ps(v, bias);
+        if let Some(rp) = res {
+            // Zero where masked off (those lanes are not stored anyway).
+            let zero = _mm512_setzero_ps();
+            let r = _mm512_mask_i32gather_ps::<4>(zero, m, idx, rp.add(dx) as *const _);
+            v = _mm512_add_ps(v, r);
+        }
+        if relu {
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+        }
+        _mm512_mask_i32scatter_ps::<4>(dst.add(dx) as *mut _, m, idx, v);
+    }
+}
+
+/// `Y = Aᵀ M A` (M's tiles from column `m_off` on) for output-channel block `ob` and tiles `t0 .. t0 + nt`,
+/// then bias, residual and ReLU on the way to `out` (`[O][Ho][Wo]`).
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_transform<const KIND: usize>(
+    g: &WinoGeom,
+    mbuf: &[f32],
+    m_off: usize,
+    ob: usize,
+    t0: usize,
+    nt: usize,
+    out: *mut f32,
+    epi: &Epilogue,
+) {
+    use std::arch::x86_64::*;
+    let (ho, wo) = g.out();
+    let tw = g.tiles().1;
+    let plane = ho * wo;
+    let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let zero = _mm512_setzero_ps();
+    let valid = (g.o - ob * OR).min(OR);
+    let m = mbuf.as_ptr().add(m_off);
+    for r in 0..valid {
+        let oc = ob * OR + r;
+        let bias = _mm512_set1_ps(epi.bias.map_or(0.0, |b| b[oc]));
+        let dst = out.add(oc * plane);
+        let res = epi.residual.map(|x| x.as_ptr().add(oc * plane));
+        for grp in 0..nt / LANES {
+            let mv: [__m512; 16] =
+                std::array::from_fn(|xi| _mm512_loadu_ps(m.add((xi * OR + r) * TB + grp * LANES)));
+            // Aᵀ M: rows 0 and 1, per column j.
+            let s: [[__m512; 4]; 2] = [
+                std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(mv[j], mv[4 + j]), mv[8 + j])),
+                std::array::from_fn(|j| {
+                    _mm512_sub_ps(_mm512_sub_ps(mv[4 + j], mv[8 + j]), mv[12 + j])
+                }),
+            ];
+            let t = t0 + grp * LANES;
+            let (ty, tx) = (t / tw, t % tw);
+            if KIND == 3 {
+                for (dy, sr) in s.iter().enumerate() {
+                    let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
+                    let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
+                    scatter_outputs(g, t, dy, [y0, y1], bias, dst, res, epi.relu);
+                }
+                continue;
+            }
+            for (dy, sr) in s.iter().enumerate() {
+                let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
+                let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
+                // Outputs of tiles 0–7 and 8–15, each run left to right.
+                let z = [
+                    _mm512_permutex2var_ps(y0, lo_idx, y1),
+                    _mm512_permutex2var_ps(y0, hi_idx, y1),
+                ];
+                for (half, &zv) in z.iter().enumerate() {
+                    // (lanes mask, offset in the plane of lane 0 of the run)
+                    let runs: [(u16, usize); 2] = match KIND {
+                        0 => [(0xffff, (2 * ty + dy) * wo + 2 * tx + 16 * half), (0, 0)],
+                        1 => [(0xffff, (2 * (ty + half) + dy) * wo), (0, 0)],
+                        _ => [
+                            (0x00ff, (2 * (ty + 2 * half) + dy) * wo),
+                            // Lane 8 is the second row's first column.
+                            (0xff00, (2 * (ty + 2 * half + 1) + dy) * wo),
+                        ],
+                    };
+                    for (mask, at) in runs {
+                        if mask == 0 {
+                            continue;
+                        }
+                        // A masked access at `at − 8` puts lane 8 at `at`;
+                        // masked-off lanes are never touched.
+                        let shift = if mask == 0xff00 { 8 } else { 0 };
+                        let mut y = _mm512_add_ps(zv, bias);
+                        if let Some(rp) = res {
+                            let p = rp.add(at).wrapping_sub(shift);
+                            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, p));
+                        }
+                        if epi.relu {
+                            y = _mm512_max_ps(y, zero);
+                        }
+                        _mm512_mask_storeu_ps(dst.add(at).wrapping_sub(shift), mask, y);
+                    }
+                }
+            }
+        }
+    }
+}
