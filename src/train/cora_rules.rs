@@ -143,29 +143,36 @@ fn input_grams(
 ) -> Result<Vec<Vec<f64>>> {
     let fp = original.fused();
     let take = &calib[..calib.len().min(STATS_IMAGES)];
-    let x = Preprocess::for_model(&original.meta).batch(split, take);
-    let mut run = Runner::new(&fp, x)?;
+    let pre = Preprocess::for_model(&original.meta);
     let mut out = vec![vec![]; layers.len()];
-    // Folding BN away renumbers nodes: match layers by name.
-    while let Some(node) = run.next_node(&fp) {
-        let name = &fp.nodes[node].name;
-        let k = layers
-            .iter()
-            .position(|(n, _)| original.nodes[*n].name == *name);
-        if let (Some(k), Op::Conv(c)) = (k, &fp.nodes[node].op) {
-            let x = run
-                .input_of(&fp, node)
-                .ok_or_else(|| Error::Invalid(format!("{name}: input not captured")))?;
-            let lg = LayerGeom::Conv {
-                shape: c.shape,
-                geom: c.geom,
-            };
-            out[k] = gram(x, lg)
-                .into_iter()
-                .map(|v| v / take.len() as f64)
-                .collect();
+    // A few images at a time: large inputs (ImageNet-sized maps) would hold
+    // every layer's activations of all of them at once.
+    for chunk in take.chunks(32) {
+        let mut run = Runner::new(&fp, pre.batch(split, chunk))?;
+        // Folding BN away renumbers nodes: match layers by name.
+        while let Some(node) = run.next_node(&fp) {
+            let name = &fp.nodes[node].name;
+            let k = layers
+                .iter()
+                .position(|(n, _)| original.nodes[*n].name == *name);
+            if let (Some(k), Op::Conv(c)) = (k, &fp.nodes[node].op) {
+                let x = run
+                    .input_of(&fp, node)
+                    .ok_or_else(|| Error::Invalid(format!("{name}: input not captured")))?;
+                let lg = LayerGeom::Conv {
+                    shape: c.shape,
+                    geom: c.geom,
+                };
+                let g = gram(x, lg);
+                if out[k].is_empty() {
+                    out[k] = vec![0.0; g.len()];
+                }
+                for (o, v) in out[k].iter_mut().zip(g) {
+                    *o += v / take.len() as f64;
+                }
+            }
+            run.step(&fp)?;
         }
-        run.step(&fp)?;
     }
     if let Some(k) = out.iter().position(|h| h.is_empty()) {
         return Err(Error::Invalid(format!(
