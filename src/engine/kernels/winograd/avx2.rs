@@ -26,12 +26,9 @@ pub(super) unsafe fn build_planes_of(
 ) {
     let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
     let ph = hp * p;
-    let (even_ph, even_at) = (pad % 2, pad / 2);
-    let (odd_ph, odd_at) = (1 - pad % 2, pad.div_ceil(2));
-    let (ne, no) = (g.w.div_ceil(2), g.w / 2);
-    assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
+    let [(even_ph, even_at, ne), (odd_ph, odd_at, no)] = g.row_split();
     assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
-    let rows = rows.start..rows.end.min(hp);
+    let (rows, in_rows) = g.input_rows(rows);
     // Lane mask of the first n lanes (maskload/maskstore read the sign bit).
     let first = |n: usize| {
         let n = n.min(L8) as i32;
@@ -50,7 +47,6 @@ pub(super) unsafe fn build_planes_of(
     };
     // Within each 128-bit half: evens first, then odds.
     let split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    let in_rows = rows.start.max(pad)..rows.end.min(pad + g.h).max(rows.start.max(pad));
     for ch in 0..g.c {
         let cp = planes.add(ch * 2 * ph);
         for phase in 0..2 {
@@ -176,12 +172,7 @@ unsafe fn input_transform<const KIND: u8>(
         for grp in 0..nt / L8 {
             let t = t0 + grp * L8;
             let idx = if KIND == ANY {
-                let (th, tw) = g.tiles();
-                let p = g.pitch();
-                let o: [i32; L8] = std::array::from_fn(|l| {
-                    let tt = (t + l).min(th * tw - 1);
-                    (2 * (tt / tw) * p + tt % tw) as i32
-                });
+                let o: [i32; L8] = std::array::from_fn(|l| g.tile_origin(t + l));
                 _mm256_loadu_si256(o.as_ptr() as *const _)
             } else {
                 _mm256_setzero_si256()
@@ -281,13 +272,10 @@ unsafe fn output_transform<const KIND: u8>(
                     let (mut a, mut b) = ([0f32; L8], [0f32; L8]);
                     _mm256_storeu_ps(a.as_mut_ptr(), y0);
                     _mm256_storeu_ps(b.as_mut_ptr(), y1);
-                    let tiles = g.tiles().0 * tw;
                     for l in 0..L8 {
-                        let tt = t + l;
-                        let (oy, ox) = (2 * (tt / tw) + dy, 2 * (tt % tw));
-                        if tt >= tiles || oy >= ho {
+                        let Some((oy, ox)) = g.tile_output(t + l, dy) else {
                             continue;
-                        }
+                        };
                         for (dx, v) in [a[l], b[l]].into_iter().enumerate() {
                             if ox + dx >= wo {
                                 continue;

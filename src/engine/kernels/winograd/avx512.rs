@@ -22,13 +22,9 @@ pub(super) unsafe fn build_planes_of(
     use std::arch::x86_64::*;
     let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
     let ph = hp * p;
-    // Even source columns land in phase pad % 2, odd ones in the other.
-    let (even_ph, even_at) = (pad % 2, pad / 2);
-    let (odd_ph, odd_at) = (1 - pad % 2, pad.div_ceil(2));
-    let (ne, no) = (g.w.div_ceil(2), g.w / 2);
-    assert!(even_at + ne <= p && odd_at + no <= p && pad + g.h <= hp);
+    let [(even_ph, even_at, ne), (odd_ph, odd_at, no)] = g.row_split();
     assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
-    let rows = rows.start..rows.end.min(hp);
+    let (rows, in_rows) = g.input_rows(rows);
     let zero = _mm512_setzero_ps();
     // Zero `[a, b)` of a row.
     let clear = |row: *mut f32, a: usize, b: usize| {
@@ -58,7 +54,6 @@ pub(super) unsafe fn build_planes_of(
         })
         .collect();
     let base = planes;
-    let in_rows = rows.start.max(pad)..rows.end.min(pad + g.h).max(rows.start.max(pad));
     for ch in 0..g.c {
         let cp = base.add(ch * 2 * ph);
         for phase in 0..2 {
@@ -209,12 +204,7 @@ unsafe fn load_taps<const KIND: usize>(
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn tile_origins(g: &WinoGeom, t: usize) -> std::arch::x86_64::__m512i {
-    let (th, tw) = g.tiles();
-    let p = g.pitch();
-    let o: [i32; LANES] = std::array::from_fn(|l| {
-        let tt = (t + l).min(th * tw - 1);
-        (2 * (tt / tw) * p + tt % tw) as i32
-    });
+    let o: [i32; LANES] = std::array::from_fn(|l| g.tile_origin(t + l));
     std::arch::x86_64::_mm512_loadu_si512(o.as_ptr() as *const _)
 }
 
@@ -332,14 +322,11 @@ unsafe fn scatter_outputs(
     relu: bool,
 ) {
     use std::arch::x86_64::*;
-    let (ho, wo) = g.out();
-    let (th, tw) = g.tiles();
+    let wo = g.out().1;
     let mut at = [0i32; LANES];
     let mut masks = [0u16; 2];
     for (l, a) in at.iter_mut().enumerate() {
-        let tt = t + l;
-        let (oy, ox) = (2 * (tt / tw) + dy, 2 * (tt % tw));
-        if tt < th * tw && oy < ho {
+        if let Some((oy, ox)) = g.tile_output(t + l, dy) {
             *a = (oy * wo + ox) as i32;
             masks[0] |= 1 << l;
             if ox + 1 < wo {

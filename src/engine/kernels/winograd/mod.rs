@@ -117,6 +117,47 @@ impl WinoGeom {
     pub(crate) fn pitch(&self) -> usize {
         self.tiles().1 + 1
     }
+    /// Where one input row lands in its two phase planes: for even and for
+    /// odd source columns, (phase, first index, count). Even columns go to
+    /// phase `pad % 2`, odd ones to the other. Checks that both runs and
+    /// the padded rows fit the planes.
+    pub(crate) fn row_split(&self) -> [(usize, usize, usize); 2] {
+        let pad = self.pad;
+        let split = [
+            (pad % 2, pad / 2, self.w.div_ceil(2)),
+            (1 - pad % 2, pad.div_ceil(2), self.w / 2),
+        ];
+        assert!(
+            split.iter().all(|&(_, at, n)| at + n <= self.pitch()) && pad + self.h <= self.hp(),
+            "winograd: input rows do not fit the planes"
+        );
+        split
+    }
+    /// Of the padded rows `rows`, the part that holds input rows (the rest
+    /// is padding), clipped to the planes.
+    pub(crate) fn input_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let rows = rows.start..rows.end.min(self.hp());
+        let lo = rows.start.max(self.pad);
+        let inside = lo..rows.end.min(self.pad + self.h).max(lo);
+        (rows, inside)
+    }
+    /// Offset in the phase planes of tile `t`'s origin (`2·ty·pitch + tx`);
+    /// tiles past the last one repeat it (the lanes of a partial vector).
+    pub(crate) fn tile_origin(&self, t: usize) -> i32 {
+        let (th, tw) = self.tiles();
+        let t = t.min(th * tw - 1);
+        (2 * (t / tw) * self.pitch() + t % tw) as i32
+    }
+    /// Output position (row, column) of row `dy`, column 0 of tile `t`, or
+    /// None where the tile does not exist or that row is outside the output.
+    pub(crate) fn tile_output(&self, t: usize, dy: usize) -> Option<(usize, usize)> {
+        let (th, tw) = self.tiles();
+        let oy = 2 * (t / tw) + dy;
+        (t < th * tw && oy < self.out().0).then_some((oy, 2 * (t % tw)))
+    }
     /// One channel's two phase planes.
     pub(crate) fn channel_len(&self) -> usize {
         2 * self.hp() * self.pitch()
