@@ -324,11 +324,10 @@ fn winograd_weights<'a>(f: &'a FoldedConv, c: &ConvLayer) -> Option<&'a [f32]> {
     {
         return None;
     }
-    Some(f.winograd.get_or_init(|| {
-        crate::engine::kernels::winograd::transform_weights(o, ci, |oc, ic, k| {
-            f.weight[(oc * ci + ic) * 9 + k]
-        })
-    }))
+    Some(
+        f.winograd
+            .get_or_init(|| crate::engine::kernels::winograd::transform_dense(&f.weight, o, ci)),
+    )
 }
 
 fn lowbit_weights<'a>(

@@ -276,23 +276,14 @@ pub fn conv2d_with(
         let cached = winograd.filter(|u| u.len() == 16 * wg.out_blocks() * c * winograd::OR);
         // A split call's parts decode and transform their own 4-bit blocks.
         if cached.is_none() && !(w4 && team) {
-            match direct {
-                Some(nib @ direct_conv::Weights::Nibbles { nibbles, .. })
-                    if nibbles.len() == packed_len / 2 =>
-                {
-                    W4_BUFFERS.with(|cell| {
-                        let (decoded, u) = &mut *cell.borrow_mut();
-                        direct_conv::decode_all_into(nib, o, c * 9, decoded);
-                        winograd::transform_packed_into(decoded, o, c, u);
-                        owned = std::mem::take(u);
-                    });
-                }
-                _ => {
-                    owned = winograd::transform_weights(o, c, |oc, ic, k| {
-                        weight[(oc * c + ic) * 9 + k]
-                    });
-                }
-            }
+            owned = match direct {
+                Some(nib) if w4 => W4_BUFFERS.with(|cell| {
+                    let bufs = &mut *cell.borrow_mut();
+                    winograd::transform_nibbles_into(nib, o, c, bufs);
+                    std::mem::take(&mut bufs.1)
+                }),
+                _ => winograd::transform_dense(weight, o, c),
+            };
         }
         {
             let u = cached.unwrap_or(&owned);

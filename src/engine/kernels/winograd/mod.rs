@@ -213,6 +213,25 @@ pub fn transform_weights(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> 
     u
 }
 
+/// [`transform_weights`] of a row-major `[O, C, 3, 3]` weight.
+pub fn transform_dense(w: &[f32], o: usize, c: usize) -> Vec<f32> {
+    transform_weights(o, c, |oc, ic, k| w[(oc * c + ic) * 9 + k])
+}
+
+/// 4-bit codes (`direct_conv::Weights::Nibbles`) of `o` output channels
+/// decoded into `bufs.0`, then transformed into `bufs.1`: what a 4-bit layer
+/// does per call, into buffers the caller reuses.
+pub fn transform_nibbles_into(
+    w: super::direct_conv::Weights,
+    o: usize,
+    c: usize,
+    bufs: &mut (Vec<f32>, Vec<f32>),
+) {
+    let (decoded, u) = bufs;
+    super::direct_conv::decode_all_into(w, o, 9 * c, decoded);
+    transform_packed_into(decoded, o, c, u);
+}
+
 /// [`transform_weights`] from weights in the direct kernel's packed layout
 /// (`direct_conv::pack_weights`: `[⌈O/16⌉][C·9][16]`), 16 output channels
 /// per vector: 4-bit models decode a layer and transform it per call (the
@@ -333,7 +352,16 @@ unsafe fn transform_packed_avx512(
     }
 }
 
-fn check(g: &WinoGeom, img: &[f32], u_len: usize, out: &[f32], epi: &Epilogue) {
+/// The size of transformed weights `u` for this geometry.
+fn check_u(g: &WinoGeom, u: &[f32]) {
+    assert_eq!(
+        u.len(),
+        16 * g.out_blocks() * g.c * OR,
+        "winograd: weights size"
+    );
+}
+
+fn check(g: &WinoGeom, img: &[f32], out: &[f32], epi: &Epilogue) {
     let (ho, wo) = g.out();
     assert!(g.supported(), "winograd: unsupported geometry {g:?}");
     assert!(
@@ -341,11 +369,6 @@ fn check(g: &WinoGeom, img: &[f32], u_len: usize, out: &[f32], epi: &Epilogue) {
         "winograd: neither AVX-512 nor AVX2 + FMA on this CPU"
     );
     assert_eq!(img.len(), g.c * g.h * g.w, "winograd: input size");
-    assert_eq!(
-        u_len,
-        16 * g.out_blocks() * g.c * OR,
-        "winograd: weights size"
-    );
     assert_eq!(out.len(), g.o * ho * wo, "winograd: output size");
     if let Some(b) = epi.bias {
         assert!(b.len() >= g.o, "winograd: bias size");
@@ -437,7 +460,8 @@ thread_local! {
 /// [`transform_weights`]. Panics if the geometry is unsupported or the CPU
 /// lacks AVX-512 (callers check [`WinoGeom::supported`] and [`is_available`]).
 pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Epilogue) {
-    check(g, img, u.len(), out, &epi);
+    check(g, img, out, &epi);
+    check_u(g, u);
     SCRATCH.with(|cell| {
         let mut s = cell.borrow_mut();
         let need = g.planes_len() + g.block_scratch_len();
@@ -492,9 +516,9 @@ pub fn conv_image_split(
     threads: usize,
 ) {
     match w {
-        SplitWeights::Transformed(u) => check(g, img, u.len(), out, &epi),
+        SplitWeights::Transformed(u) => check_u(g, u),
         SplitWeights::Nibbles(n) => {
-            // The same checks, with the 4-bit codes' size instead of U's.
+            // The 4-bit codes' size, checked here rather than in the parts.
             let d = 9 * g.c;
             let padded = g.o.div_ceil(super::direct_conv::OB) * super::direct_conv::OB;
             if let super::direct_conv::Weights::Nibbles { nibbles, step, lo } = n {
@@ -503,9 +527,9 @@ pub fn conv_image_split(
                     "winograd: 4-bit weights size"
                 );
             }
-            check(g, img, 16 * g.out_blocks() * g.c * OR, out, &epi);
         }
     }
+    check(g, img, out, &epi);
     // Tile blocks first; output-channel blocks when there are fewer tile
     // blocks than threads (8×8 maps have one).
     let (nb, nob) = (g.blocks(), g.out_blocks());
@@ -548,17 +572,10 @@ pub fn conv_image_split(
                         // instead of done by the caller before it starts.
                         const OB: usize = super::direct_conv::OB;
                         let (b0, b1) = (obs.start * OR / OB, (obs.end * OR).div_ceil(OB));
-                        let (dec, u) = &mut own;
-                        let d = 9 * g.c;
-                        super::direct_conv::decode_all_into(
-                            n.from_channel(b0 * OB, d),
-                            (b1 - b0) * OB,
-                            d,
-                            dec,
-                        );
-                        transform_packed_into(dec, (b1 - b0) * OB, g.c, u);
+                        let nib = n.from_channel(b0 * OB, 9 * g.c);
+                        transform_nibbles_into(nib, (b1 - b0) * OB, g.c, &mut own);
                         UView {
-                            u,
+                            u: &own.1,
                             nob: (b1 - b0) * OB / OR,
                             base: b0 * OB / OR,
                         }
