@@ -11,7 +11,6 @@
 //! held-out accuracy: at each budget it picked the best rule or one within
 //! 0.3 points of it.
 use crate::data::{Preprocess, Split};
-use crate::engine::Tensor;
 use crate::model::{forward, Graph, Op, Runner};
 use crate::quant::cora::{
     energy_ranks, greedy_ranks, heuristic_ranks, output_gains, uniform_ranks, ResidualSvd,
@@ -107,7 +106,8 @@ pub fn selected(inp: &RuleInputs) -> Result<Vec<Candidate>> {
     for rule in RULES {
         let ranks = rule_ranks(rule, inp)?;
         let g = with_adapters(inp.quantized, inp.layers, &ranks);
-        let loss = mean_cross_entropy(&forward(&g.fused(), x.clone())?, &labels);
+        // (The batch mean.)
+        let (loss, _, _) = softmax_cross_entropy(&forward(&g.fused(), x.clone())?, &labels);
         out.push(Candidate { rule, ranks, loss });
     }
     out.sort_by(|a, b| a.loss.total_cmp(&b.loss));
@@ -128,10 +128,6 @@ pub fn with_adapters(q: &Graph, layers: &[Layer], ranks: &[usize]) -> Graph {
         }
     }
     g
-}
-
-fn mean_cross_entropy(logits: &Tensor, labels: &[u32]) -> f64 {
-    softmax_cross_entropy(logits, labels).0
 }
 
 /// `E[x xᵀ]` per image of each layer's input in the FP model.
