@@ -539,26 +539,89 @@ fn conv2d_with_and_without_winograd_agree() {
     assert!(max_rel_diff(&without, &want) < 1e-5);
 }
 
-/// The vectorised transform of packed (4-bit decoded) weights equals the
-/// scalar `transform_weights` bit for bit (same operations in the same
-/// order), including an output-channel count that leaves padding.
+/// 4-bit codes straight to Winograd weights (no decoded copy) agree with
+/// the transform of the decoded weights, computed in f64, to a few ulp of
+/// the layer's largest value; the AVX-512 and AVX2 bodies agree bit for
+/// bit. Includes output-channel counts that leave padding and odd inputs.
 #[test]
-fn winograd_transform_of_packed_weights_equals_the_scalar_one() {
+fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
     use qscope::engine::kernels::{direct_conv, winograd};
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = Rng::new(24);
-    for (o, c) in [(16, 16), (40, 7), (64, 64)] {
-        let w: Vec<f32> = (0..o * c * 9).map(|_| rng.normal() as f32).collect();
-        let want = winograd::transform_weights(o, c, |oc, ic, k| w[(oc * c + ic) * 9 + k]);
-        let packed = direct_conv::pack_weights(&w, o, c * 9);
-        let got = winograd::transform_packed(&packed, o, c);
+    for (o, c) in [(16, 16), (40, 7), (64, 64), (24, 9)] {
+        // Each row on its own affine grid of 16 levels.
+        let mut w = vec![0f32; o * c * 9];
+        for row in w.chunks_mut(c * 9) {
+            let (lo, step) = (0.1 * rng.normal() as f32, 0.01 + 0.02 * rng.unit() as f32);
+            for v in row.iter_mut() {
+                *v = lo + step * (rng.below(16) as f32);
+            }
+        }
+        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3]).expect("4-bit grid");
+        let nib = direct_conv::Weights::Nibbles {
+            nibbles: &lb.nibbles,
+            step: &lb.step,
+            lo: &lb.lo,
+        };
+        let decoded = direct_conv::decode_all(nib, o, 9 * c);
+        let ob = direct_conv::OB;
+        let tap = |oc: usize, ic: usize, k: usize| {
+            decoded[((oc / ob) * c * 9 + ic * 9 + k) * ob + oc % ob] as f64
+        };
+        let want = f64_transform(o, c, tap);
+        let mut got = vec![];
+        winograd::transform_nibbles_into(nib, o, c, &mut got);
         assert_eq!(got.len(), want.len());
+        let top = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
         assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "(o, c) = ({o}, {c})"
+            worst <= 4.0 * f32::EPSILON as f64 * top,
+            "(o, c) = ({o}, {c}): off by {worst:e} of {top}"
         );
+        if winograd::isa() == Some(direct_conv::Isa::Avx512) {
+            direct_conv::force_avx2(true);
+            let mut avx2 = vec![];
+            winograd::transform_nibbles_into(nib, o, c, &mut avx2);
+            direct_conv::force_avx2(false);
+            assert!(
+                avx2.iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "(o, c) = ({o}, {c}): AVX2 and AVX-512 bodies differ"
+            );
+        }
     }
+}
+
+/// `winograd::transform_weights` in f64, in its `[16 ξ][⌈O/8⌉][C][8]` layout.
+fn f64_transform(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> f64) -> Vec<f64> {
+    let g = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let obs = o.div_ceil(8);
+    let mut u = vec![0f64; 16 * obs * c * 8];
+    for oc in 0..o {
+        for ic in 0..c {
+            for a in 0..4 {
+                for b in 0..4 {
+                    let mut v = 0.0;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            v += g[a][ky] * w(oc, ic, 3 * ky + kx) * g[b][kx];
+                        }
+                    }
+                    u[(((4 * a + b) * obs + oc / 8) * c + ic) * 8 + oc % 8] = v;
+                }
+            }
+        }
+    }
+    u
 }
 
 /// A single image with 4-bit weights split over the team: each part decodes
@@ -586,7 +649,8 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
             step: &lb.step,
             lo: &lb.lo,
         };
-        let u = winograd::transform_packed(&direct_conv::decode_all(nib, o, d), o, c);
+        let mut u = vec![];
+        winograd::transform_nibbles_into(nib, o, c, &mut u);
         let g = WinoGeom {
             c,
             h: s,

@@ -40,8 +40,8 @@ pub fn conv_output_size(size: usize, kernel: usize, stride: usize, pad: usize) -
 thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// 4-bit weights decoded, and their Winograd transform, reused per call.
-    static W4_BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A 4-bit layer's Winograd transform, reused per call.
+    static W4_BUFFERS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 static DIRECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -278,9 +278,9 @@ pub fn conv2d_with(
         if cached.is_none() && !(w4 && team) {
             owned = match direct {
                 Some(nib) if w4 => W4_BUFFERS.with(|cell| {
-                    let bufs = &mut *cell.borrow_mut();
-                    winograd::transform_nibbles_into(nib, o, c, bufs);
-                    std::mem::take(&mut bufs.1)
+                    let mut u = std::mem::take(&mut *cell.borrow_mut());
+                    winograd::transform_nibbles_into(nib, o, c, &mut u);
+                    u
                 }),
                 _ => winograd::transform_dense(weight, o, c),
             };
@@ -312,7 +312,7 @@ pub fn conv2d_with(
         }
         // Hand a per-call transform's buffer back for the next call.
         if w4 && cached.is_none() && !team {
-            W4_BUFFERS.with(|cell| cell.borrow_mut().1 = owned);
+            W4_BUFFERS.with(|cell| *cell.borrow_mut() = owned);
         }
         return Ok(out);
     }

@@ -25,6 +25,8 @@ use super::direct_conv::Epilogue;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod nibbles;
+pub use nibbles::transform_nibbles_into;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -218,140 +220,6 @@ pub fn transform_dense(w: &[f32], o: usize, c: usize) -> Vec<f32> {
     transform_weights(o, c, |oc, ic, k| w[(oc * c + ic) * 9 + k])
 }
 
-/// 4-bit codes (`direct_conv::Weights::Nibbles`) of `o` output channels
-/// decoded into `bufs.0`, then transformed into `bufs.1`: what a 4-bit layer
-/// does per call, into buffers the caller reuses.
-pub fn transform_nibbles_into(
-    w: super::direct_conv::Weights,
-    o: usize,
-    c: usize,
-    bufs: &mut (Vec<f32>, Vec<f32>),
-) {
-    let (decoded, u) = bufs;
-    super::direct_conv::decode_all_into(w, o, 9 * c, decoded);
-    transform_packed_into(decoded, o, c, u);
-}
-
-/// [`transform_weights`] from weights in the direct kernel's packed layout
-/// (`direct_conv::pack_weights`: `[⌈O/16⌉][C·9][16]`), 16 output channels
-/// per vector: 4-bit models decode a layer and transform it per call (the
-/// 4-bit codes are what stays in memory), so this must be cheap.
-pub fn transform_packed(packed: &[f32], o: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![];
-    transform_packed_into(packed, o, c, &mut u);
-    u
-}
-
-/// `transform_packed` into a reused buffer.
-pub fn transform_packed_into(packed: &[f32], o: usize, c: usize, u: &mut Vec<f32>) {
-    const OB: usize = super::direct_conv::OB;
-    let blocks = o.div_ceil(OB);
-    assert!(
-        packed.len() >= blocks * c * 9 * OB,
-        "winograd: packed weights size"
-    );
-    let obs = o.div_ceil(OR);
-    u.resize(16 * obs * c * OR, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // Writes every element (padding channels decode to zero): no
-        // zeroing pass. SAFETY: AVX-512 checked; sizes asserted.
-        unsafe { transform_packed_avx512(packed, blocks, obs, c, u) };
-        return;
-    }
-    *u = transform_weights(o, c, |oc, ic, k| {
-        packed[((oc / OB) * c * 9 + ic * 9 + k) * OB + oc % OB]
-    });
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_packed_avx512(
-    packed: &[f32],
-    blocks: usize,
-    obs: usize,
-    c: usize,
-    u: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    const OB: usize = super::direct_conv::OB;
-    assert!(u.len() >= 16 * obs * c * OR && packed.len() >= blocks * c * 9 * OB);
-    let half = _mm512_set1_ps(0.5);
-    let up = u.as_mut_ptr();
-    // Straight-line code, no closures: closures do not inherit the
-    // function's target features, and the first version (array::from_fn)
-    // compiled to calls and stack spills (40 µs for a 64×64 layer).
-    macro_rules! third {
-        // ½(x + y + z) and ½(x − y + z), in `transform_weights`' order.
-        (+ $x:expr, $y:expr, $z:expr) => {
-            _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps($x, $y), $z))
-        };
-        (- $x:expr, $y:expr, $z:expr) => {
-            _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps($x, $y), $z))
-        };
-    }
-    // Eight input channels at a time are staged, then each (ξ, block) run
-    // of them is written in one go: storing every value where it belongs
-    // as soon as it was computed touched 32 lines 16 KB apart per channel
-    // (one L1 set) and ran at a cache miss per store.
-    const STAGE: usize = 8;
-    let mut stage = [[_mm512_setzero_ps(); 16]; STAGE];
-    for b in 0..blocks {
-        let mut ic0 = 0;
-        while ic0 < c {
-            let n = (c - ic0).min(STAGE);
-            for (k, st) in stage.iter_mut().enumerate().take(n) {
-                let src = packed.as_ptr().add((b * c * 9 + (ic0 + k) * 9) * OB);
-                let g0 = _mm512_loadu_ps(src);
-                let g1 = _mm512_loadu_ps(src.add(OB));
-                let g2 = _mm512_loadu_ps(src.add(2 * OB));
-                let g3 = _mm512_loadu_ps(src.add(3 * OB));
-                let g4 = _mm512_loadu_ps(src.add(4 * OB));
-                let g5 = _mm512_loadu_ps(src.add(5 * OB));
-                let g6 = _mm512_loadu_ps(src.add(6 * OB));
-                let g7 = _mm512_loadu_ps(src.add(7 * OB));
-                let g8 = _mm512_loadu_ps(src.add(8 * OB));
-                // Rows of G g (columns kx = 0, 1, 2), then each row times Gᵀ.
-                let rows = [
-                    [g0, g1, g2],
-                    [
-                        third!(+ g0, g3, g6),
-                        third!(+ g1, g4, g7),
-                        third!(+ g2, g5, g8),
-                    ],
-                    [
-                        third!(-g0, g3, g6),
-                        third!(-g1, g4, g7),
-                        third!(-g2, g5, g8),
-                    ],
-                    [g6, g7, g8],
-                ];
-                for (a, r) in rows.iter().enumerate() {
-                    st[4 * a] = r[0];
-                    st[4 * a + 1] = third!(+ r[0], r[1], r[2]);
-                    st[4 * a + 2] = third!(-r[0], r[1], r[2]);
-                    st[4 * a + 3] = r[2];
-                }
-            }
-            for xi in 0..16 {
-                // Channels 0–7 of each vector go to block 2b, 8–15 to 2b + 1.
-                let lo = up.add(((xi * obs + 2 * b) * c + ic0) * OR);
-                for (k, st) in stage.iter().enumerate().take(n) {
-                    _mm256_storeu_ps(lo.add(k * OR), _mm512_castps512_ps256(st[xi]));
-                }
-                if 2 * b + 1 < obs {
-                    let hi = up.add(((xi * obs + 2 * b + 1) * c + ic0) * OR);
-                    for (k, st) in stage.iter().enumerate().take(n) {
-                        let v = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(st[xi]));
-                        _mm256_storeu_ps(hi.add(k * OR), _mm256_castpd_ps(v));
-                    }
-                }
-            }
-            ic0 += n;
-        }
-    }
-}
-
 /// The size of transformed weights `u` for this geometry.
 fn check_u(g: &WinoGeom, u: &[f32]) {
     assert_eq!(
@@ -449,9 +317,8 @@ pub enum SplitWeights<'a> {
 }
 
 thread_local! {
-    /// A split call's per-part decoded and transformed 4-bit weights.
-    static PART_WEIGHTS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// A split call's per-part transformed 4-bit weights.
+    static PART_WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static PLANES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -575,7 +442,7 @@ pub fn conv_image_split(
                         let nib = n.from_channel(b0 * OB, 9 * g.c);
                         transform_nibbles_into(nib, (b1 - b0) * OB, g.c, &mut own);
                         UView {
-                            u: &own.1,
+                            u: &own,
                             nob: (b1 - b0) * OB / OR,
                             base: b0 * OB / OR,
                         }
