@@ -77,5 +77,7 @@ fn winograd_transform_4bit(bencher: divan::Bencher, c: usize) {
     let mut u = vec![];
     bencher
         .counter(divan::counter::ItemsCount::new(c * c))
-        .bench_local(|| winograd::transform_nibbles_into(nib, c, c, &mut u));
+        .bench_local(|| {
+            winograd::transform_nibbles_into(nib, c, c, &mut u);
+        });
 }

@@ -569,8 +569,8 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
             decoded[((oc / ob) * c * 9 + ic * 9 + k) * ob + oc % ob] as f64
         };
         let want = f64_transform(o, c, tap);
-        let mut got = vec![];
-        winograd::transform_nibbles_into(nib, o, c, &mut got);
+        let mut buf = vec![];
+        let got = winograd::transform_nibbles_into(nib, o, c, &mut buf).to_vec();
         assert_eq!(got.len(), want.len());
         let top = want.iter().fold(0f64, |m, v| m.max(v.abs()));
         let worst = got
@@ -583,8 +583,8 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
         );
         if winograd::isa() == Some(direct_conv::Isa::Avx512) {
             direct_conv::force_avx2(true);
-            let mut avx2 = vec![];
-            winograd::transform_nibbles_into(nib, o, c, &mut avx2);
+            let mut buf = vec![];
+            let avx2 = winograd::transform_nibbles_into(nib, o, c, &mut buf).to_vec();
             direct_conv::force_avx2(false);
             assert!(
                 avx2.iter()
@@ -649,8 +649,8 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
             step: &lb.step,
             lo: &lb.lo,
         };
-        let mut u = vec![];
-        winograd::transform_nibbles_into(nib, o, c, &mut u);
+        let mut buf = vec![];
+        let u = winograd::transform_nibbles_into(nib, o, c, &mut buf);
         let g = WinoGeom {
             c,
             h: s,

@@ -268,25 +268,29 @@ pub fn conv2d_with(
         // As for the direct kernel: one image is shared by the team from
         // ~1 M multiply-adds (direct-conv count).
         let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
-        let mut owned: Vec<f32> = vec![];
         let packed_len = o.div_ceil(direct_conv::OB) * direct_conv::OB * c * 9;
         // 4-bit codes of the expected size (anything else goes through `weight`).
         let w4 = matches!(direct, Some(direct_conv::Weights::Nibbles { nibbles, .. })
             if nibbles.len() == packed_len / 2);
         let cached = winograd.filter(|u| u.len() == 16 * wg.out_blocks() * c * winograd::OR);
         // A split call's parts decode and transform their own 4-bit blocks.
-        if cached.is_none() && !(w4 && team) {
-            owned = match direct {
-                Some(nib) if w4 => W4_BUFFERS.with(|cell| {
-                    let mut u = std::mem::take(&mut *cell.borrow_mut());
-                    winograd::transform_nibbles_into(nib, o, c, &mut u);
-                    u
-                }),
-                _ => winograd::transform_dense(weight, o, c),
-            };
-        }
+        let per_part = cached.is_none() && w4 && team;
+        let per_call_4bit = cached.is_none() && w4 && !team;
+        let mut owned: Vec<f32> = if per_call_4bit {
+            W4_BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()))
+        } else {
+            vec![]
+        };
         {
-            let u = cached.unwrap_or(&owned);
+            let u: &[f32] = match (cached, direct) {
+                (Some(u), _) => u,
+                _ if per_part => &[],
+                (None, Some(nib)) if w4 => winograd::transform_nibbles_into(nib, o, c, &mut owned),
+                _ => {
+                    owned = winograd::transform_dense(weight, o, c);
+                    &owned
+                }
+            };
             let per_img_in = c * h * w;
             let image = |b: usize, dst: &mut [f32]| {
                 let e = direct_conv::Epilogue {
@@ -298,7 +302,7 @@ pub fn conv2d_with(
                 };
                 let img = &xs[b * per_img_in..(b + 1) * per_img_in];
                 if team {
-                    let w = match (w4 && cached.is_none(), direct) {
+                    let w = match (per_part, direct) {
                         // Each part decodes and transforms its own blocks.
                         (true, Some(nib)) => winograd::SplitWeights::Nibbles(nib),
                         _ => winograd::SplitWeights::Transformed(u),
@@ -311,7 +315,7 @@ pub fn conv2d_with(
             for_each_image(out_slice, per_img_out, image);
         }
         // Hand a per-call transform's buffer back for the next call.
-        if w4 && cached.is_none() && !team {
+        if per_call_4bit {
             W4_BUFFERS.with(|cell| *cell.borrow_mut() = owned);
         }
         return Ok(out);

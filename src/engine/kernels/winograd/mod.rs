@@ -440,9 +440,8 @@ pub fn conv_image_split(
                         const OB: usize = super::direct_conv::OB;
                         let (b0, b1) = (obs.start * OR / OB, (obs.end * OR).div_ceil(OB));
                         let nib = n.from_channel(b0 * OB, 9 * g.c);
-                        transform_nibbles_into(nib, (b1 - b0) * OB, g.c, &mut own);
                         UView {
-                            u: &own,
+                            u: transform_nibbles_into(nib, (b1 - b0) * OB, g.c, &mut own),
                             nob: (b1 - b0) * OB / OR,
                             base: b0 * OB / OR,
                         }

@@ -233,9 +233,15 @@ unsafe fn body_avx2(
 
 /// [`super::transform_weights`] of `o` output channels of 4-bit codes
 /// (`Weights::Nibbles`, in `direct_conv::pack_weights` order) into a reused
-/// buffer. Equal to transforming the decoded weights up to rounding (a few
-/// ulp). `Weights::F32` (packed f32) goes through the scalar transform.
-pub fn transform_nibbles_into(w: Weights, o: usize, c: usize, u: &mut Vec<f32>) {
+/// buffer; returns the part of `buf` that holds them. Equal to transforming
+/// the decoded weights up to rounding (a few ulp). `Weights::F32` (packed
+/// f32) goes through the scalar transform.
+pub fn transform_nibbles_into<'b>(
+    w: Weights,
+    o: usize,
+    c: usize,
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
     let blocks = o.div_ceil(OB);
     let obs = o.div_ceil(OR);
     let (nibbles, step, lo) = match w {
@@ -245,10 +251,10 @@ pub fn transform_nibbles_into(w: Weights, o: usize, c: usize, u: &mut Vec<f32>) 
                 packed.len() >= blocks * c * 9 * OB,
                 "winograd: packed weights size"
             );
-            *u = super::transform_weights(o, c, |oc, ic, k| {
+            *buf = super::transform_weights(o, c, |oc, ic, k| {
                 packed[((oc / OB) * c * 9 + ic * 9 + k) * OB + oc % OB]
             });
-            return;
+            return buf;
         }
     };
     assert!(
@@ -257,21 +263,28 @@ pub fn transform_nibbles_into(w: Weights, o: usize, c: usize, u: &mut Vec<f32>) 
             && lo.len() >= blocks * OB,
         "winograd: 4-bit weights size"
     );
-    // Every element is written (padding channels have zero codes and scales).
-    u.resize(16 * obs * c * OR, 0.0);
+    // Every element is written (padding channels have zero codes and
+    // scales). Grown, never shrunk: layers of different sizes share the
+    // buffer, and growing back after a shrink wrote zeros again (2 % of a
+    // 4-bit ResNet-20 pass).
+    let len = 16 * obs * c * OR;
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let u = &mut buf[..len];
     #[cfg(target_arch = "x86_64")]
     {
         use crate::engine::kernels::direct_conv::Isa;
         match super::isa() {
             // SAFETY: the features are checked by `isa`; sizes asserted above.
-            Some(Isa::Avx512) => {
-                return unsafe { body_avx512(nibbles, step, lo, blocks, obs, c, u) }
-            }
-            Some(Isa::Avx2) => return unsafe { body_avx2(nibbles, step, lo, blocks, obs, c, u) },
-            None => {}
+            Some(Isa::Avx512) => unsafe { body_avx512(nibbles, step, lo, blocks, obs, c, u) },
+            Some(Isa::Avx2) => unsafe { body_avx2(nibbles, step, lo, blocks, obs, c, u) },
+            None => body(nibbles, step, lo, blocks, obs, c, u),
         }
     }
-    body(nibbles, step, lo, blocks, obs, c, u)
+    #[cfg(not(target_arch = "x86_64"))]
+    body(nibbles, step, lo, blocks, obs, c, u);
+    u
 }
 
 #[cfg(test)]
@@ -295,8 +308,8 @@ mod tests {
             step: &step,
             lo: &lo,
         };
-        let mut fast = vec![];
-        transform_nibbles_into(w, o, c, &mut fast);
+        let mut buf = vec![];
+        let fast = transform_nibbles_into(w, o, c, &mut buf).to_vec();
         let mut portable = vec![0f32; fast.len()];
         body(
             &nibbles,
