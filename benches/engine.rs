@@ -81,3 +81,11 @@ fn winograd_transform_4bit(bencher: divan::Bencher, c: usize) {
             winograd::transform_nibbles_into(nib, c, c, &mut u);
         });
 }
+
+/// The same on the AVX2 body (what AVX2-only CPUs run).
+#[divan::bench(args = [16, 32, 64, 128])]
+fn winograd_transform_4bit_avx2(bencher: divan::Bencher, c: usize) {
+    qscope::engine::kernels::direct_conv::force_avx2(true);
+    winograd_transform_4bit(bencher, c);
+    qscope::engine::kernels::direct_conv::force_avx2(false);
+}

@@ -217,6 +217,9 @@ unsafe fn body_avx512(
     }
 }
 
+/// `body` by hand for AVX2 + FMA: each 16-channel block as two halves of
+/// 8 lanes, one per GEMM channel block. Same operations in the same order
+/// as `body`, so equal bit for bit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn body_avx2(
@@ -228,7 +231,82 @@ unsafe fn body_avx2(
     c: usize,
     u: &mut [f32],
 ) {
-    body(nibbles, step, lo, blocks, obs, c, u)
+    use std::arch::x86_64::*;
+    const D: [f32; 4] = [1.0, 0.5, 0.5, 1.0];
+    const E: [f32; 4] = [1.0, 1.5, 0.5, 1.0];
+    assert!(
+        nibbles.len() >= blocks * c * 9 * OB / 2
+            && step.len() >= blocks * OB
+            && lo.len() >= blocks * OB
+            && u.len() >= 16 * obs * c * OR
+    );
+    let nib_mask = _mm_set1_epi8(15);
+    let up = u.as_mut_ptr();
+    let mut stage = [[[_mm256_setzero_ps(); 16]; 2]; STAGE];
+    for b in 0..blocks {
+        let halves = (obs - 2 * b).min(2);
+        let mut scale = [[_mm256_setzero_ps(); 16]; 2];
+        let mut offset = [[_mm256_setzero_ps(); 16]; 2];
+        for h in 0..2 {
+            let vs = _mm256_loadu_ps(step.as_ptr().add(b * OB + h * OR));
+            let vl = _mm256_loadu_ps(lo.as_ptr().add(b * OB + h * OR));
+            for xi in 0..16 {
+                let (da, ea) = (D[xi / 4] * D[xi % 4], E[xi / 4] * E[xi % 4]);
+                scale[h][xi] = _mm256_mul_ps(vs, _mm256_set1_ps(da));
+                offset[h][xi] = _mm256_mul_ps(vl, _mm256_set1_ps(ea));
+            }
+        }
+        let codes = nibbles.as_ptr().add(b * c * 9 * OB / 2);
+        let mut ic0 = 0;
+        while ic0 < c {
+            let n = (c - ic0).min(STAGE);
+            for (k, st) in stage.iter_mut().enumerate().take(n) {
+                let p = codes.add((ic0 + k) * 9 * OB / 2);
+                // A tap's 8 bytes → its 16 codes in channel order (low
+                // nibble first), as two vectors of 8.
+                let mut q = [[_mm256_setzero_ps(); 9]; 2];
+                for t in 0..9 {
+                    let x = _mm_loadl_epi64(p.add(t * OB / 2) as *const __m128i);
+                    let l = _mm_and_si128(x, nib_mask);
+                    let hn = _mm_and_si128(_mm_srli_epi16::<4>(x), nib_mask);
+                    let codes16 = _mm_unpacklo_epi8(l, hn);
+                    q[0][t] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes16));
+                    q[1][t] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(
+                        codes16, codes16,
+                    )));
+                }
+                for h in 0..halves {
+                    let q = &q[h];
+                    let mut hq = [[_mm256_setzero_ps(); 3]; 4];
+                    for kx in 0..3 {
+                        let (x0, x1, x2) = (q[kx], q[3 + kx], q[6 + kx]);
+                        let t = _mm256_add_ps(x0, x2);
+                        hq[0][kx] = x0;
+                        hq[1][kx] = _mm256_add_ps(t, x1);
+                        hq[2][kx] = _mm256_sub_ps(t, x1);
+                        hq[3][kx] = x2;
+                    }
+                    for (a, r) in hq.iter().enumerate() {
+                        let t = _mm256_add_ps(r[0], r[2]);
+                        let row = [r[0], _mm256_add_ps(t, r[1]), _mm256_sub_ps(t, r[1]), r[2]];
+                        for (bb, &v) in row.iter().enumerate() {
+                            let xi = 4 * a + bb;
+                            st[h][xi] = _mm256_fmadd_ps(v, scale[h][xi], offset[h][xi]);
+                        }
+                    }
+                }
+            }
+            for h in 0..halves {
+                for xi in 0..16 {
+                    let at = up.add(((xi * obs + 2 * b + h) * c + ic0) * OR);
+                    for (k, st) in stage.iter().enumerate().take(n) {
+                        _mm256_storeu_ps(at.add(k * OR), st[h][xi]);
+                    }
+                }
+            }
+            ic0 += n;
+        }
+    }
 }
 
 /// [`super::transform_weights`] of `o` output channels of 4-bit codes
