@@ -17,6 +17,27 @@ use crate::engine::kernels::direct_conv::{Weights, OB};
 
 /// Input channels staged before their weights are stored (see `body`).
 const STAGE: usize = 8;
+/// `D` and `e` of the module doc: `U[a][b] = step·D[a]·D[b]·(H q Hᵀ)[a][b] + lo·E[a]·E[b]`.
+const D: [f32; 4] = [1.0, 0.5, 0.5, 1.0];
+const E: [f32; 4] = [1.0, 1.5, 0.5, 1.0];
+
+/// Whether the buffers hold `blocks` 16-channel blocks of `c` input
+/// channels (codes, scales, offsets) and their transform: checked before
+/// the unsafe bodies index them by pointer.
+fn sizes_ok(
+    nibbles: &[u8],
+    step: &[f32],
+    lo: &[f32],
+    blocks: usize,
+    obs: usize,
+    c: usize,
+    u: &[f32],
+) -> bool {
+    nibbles.len() >= blocks * c * 9 * OB / 2
+        && step.len() >= blocks * OB
+        && lo.len() >= blocks * OB
+        && u.len() >= 16 * obs * c * OR
+}
 
 /// `H x` for a column (or row) `x` of three.
 #[inline(always)]
@@ -75,8 +96,6 @@ fn body(
     c: usize,
     u: &mut [f32],
 ) {
-    const D: [f32; 4] = [1.0, 0.5, 0.5, 1.0];
-    const E: [f32; 4] = [1.0, 1.5, 0.5, 1.0];
     let mut stage = [[[0f32; LANES]; 16]; STAGE];
     for b in 0..blocks {
         let (st, l) = (&step[b * OB..][..OB], &lo[b * OB..][..OB]);
@@ -136,14 +155,7 @@ unsafe fn body_avx512(
     u: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    const D: [f32; 4] = [1.0, 0.5, 0.5, 1.0];
-    const E: [f32; 4] = [1.0, 1.5, 0.5, 1.0];
-    assert!(
-        nibbles.len() >= blocks * c * 9 * OB / 2
-            && step.len() >= blocks * OB
-            && lo.len() >= blocks * OB
-            && u.len() >= 16 * obs * c * OR
-    );
+    assert!(sizes_ok(nibbles, step, lo, blocks, obs, c, u));
     let mask = _mm512_set1_epi32(15);
     // Lane i of `first` takes element i/2 of the low nibbles (even i) or of
     // the high ones (odd i): the 16 channels of the first tap of 16 bytes.
@@ -232,14 +244,7 @@ unsafe fn body_avx2(
     u: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    const D: [f32; 4] = [1.0, 0.5, 0.5, 1.0];
-    const E: [f32; 4] = [1.0, 1.5, 0.5, 1.0];
-    assert!(
-        nibbles.len() >= blocks * c * 9 * OB / 2
-            && step.len() >= blocks * OB
-            && lo.len() >= blocks * OB
-            && u.len() >= 16 * obs * c * OR
-    );
+    assert!(sizes_ok(nibbles, step, lo, blocks, obs, c, u));
     let nib_mask = _mm_set1_epi8(15);
     let up = u.as_mut_ptr();
     let mut stage = [[[_mm256_setzero_ps(); 16]; 2]; STAGE];
@@ -335,12 +340,6 @@ pub fn transform_nibbles_into<'b>(
             return buf;
         }
     };
-    assert!(
-        nibbles.len() >= blocks * c * 9 * OB / 2
-            && step.len() >= blocks * OB
-            && lo.len() >= blocks * OB,
-        "winograd: 4-bit weights size"
-    );
     // Every element is written (padding channels have zero codes and
     // scales). Grown, never shrunk: layers of different sizes share the
     // buffer, and growing back after a shrink wrote zeros again (2 % of a
@@ -350,6 +349,10 @@ pub fn transform_nibbles_into<'b>(
         buf.resize(len, 0.0);
     }
     let u = &mut buf[..len];
+    assert!(
+        sizes_ok(nibbles, step, lo, blocks, obs, c, u),
+        "winograd: 4-bit weights size"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         use crate::engine::kernels::direct_conv::Isa;
