@@ -3,7 +3,7 @@
 //! vectors. A vector is 8 tiles of one tile row (rows of 8k tiles) or two
 //! rows (4 tiles per row), so every load and store is a whole vector.
 //! Callers check every bound these rely on.
-use super::{Rows, UView, WinoGeom, OR, TB};
+use super::{Part, Rows, WinoGeom, OR, TB};
 use crate::engine::kernels::direct_conv::Epilogue;
 use std::arch::x86_64::*;
 
@@ -86,17 +86,8 @@ pub(super) unsafe fn build_planes_of(
 
 /// `super::run_part` on AVX2.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn run_part(
-    g: &WinoGeom,
-    planes: &[f32],
-    u: UView,
-    out: *mut f32,
-    epi: &Epilogue,
-    blocks: std::ops::Range<usize>,
-    obs: std::ops::Range<usize>,
-    scratch: &mut [f32],
-) {
+pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
+    let (g, planes, u, out, epi) = (p.g, p.planes, p.u, p.out, p.epi);
     // Rows of 8k tiles (Wide and Eight) load whole vectors from one row.
     let kind = match g.rows() {
         Some(Rows::Wide | Rows::Eight) => ROW,
@@ -106,7 +97,7 @@ pub(super) unsafe fn run_part(
     let (th, tw) = g.tiles();
     let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
-    for blk in blocks {
+    for blk in p.blocks.clone() {
         let t0 = blk * TB;
         // Whole pairs of vectors: lanes past the last tile repeat it and
         // are not stored.
@@ -116,7 +107,7 @@ pub(super) unsafe fn run_part(
             FOUR => input_transform::<FOUR>(g, planes, t0, nt, vbuf),
             _ => input_transform::<ANY>(g, planes, t0, nt, vbuf),
         }
-        for ob in obs.clone() {
+        for ob in p.obs.clone() {
             for xi in 0..16 {
                 let ub = u.block(xi, ob, g.c);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);

@@ -2,7 +2,7 @@
 //! scheme): phase planes, the input transform, the GEMM register tiles and
 //! the output transform with the fused epilogue. Callers check every bound
 //! these rely on.
-use super::{Rows, UView, WinoGeom, LANES, OR, TB};
+use super::{Part, Rows, WinoGeom, LANES, OR, TB};
 use crate::engine::kernels::direct_conv::Epilogue;
 
 /// The zero-padded input split by column parity: channel c, phase φ, padded
@@ -91,22 +91,12 @@ pub(super) unsafe fn build_planes_of(
 
 /// Tile blocks `blocks` × output-channel blocks `obs` of one image.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn run_part(
-    g: &WinoGeom,
-    planes: &[f32],
-    u: UView,
-    out: *mut f32,
-    epi: &Epilogue,
-    blocks: std::ops::Range<usize>,
-    obs: std::ops::Range<usize>,
-    scratch: &mut [f32],
-) {
-    match g.rows() {
-        Some(Rows::Wide) => part_rows::<0>(g, planes, u, out, epi, blocks, obs, scratch),
-        Some(Rows::Eight) => part_rows::<1>(g, planes, u, out, epi, blocks, obs, scratch),
-        Some(Rows::Four) => part_rows::<2>(g, planes, u, out, epi, blocks, obs, scratch),
-        Some(Rows::Any) => part_rows::<3>(g, planes, u, out, epi, blocks, obs, scratch),
+pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
+    match p.g.rows() {
+        Some(Rows::Wide) => part_rows::<0>(p, scratch),
+        Some(Rows::Eight) => part_rows::<1>(p, scratch),
+        Some(Rows::Four) => part_rows::<2>(p, scratch),
+        Some(Rows::Any) => part_rows::<3>(p, scratch),
         None => unreachable!("checked by supported()"),
     }
 }
@@ -114,21 +104,12 @@ pub(super) unsafe fn run_part(
 /// `KIND`: 0 = `Rows::Wide`, 1 = `Eight`, 2 = `Four` (a const, so the
 /// vector loads and stores compile without a branch).
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn part_rows<const KIND: usize>(
-    g: &WinoGeom,
-    planes: &[f32],
-    u: UView,
-    out: *mut f32,
-    epi: &Epilogue,
-    blocks: std::ops::Range<usize>,
-    obs: std::ops::Range<usize>,
-    scratch: &mut [f32],
-) {
+unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
+    let (g, planes, u, out, epi, obs) = (p.g, p.planes, p.u, p.out, p.epi, &p.obs);
     let (th, tw) = g.tiles();
     let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
-    for blk in blocks {
+    for blk in p.blocks.clone() {
         let t0 = blk * TB;
         // Whole vectors: lanes past the last tile repeat it and are not stored.
         let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;

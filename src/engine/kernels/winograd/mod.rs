@@ -287,23 +287,26 @@ unsafe fn planes_on_isa(
     }
 }
 
+/// One part of one image's convolution: tile blocks `blocks` × GEMM
+/// output-channel blocks `obs`, from the phase planes and weights `u` into
+/// `out` (`[O, Ho, Wo]`).
+pub(crate) struct Part<'a> {
+    pub(crate) g: &'a WinoGeom,
+    pub(crate) planes: &'a [f32],
+    pub(crate) u: UView<'a>,
+    pub(crate) out: *mut f32,
+    pub(crate) epi: &'a Epilogue<'a>,
+    pub(crate) blocks: std::ops::Range<usize>,
+    pub(crate) obs: std::ops::Range<usize>,
+}
+
 /// `run_part` on this CPU's body.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn part_on_isa(
-    g: &WinoGeom,
-    planes: &[f32],
-    u: UView,
-    out: *mut f32,
-    epi: &Epilogue,
-    blocks: std::ops::Range<usize>,
-    obs: std::ops::Range<usize>,
-    scratch: &mut [f32],
-) {
+unsafe fn part_on_isa(p: &Part, scratch: &mut [f32]) {
     if isa() == Some(super::direct_conv::Isa::Avx512) {
-        avx512::run_part(g, planes, u, out, epi, blocks, obs, scratch)
+        avx512::run_part(p, scratch)
     } else {
-        avx2::run_part(g, planes, u, out, epi, blocks, obs, scratch)
+        avx2::run_part(p, scratch)
     }
 }
 
@@ -343,20 +346,20 @@ pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Ep
         unsafe {
             let len = planes.len();
             planes_on_isa(g, img, planes.as_mut_ptr(), len, 0..g.hp());
-            part_on_isa(
+            let part = Part {
                 g,
                 planes,
-                UView {
+                u: UView {
                     u,
                     nob: g.out_blocks(),
                     base: 0,
                 },
-                out.as_mut_ptr(),
-                &epi,
-                0..g.blocks(),
-                0..g.out_blocks(),
-                rest,
-            );
+                out: out.as_mut_ptr(),
+                epi: &epi,
+                blocks: 0..g.blocks(),
+                obs: 0..g.out_blocks(),
+            };
+            part_on_isa(&part, rest);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (planes, rest);
@@ -457,7 +460,16 @@ pub fn conv_image_split(
                 unsafe {
                     let len = planes.len();
                     planes_on_isa(g, img, planes.as_mut_ptr(), len, rows);
-                    part_on_isa(g, &planes, u, shared.0, &epi, blocks, obs, &mut s);
+                    let this = Part {
+                        g,
+                        planes: &planes,
+                        u,
+                        out: shared.0,
+                        epi: &epi,
+                        blocks,
+                        obs,
+                    };
+                    part_on_isa(&this, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (&mut s, &mut planes, shared, obs, blocks, rows, u);
