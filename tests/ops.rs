@@ -178,6 +178,65 @@ fn linear_pools_and_shortcut_match_direct_loops() {
     assert_eq!(sc[[2, 8, 0, 0]], 0.0);
 }
 
+/// Max and average pooling against the window loop they replace, over
+/// windows, strides and paddings (padding rows and columns on every side,
+/// windows that overhang the last row), and a map large enough to be split
+/// across threads. Max is exact; the average within 2 ulp-ish (its sum is
+/// taken row by row instead of in window order).
+#[test]
+fn pools_match_a_naive_window_loop() {
+    fn naive(x: &Tensor, k: usize, s: usize, p: usize, is_max: bool) -> Tensor {
+        let (n, c, h, w) = x.dim();
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        Tensor::from_shape_fn((n, c, ho, wo), |(b, ch, oy, ox)| {
+            let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (iy, ix) = (
+                        (oy * s + ky) as isize - p as isize,
+                        (ox * s + kx) as isize - p as isize,
+                    );
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        let v = x[[b, ch, iy as usize, ix as usize]];
+                        acc = if is_max { acc.max(v) } else { acc + v };
+                    }
+                }
+            }
+            if is_max {
+                acc
+            } else {
+                acc / (k * k) as f32
+            }
+        })
+    }
+    for (shape, k, s, p) in [
+        ((2, 3, 7, 9), 3, 2, 1),
+        ((2, 3, 8, 8), 2, 2, 0),
+        ((1, 2, 9, 6), 3, 1, 1),
+        ((1, 2, 10, 11), 3, 3, 0),
+        ((1, 1, 12, 12), 5, 2, 2),
+        ((1, 64, 57, 57), 3, 2, 1),
+    ] {
+        let x = random_input(shape.0, shape.1, shape.2, shape.3);
+        let mp = ops::max_pool(&x, k, s, p).expect("max pool");
+        assert_eq!(
+            mp,
+            naive(&x, k, s, p, true),
+            "max pool {shape:?} k{k} s{s} p{p}"
+        );
+        let ap = ops::avg_pool(&x, k, s, p).expect("avg pool");
+        let want = naive(&x, k, s, p, false);
+        assert_eq!(ap.dim(), want.dim());
+        assert!(
+            ap.iter()
+                .zip(&want)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + b.abs())),
+            "avg pool {shape:?} k{k} s{s} p{p}"
+        );
+    }
+    assert!(ops::max_pool(&random_input(1, 1, 4, 4), 3, 0, 1).is_err());
+}
+
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
@@ -627,7 +686,9 @@ fn f64_transform(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> f64) -> 
 /// A single image with 4-bit weights split over the team: each part decodes
 /// and transforms only its own channel blocks. The result equals the
 /// one-thread kernel on the whole layer's transform bit for bit, on a
-/// one-tile-block map (split by channel blocks) and a many-block map.
+/// one-tile-block map (split by channel blocks), a many-block map and an
+/// odd one. So does the streamed kernel (channel blocks outermost, for
+/// layers too large for L2), on 1–3 threads and on both ISAs.
 #[test]
 fn winograd_split_with_4_bit_weights_equals_one_thread() {
     use qscope::engine::kernels::direct_conv::{self, Epilogue as DEpi, Weights};
@@ -638,7 +699,7 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
         return;
     }
     let mut rng = Rng::new(25);
-    for (c, s, o) in [(16, 8, 40), (8, 32, 24)] {
+    for (c, s, o) in [(16, 8, 40), (8, 32, 24), (5, 7, 24)] {
         let d = c * 9;
         let w: Vec<f32> = (0..o * d)
             .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
@@ -686,5 +747,22 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
                 "{g:?}: 4-bit split over {threads} differs"
             );
         }
+        for avx2 in [false, true] {
+            direct_conv::force_avx2(avx2);
+            let mut reference = vec![0f32; o * s * s];
+            winograd::conv_image(&g, xs, &u, &mut reference, epi);
+            for threads in [1, 2, 3] {
+                let mut streamed = vec![0f32; o * s * s];
+                winograd::conv_image_streamed(&g, xs, nib, &mut streamed, epi, threads);
+                assert!(
+                    streamed
+                        .iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?}: streamed 4-bit on {threads} thread(s), avx2 {avx2}, differs"
+                );
+            }
+        }
+        direct_conv::force_avx2(false);
     }
 }

@@ -273,9 +273,12 @@ pub fn conv2d_with(
         let w4 = matches!(direct, Some(direct_conv::Weights::Nibbles { nibbles, .. })
             if nibbles.len() == packed_len / 2);
         let cached = winograd.filter(|u| u.len() == 16 * wg.out_blocks() * c * winograd::OR);
+        // One image whose transformed 4-bit weights would not stay in L2:
+        // each 16-channel block transformed and used at once.
+        let streamed = cached.is_none() && w4 && n == 1 && wg.streams_weights();
         // A split call's parts decode and transform their own 4-bit blocks.
-        let per_part = cached.is_none() && w4 && team;
-        let per_call_4bit = cached.is_none() && w4 && !team;
+        let per_part = cached.is_none() && w4 && team && !streamed;
+        let per_call_4bit = cached.is_none() && w4 && !team && !streamed;
         let mut owned: Vec<f32> = if per_call_4bit {
             W4_BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()))
         } else {
@@ -284,7 +287,7 @@ pub fn conv2d_with(
         {
             let u: &[f32] = match (cached, direct) {
                 (Some(u), _) => u,
-                _ if per_part => &[],
+                _ if per_part || streamed => &[],
                 (None, Some(nib)) if w4 => winograd::transform_nibbles_into(nib, o, c, &mut owned),
                 _ => {
                     owned = winograd::transform_dense(weight, o, c);
@@ -301,7 +304,9 @@ pub fn conv2d_with(
                     relu: epi.relu,
                 };
                 let img = &xs[b * per_img_in..(b + 1) * per_img_in];
-                if team {
+                if let (true, Some(nib)) = (streamed, direct) {
+                    winograd::conv_image_streamed(&wg, img, nib, dst, e, threads);
+                } else if team {
                     let w = match (per_part, direct) {
                         // Each part decodes and transforms its own blocks.
                         (true, Some(nib)) => winograd::SplitWeights::Nibbles(nib),

@@ -3,42 +3,84 @@
 use crate::engine::ops::conv::conv_output_size;
 use crate::engine::tensor::Tensor;
 
+/// Input values × window rows a rayon task gets at least (in whole
+/// planes): small maps are not worth a task each.
+const MIN_PLANE_WORK: usize = 1 << 14;
+
 fn pool(x: &Tensor, k: usize, s: usize, p: usize, is_max: bool) -> Result<Tensor, String> {
+    use rayon::prelude::*;
     let (n, c, h, w) = x.dim();
+    if s == 0 || k == 0 {
+        return Err(format!(
+            "pool window {k}, stride {s}: both must be at least 1"
+        ));
+    }
     let (ho, wo) = match (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)) {
         (Some(a), Some(b)) => (a, b),
         _ => return Err(format!("pool window {k} larger than padded input {h}x{w}")),
     };
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or("standard layout is contiguous")?;
     let mut out = Tensor::zeros((n, c, ho, wo));
-    out.outer_iter_mut()
-        .zip(x.outer_iter())
-        .for_each(|(mut ob, xb)| {
-            for ch in 0..c {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
-                        for ky in 0..k {
-                            let iy = (oy * s + ky) as isize - p as isize;
-                            for kx in 0..k {
-                                let ix = (ox * s + kx) as isize - p as isize;
-                                let inside =
-                                    iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
-                                let v = if inside {
-                                    xb[[ch, iy as usize, ix as usize]]
-                                } else if is_max {
-                                    f32::NEG_INFINITY
-                                } else {
-                                    0.0
-                                };
-                                acc = if is_max { acc.max(v) } else { acc + v };
-                            }
-                        }
-                        ob[[ch, oy, ox]] = if is_max { acc } else { acc / (k * k) as f32 };
-                    }
-                }
-            }
-        });
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let os = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
+    let (plane_in, plane_out) = (h * w, ho * wo);
+    let per_task = MIN_PLANE_WORK.div_ceil(plane_in * k).max(1);
+    os.par_chunks_mut(plane_out)
+        .with_min_len(per_task)
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; w],
+            |rows, (i, dst)| {
+                let src = &xs[i * plane_in..(i + 1) * plane_in];
+                pool_plane(src, (h, w), dst, (ho, wo), (k, s, p), is_max, rows);
+            },
+        );
     Ok(out)
+}
+
+/// One plane, separably: the window's rows combined column by column into
+/// `rows` (contiguous, so it vectorises), then each output from `k`
+/// neighbours of that. Max ignores padding (−∞); the average counts it as
+/// zero and divides by `k²`. The same maximum as the window in any order;
+/// the average's sum differs from a row-major sum by rounding only.
+fn pool_plane(
+    src: &[f32],
+    (h, w): (usize, usize),
+    dst: &mut [f32],
+    (ho, wo): (usize, usize),
+    (k, s, p): (usize, usize, usize),
+    is_max: bool,
+    rows: &mut [f32],
+) {
+    let empty = if is_max { f32::NEG_INFINITY } else { 0.0 };
+    let area = (k * k) as f32;
+    for oy in 0..ho {
+        let y0 = (oy * s).saturating_sub(p);
+        let y1 = (oy * s + k).saturating_sub(p).min(h);
+        rows.fill(empty);
+        for y in y0..y1 {
+            let r = &src[y * w..(y + 1) * w];
+            if is_max {
+                rows.iter_mut().zip(r).for_each(|(a, &v)| *a = a.max(v));
+            } else {
+                rows.iter_mut().zip(r).for_each(|(a, &v)| *a += v);
+            }
+        }
+        let out = &mut dst[oy * wo..(oy + 1) * wo];
+        for (ox, o) in out.iter_mut().enumerate() {
+            let x0 = (ox * s).saturating_sub(p);
+            let x1 = (ox * s + k).saturating_sub(p).min(w);
+            let win = &rows[x0..x1.max(x0)];
+            *o = if is_max {
+                win.iter().fold(empty, |a, &v| a.max(v))
+            } else {
+                win.iter().sum::<f32>() / area
+            };
+        }
+    }
 }
 
 pub fn max_pool(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor, String> {

@@ -84,16 +84,20 @@ pub(super) unsafe fn build_planes_of(
     }
 }
 
+/// Rows of 8k tiles (Wide and Eight) load whole vectors from one row.
+fn row_kind(g: &WinoGeom) -> u8 {
+    match g.rows() {
+        Some(Rows::Wide | Rows::Eight) => ROW,
+        Some(Rows::Four) => FOUR,
+        _ => ANY,
+    }
+}
+
 /// `super::run_part` on AVX2.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
     let (g, planes, u, out, epi) = (p.g, p.planes, p.u, p.out, p.epi);
-    // Rows of 8k tiles (Wide and Eight) load whole vectors from one row.
-    let kind = match g.rows() {
-        Some(Rows::Wide | Rows::Eight) => ROW,
-        Some(Rows::Four) => FOUR,
-        _ => ANY,
-    };
+    let kind = row_kind(g);
     let (th, tw) = g.tiles();
     let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
@@ -102,16 +106,18 @@ pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
         // Whole pairs of vectors: lanes past the last tile repeat it and
         // are not stored.
         let nt = (tiles - t0).min(TB).div_ceil(2 * L8) * 2 * L8;
-        match kind {
-            ROW => input_transform::<ROW>(g, planes, t0, nt, vbuf),
-            FOUR => input_transform::<FOUR>(g, planes, t0, nt, vbuf),
-            _ => input_transform::<ANY>(g, planes, t0, nt, vbuf),
-        }
+        let vb0 = match p.v {
+            Some(v) => v[blk * 16 * g.c * TB..][..16 * g.c * TB].as_ptr(),
+            None => {
+                inputs_of_block(g, kind, planes, t0, nt, vbuf);
+                vbuf.as_ptr()
+            }
+        };
         for ob in p.obs.clone() {
             for xi in 0..16 {
                 let ub = u.block(xi, ob, g.c);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
-                let vb = vbuf.as_ptr().add(xi * g.c * TB);
+                let vb = vb0.add(xi * g.c * TB);
                 gemm(vb, ub, g.c, nt, mb);
             }
             match kind {
@@ -120,6 +126,41 @@ pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
                 _ => output_transform::<ANY>(g, mbuf, ob, t0, nt, out, epi),
             }
         }
+    }
+}
+
+/// `V` of tiles `t0 .. t0 + nt` into `vbuf` for the row kind `kind`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn inputs_of_block(
+    g: &WinoGeom,
+    kind: u8,
+    planes: &[f32],
+    t0: usize,
+    nt: usize,
+    vbuf: &mut [f32],
+) {
+    match kind {
+        ROW => input_transform::<ROW>(g, planes, t0, nt, vbuf),
+        FOUR => input_transform::<FOUR>(g, planes, t0, nt, vbuf),
+        _ => input_transform::<ANY>(g, planes, t0, nt, vbuf),
+    }
+}
+
+/// `V` of every tile block into `v` (`[block][16 ξ][C][TB]`), for
+/// [`Part::v`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn transform_inputs(g: &WinoGeom, planes: &[f32], v: &mut [f32]) {
+    let (th, tw) = g.tiles();
+    let tiles = th * tw;
+    let kind = row_kind(g);
+    for (blk, vb) in v
+        .chunks_exact_mut(16 * g.c * TB)
+        .take(g.blocks())
+        .enumerate()
+    {
+        let t0 = blk * TB;
+        let nt = (tiles - t0).min(TB).div_ceil(2 * L8) * 2 * L8;
+        inputs_of_block(g, kind, planes, t0, nt, vb);
     }
 }
 

@@ -113,7 +113,13 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
         let t0 = blk * TB;
         // Whole vectors: lanes past the last tile repeat it and are not stored.
         let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;
-        input_transform::<KIND>(g, planes, t0, nt, vbuf);
+        let vb0 = match p.v {
+            Some(v) => v[blk * 16 * g.c * TB..][..16 * g.c * TB].as_ptr(),
+            None => {
+                input_transform::<KIND>(g, planes, t0, nt, vbuf);
+                vbuf.as_ptr()
+            }
+        };
         let mut ob = obs.start;
         while ob < obs.end {
             // One vector of tiles (8×8 maps): two channel blocks at once, so
@@ -123,7 +129,7 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
             for xi in 0..16 {
                 let ub = u.block(xi, ob, g.c);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
-                let vb = vbuf.as_ptr().add(xi * g.c * TB);
+                let vb = vb0.add(xi * g.c * TB);
                 if nt == TB {
                     gemm_tile::<2>(vb, ub, g.c, mb);
                 } else if pair {
@@ -138,6 +144,30 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
                 ob += 1;
             }
             ob += 1;
+        }
+    }
+}
+
+/// `V` of every tile block into `v` (`[block][16 ξ][C][TB]`), for
+/// [`Part::v`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transform_inputs(g: &WinoGeom, planes: &[f32], v: &mut [f32]) {
+    let (th, tw) = g.tiles();
+    let tiles = th * tw;
+    let kind = g.rows();
+    for (blk, vb) in v
+        .chunks_exact_mut(16 * g.c * TB)
+        .take(g.blocks())
+        .enumerate()
+    {
+        let t0 = blk * TB;
+        let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;
+        match kind {
+            Some(Rows::Wide) => input_transform::<0>(g, planes, t0, nt, vb),
+            Some(Rows::Eight) => input_transform::<1>(g, planes, t0, nt, vb),
+            Some(Rows::Four) => input_transform::<2>(g, planes, t0, nt, vb),
+            Some(Rows::Any) => input_transform::<3>(g, planes, t0, nt, vb),
+            None => unreachable!("checked by supported()"),
         }
     }
 }

@@ -179,6 +179,18 @@ impl WinoGeom {
     pub fn out_blocks(&self) -> usize {
         self.o.div_ceil(OR)
     }
+    /// Whether one image with 4-bit weights should go through
+    /// [`conv_image_streamed`]: when the layer's transformed weights are
+    /// larger than half an L2 (1 MB) and than the transformed input of the
+    /// whole image. Transforming the whole layer up front would then write
+    /// megabytes only to read them back from L3; streamed, each 16-channel
+    /// block's weights are used while still in cache, and the smaller
+    /// transformed input is what the GEMM re-reads.
+    pub fn streams_weights(&self) -> bool {
+        let u = 16 * self.out_blocks() * self.c * OR;
+        let v = self.blocks() * 16 * self.c * TB;
+        u * 4 > 1 << 20 && v < u
+    }
 }
 
 /// `U = G g Gᵀ` for every (output, input) channel pair, laid out
@@ -298,6 +310,10 @@ pub(crate) struct Part<'a> {
     pub(crate) epi: &'a Epilogue<'a>,
     pub(crate) blocks: std::ops::Range<usize>,
     pub(crate) obs: std::ops::Range<usize>,
+    /// `V` of every tile block of the image, already transformed
+    /// (`[block][16 ξ][C][TB]`, see [`conv_image_streamed`]); `None`: each
+    /// block's `V` is transformed into the scratch as it comes.
+    pub(crate) v: Option<&'a [f32]>,
 }
 
 /// `run_part` on this CPU's body.
@@ -321,6 +337,8 @@ pub enum SplitWeights<'a> {
 }
 
 thread_local! {
+    /// The streamed call's transformed input of the whole image.
+    static INPUTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A split call's per-part transformed 4-bit weights.
     static PART_WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -358,6 +376,7 @@ pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Ep
                 epi: &epi,
                 blocks: 0..g.blocks(),
                 obs: 0..g.out_blocks(),
+                v: None,
             };
             part_on_isa(&part, rest);
         }
@@ -468,6 +487,7 @@ pub fn conv_image_split(
                         epi: &epi,
                         blocks,
                         obs,
+                        v: None,
                     };
                     part_on_isa(&this, &mut s);
                 }
@@ -478,4 +498,100 @@ pub fn conv_image_split(
         });
     };
     crate::engine::team::run(b_parts * ob_parts, threads, &part);
+}
+
+/// One image with 4-bit weights (`direct_conv::Weights::Nibbles`), output
+/// channels outermost: each 16-channel block is transformed and used at
+/// once, against every tile block's transformed input (computed once per
+/// part). For layers whose transformed weights would not stay in L2
+/// ([`WinoGeom::streams_weights`]); the team splits the channel blocks, so
+/// no part transforms weights another part uses. Results equal
+/// [`conv_image`]'s on the same weights bit for bit.
+pub fn conv_image_streamed(
+    g: &WinoGeom,
+    img: &[f32],
+    w: super::direct_conv::Weights,
+    out: &mut [f32],
+    epi: Epilogue,
+    threads: usize,
+) {
+    const OB: usize = super::direct_conv::OB;
+    let d = 9 * g.c;
+    let nib = g.o.div_ceil(OB);
+    match w {
+        super::direct_conv::Weights::Nibbles { nibbles, step, lo } => assert!(
+            nibbles.len() >= nib * OB * d / 2 && step.len() >= nib * OB && lo.len() >= nib * OB,
+            "winograd: 4-bit weights size"
+        ),
+        super::direct_conv::Weights::F32(_) => panic!("winograd: streamed weights must be 4-bit"),
+    }
+    check(g, img, out, &epi);
+    let parts = threads.clamp(1, nib);
+    let shared = SharedOut(out.as_mut_ptr());
+    let part = |k: usize| {
+        #[allow(clippy::redundant_locals)]
+        let shared = &shared;
+        let own_blocks = k * nib / parts..(k + 1) * nib / parts;
+        PLANES.with(|pc| {
+            INPUTS.with(|ic| {
+                SCRATCH.with(|sc| {
+                    let (mut planes, mut v, mut s) =
+                        (pc.borrow_mut(), ic.borrow_mut(), sc.borrow_mut());
+                    if planes.len() < g.planes_len() {
+                        planes.resize(g.planes_len(), 0.0);
+                    }
+                    let v_len = g.blocks() * 16 * g.c * TB;
+                    if v.len() < v_len {
+                        v.resize(v_len, 0.0);
+                    }
+                    if s.len() < g.block_scratch_len() {
+                        s.resize(g.block_scratch_len(), 0.0);
+                    }
+                    let mut own = PART_WEIGHTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `check` as above; planes, inputs, scratch and
+                    // weights are this thread's; the parts' output-channel
+                    // ranges are disjoint and `out` stays borrowed until
+                    // every part has finished.
+                    unsafe {
+                        let len = planes.len();
+                        planes_on_isa(g, img, planes.as_mut_ptr(), len, 0..g.hp());
+                        let v = &mut v[..v_len];
+                        if isa() == Some(super::direct_conv::Isa::Avx512) {
+                            avx512::transform_inputs(g, &planes, v)
+                        } else {
+                            avx2::transform_inputs(g, &planes, v)
+                        }
+                        for b in own_blocks {
+                            let u = transform_nibbles_into(
+                                w.from_channel(b * OB, d),
+                                OB,
+                                g.c,
+                                &mut own,
+                            );
+                            let this = Part {
+                                g,
+                                planes: &planes,
+                                u: UView {
+                                    u,
+                                    nob: OB / OR,
+                                    base: b * OB / OR,
+                                },
+                                out: shared.0,
+                                epi: &epi,
+                                blocks: 0..g.blocks(),
+                                obs: b * OB / OR..((b + 1) * OB / OR).min(g.out_blocks()),
+                                v: Some(v),
+                            };
+                            part_on_isa(&this, &mut s);
+                        }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (&mut s, &mut planes, &mut v, shared, own_blocks);
+                    PART_WEIGHTS.with(|c| *c.borrow_mut() = own);
+                })
+            })
+        });
+    };
+    crate::engine::team::run(parts, threads, &part);
 }
