@@ -6,31 +6,29 @@ batch-1 benchmarks of large layers, e.g. 4-bit weights streamed:
     qscope quantize --model /tmp/r18.safetensors --data DATA --method rtn --bits 4 --out /tmp/r18_w4.safetensors
     qscope bench --model /tmp/r18_w4.safetensors --threads 1 --batch 1
 
-He-initialised convs and BN statistics with mild spread (as
-`make_cifar_resnet.py`). Needs numpy and safetensors."""
+Initialised as `make_cifar_resnet.py` (whose `Weights` it uses). Needs numpy
+and safetensors."""
 import sys
 import numpy as np
 from safetensors.numpy import save_file
-rng = np.random.default_rng(0)
-t = {}
-def conv(name, o, i, k=3):
-    t[name + ".weight"] = (rng.standard_normal((o, i, k, k)) * np.sqrt(2.0 / (i * k * k))).astype(np.float32)
-def bn(name, c):
-    t[name + ".weight"] = (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)
-    t[name + ".bias"] = (0.1 * rng.standard_normal(c)).astype(np.float32)
-    t[name + ".running_mean"] = (0.1 * rng.standard_normal(c)).astype(np.float32)
-    t[name + ".running_var"] = (1 + 0.2 * rng.random(c)).astype(np.float32)
-conv("conv1", 64, 3, 7); bn("bn1", 64)
+from make_cifar_resnet import Weights
+
+m = Weights()
+m.conv("conv1", 64, 3, 7)
+m.bn("bn1", 64)
 cin = 64
 for s, w in enumerate([64, 128, 256, 512], start=1):
     for b in range(2):
         p = f"layer{s}.{b}"
-        conv(p + ".conv1", w, cin); bn(p + ".bn1", w)
-        conv(p + ".conv2", w, w); bn(p + ".bn2", w)
-        if b == 0 and (s > 1):
-            conv(p + ".downsample.0", w, cin, 1); bn(p + ".downsample.1", w)
+        m.conv(p + ".conv1", w, cin)
+        m.bn(p + ".bn1", w)
+        m.conv(p + ".conv2", w, w)
+        m.bn(p + ".bn2", w)
+        if b == 0 and s > 1:
+            m.conv(p + ".downsample.0", w, cin, 1)
+            m.bn(p + ".downsample.1", w)
         cin = w
-t["fc.weight"] = (rng.standard_normal((1000, 512)) * 0.05).astype(np.float32)
-t["fc.bias"] = np.zeros(1000, np.float32)
-save_file(t, sys.argv[1])
+m.t["fc.weight"] = (m.rng.standard_normal((1000, 512)) * 0.05).astype(np.float32)
+m.t["fc.bias"] = np.zeros(1000, np.float32)
+save_file(m.t, sys.argv[1])
 print(f"wrote ResNet-18 to {sys.argv[1]}")
