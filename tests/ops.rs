@@ -443,7 +443,21 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
     use qscope::engine::kernels::direct_conv::Weights;
     use qscope::model::lower::lower_lowbit;
     let mut rng = Rng::new(21);
-    for &(n, c, h, o, k, p, s) in &[(2, 16, 8, 13, 3, 1, 1), (1, 5, 9, 16, 3, 1, 2)] {
+    // The third layer is one a single image streams (its transformed
+    // weights, 1.6 MB, would not stay in L2).
+    let streamed = qscope::engine::kernels::winograd::WinoGeom {
+        c: 160,
+        h: 8,
+        w: 8,
+        o: 160,
+        pad: 1,
+    };
+    assert!(streamed.streams_weights());
+    for &(n, c, h, o, k, p, s) in &[
+        (2, 16, 8, 13, 3, 1, 1),
+        (1, 5, 9, 16, 3, 1, 2),
+        (1, 160, 8, 160, 3, 1, 1),
+    ] {
         let d = c * k * k;
         let mut w = vec![0f32; o * d];
         for row in w.chunks_mut(d) {
