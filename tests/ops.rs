@@ -742,7 +742,7 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
             relu: true,
         };
         let mut one = vec![0f32; o * s * s];
-        winograd::conv_image(&g, xs, &u, &mut one, epi);
+        winograd::conv_image(&g, xs, u, &mut one, epi);
         for threads in [2, 3] {
             let mut split = vec![0f32; o * s * s];
             winograd::conv_image_split(
@@ -764,7 +764,7 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
         for avx2 in [false, true] {
             direct_conv::force_avx2(avx2);
             let mut reference = vec![0f32; o * s * s];
-            winograd::conv_image(&g, xs, &u, &mut reference, epi);
+            winograd::conv_image(&g, xs, u, &mut reference, epi);
             for threads in [1, 2, 3] {
                 let mut streamed = vec![0f32; o * s * s];
                 winograd::conv_image_streamed(&g, xs, nib, &mut streamed, epi, threads);
