@@ -1,7 +1,8 @@
 //! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: geometry, weight
 //! transforms and dispatch here; the bodies in `avx512.rs` and, for CPUs
 //! without AVX-512, `avx2.rs`; 4-bit codes to transformed weights (per
-//! call) in `nibbles.rs`.
+//! call) in `nibbles.rs`, streamed block by block for one image when the
+//! whole layer's would not stay in L2 (`conv_image_streamed`).
 //!
 //! Each 2×2 block of outputs ("tile") is `Aᵀ [Σ_c U_c ⊙ V_c] A`, with
 //! `U = G g Gᵀ` (the 3×3 filter, 4×4 after transform, computed once per
