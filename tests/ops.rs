@@ -235,6 +235,11 @@ fn pools_match_a_naive_window_loop() {
         );
     }
     assert!(ops::max_pool(&random_input(1, 1, 4, 4), 3, 0, 1).is_err());
+    // An empty map padded into a window: all padding, no panic.
+    let empty = Tensor::zeros((1, 2, 0, 3));
+    let ap = ops::avg_pool(&empty, 1, 1, 1).expect("pool");
+    assert_eq!(ap.dim(), (1, 2, 2, 5));
+    assert!(ap.iter().all(|&v| v == 0.0));
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn pool(x: &Tensor, k: usize, s: usize, p: usize, is_max: bool) -> Result<Tensor
     }
     let os = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
     let (plane_in, plane_out) = (h * w, ho * wo);
-    let per_task = MIN_PLANE_WORK.div_ceil(plane_in * k).max(1);
+    let per_task = MIN_PLANE_WORK.div_ceil((plane_in * k).max(1)).max(1);
     os.par_chunks_mut(plane_out)
         .with_min_len(per_task)
         .enumerate()
