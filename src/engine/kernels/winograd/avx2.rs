@@ -98,18 +98,13 @@ fn row_kind(g: &WinoGeom) -> u8 {
 pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
     let (g, planes, u, out, epi) = (p.g, p.planes, p.u, p.out, p.epi);
     let kind = row_kind(g);
-    let (th, tw) = g.tiles();
-    let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
     for blk in p.blocks.clone() {
-        let t0 = blk * TB;
-        // Whole pairs of vectors: lanes past the last tile repeat it and
-        // are not stored.
-        let nt = (tiles - t0).min(TB).div_ceil(2 * L8) * 2 * L8;
+        let (t0, nt) = g.block_tiles(blk);
         let vb0 = match p.v {
             Some(v) => v[blk * 16 * g.c * TB..][..16 * g.c * TB].as_ptr(),
             None => {
-                inputs_of_block(g, kind, planes, t0, nt, vbuf);
+                inputs_of_block(g, planes, t0, nt, vbuf);
                 vbuf.as_ptr()
             }
         };
@@ -129,38 +124,19 @@ pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
     }
 }
 
-/// `V` of tiles `t0 .. t0 + nt` into `vbuf` for the row kind `kind`.
+/// `V` of tiles `t0 .. t0 + nt` into `vbuf`, for the geometry's row kind.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn inputs_of_block(
+pub(super) unsafe fn inputs_of_block(
     g: &WinoGeom,
-    kind: u8,
     planes: &[f32],
     t0: usize,
     nt: usize,
     vbuf: &mut [f32],
 ) {
-    match kind {
+    match row_kind(g) {
         ROW => input_transform::<ROW>(g, planes, t0, nt, vbuf),
         FOUR => input_transform::<FOUR>(g, planes, t0, nt, vbuf),
         _ => input_transform::<ANY>(g, planes, t0, nt, vbuf),
-    }
-}
-
-/// `V` of every tile block into `v` (`[block][16 ξ][C][TB]`), for
-/// [`Part::v`].
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn transform_inputs(g: &WinoGeom, planes: &[f32], v: &mut [f32]) {
-    let (th, tw) = g.tiles();
-    let tiles = th * tw;
-    let kind = row_kind(g);
-    for (blk, vb) in v
-        .chunks_exact_mut(16 * g.c * TB)
-        .take(g.blocks())
-        .enumerate()
-    {
-        let t0 = blk * TB;
-        let nt = (tiles - t0).min(TB).div_ceil(2 * L8) * 2 * L8;
-        inputs_of_block(g, kind, planes, t0, nt, vb);
     }
 }
 

@@ -106,13 +106,9 @@ pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
 #[target_feature(enable = "avx512f")]
 unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
     let (g, planes, u, out, epi, obs) = (p.g, p.planes, p.u, p.out, p.epi, &p.obs);
-    let (th, tw) = g.tiles();
-    let tiles = th * tw;
     let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
     for blk in p.blocks.clone() {
-        let t0 = blk * TB;
-        // Whole vectors: lanes past the last tile repeat it and are not stored.
-        let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;
+        let (t0, nt) = g.block_tiles(blk);
         let vb0 = match p.v {
             Some(v) => v[blk * 16 * g.c * TB..][..16 * g.c * TB].as_ptr(),
             None => {
@@ -148,27 +144,21 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
     }
 }
 
-/// `V` of every tile block into `v` (`[block][16 ξ][C][TB]`), for
-/// [`Part::v`].
+/// `V` of tiles `t0 .. t0 + nt` into `vbuf`, for the geometry's row kind.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn transform_inputs(g: &WinoGeom, planes: &[f32], v: &mut [f32]) {
-    let (th, tw) = g.tiles();
-    let tiles = th * tw;
-    let kind = g.rows();
-    for (blk, vb) in v
-        .chunks_exact_mut(16 * g.c * TB)
-        .take(g.blocks())
-        .enumerate()
-    {
-        let t0 = blk * TB;
-        let nt = (tiles - t0).min(TB).div_ceil(LANES) * LANES;
-        match kind {
-            Some(Rows::Wide) => input_transform::<0>(g, planes, t0, nt, vb),
-            Some(Rows::Eight) => input_transform::<1>(g, planes, t0, nt, vb),
-            Some(Rows::Four) => input_transform::<2>(g, planes, t0, nt, vb),
-            Some(Rows::Any) => input_transform::<3>(g, planes, t0, nt, vb),
-            None => unreachable!("checked by supported()"),
-        }
+pub(super) unsafe fn inputs_of_block(
+    g: &WinoGeom,
+    planes: &[f32],
+    t0: usize,
+    nt: usize,
+    vbuf: &mut [f32],
+) {
+    match g.rows() {
+        Some(Rows::Wide) => input_transform::<0>(g, planes, t0, nt, vbuf),
+        Some(Rows::Eight) => input_transform::<1>(g, planes, t0, nt, vbuf),
+        Some(Rows::Four) => input_transform::<2>(g, planes, t0, nt, vbuf),
+        Some(Rows::Any) => input_transform::<3>(g, planes, t0, nt, vbuf),
+        None => unreachable!("checked by supported()"),
     }
 }
 

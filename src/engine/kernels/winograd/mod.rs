@@ -173,6 +173,14 @@ impl WinoGeom {
     pub fn block_scratch_len(&self) -> usize {
         16 * self.c * TB + 16 * OR * TB
     }
+    /// First tile of block `blk`, and its tiles rounded up to whole
+    /// 16-tile vectors (AVX2 runs them as pairs of 8): lanes past the last
+    /// tile repeat it and are not stored.
+    pub(crate) fn block_tiles(&self, blk: usize) -> (usize, usize) {
+        let (th, tw) = self.tiles();
+        let t0 = blk * TB;
+        (t0, (th * tw - t0).min(TB).div_ceil(LANES) * LANES)
+    }
     pub fn blocks(&self) -> usize {
         let (th, tw) = self.tiles();
         (th * tw).div_ceil(TB)
@@ -297,6 +305,25 @@ unsafe fn planes_on_isa(
         avx512::build_planes_of(g, img, planes, len, rows)
     } else {
         avx2::build_planes_of(g, img, planes, len, rows)
+    }
+}
+
+/// `V` of every tile block into `v` (`[block][16 ξ][C][TB]`), for
+/// [`Part::v`], on this CPU's body.
+#[cfg(target_arch = "x86_64")]
+unsafe fn inputs_on_isa(g: &WinoGeom, planes: &[f32], v: &mut [f32]) {
+    let avx512 = isa() == Some(super::direct_conv::Isa::Avx512);
+    for (blk, vb) in v
+        .chunks_exact_mut(16 * g.c * TB)
+        .take(g.blocks())
+        .enumerate()
+    {
+        let (t0, nt) = g.block_tiles(blk);
+        if avx512 {
+            avx512::inputs_of_block(g, planes, t0, nt, vb)
+        } else {
+            avx2::inputs_of_block(g, planes, t0, nt, vb)
+        }
     }
 }
 
@@ -558,11 +585,7 @@ pub fn conv_image_streamed(
                         let len = planes.len();
                         planes_on_isa(g, img, planes.as_mut_ptr(), len, 0..g.hp());
                         let v = &mut v[..v_len];
-                        if isa() == Some(super::direct_conv::Isa::Avx512) {
-                            avx512::transform_inputs(g, &planes, v)
-                        } else {
-                            avx2::transform_inputs(g, &planes, v)
-                        }
+                        inputs_on_isa(g, &planes, v);
                         for b in own_blocks {
                             let u = transform_nibbles_into(
                                 w.from_channel(b * OB, d),
