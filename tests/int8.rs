@@ -4,7 +4,7 @@
 //! the same code). Tolerance 2e-6 of the output range: f32 rounding measures
 //! ≤ 4e-7, and an accumulator off by a single unit already gives 1e-5.
 mod common;
-use common::{max_rel_diff, random_input};
+use common::{max_rel_diff, random_input, same_bits};
 use qscope::engine::kernels::int8_conv::Kernel;
 use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
 use qscope::engine::ops::{self, ConvGeom, Epilogue};
@@ -209,9 +209,7 @@ fn every_simd_kernel_matches_the_portable_one_bit_for_bit() {
             };
             let (simd, portable) = (run(kernel), run(Kernel::Portable));
             assert!(
-                simd.iter()
-                    .zip(portable.iter())
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                same_bits(&simd, &portable),
                 "{} differs from portable on case {i}",
                 kernel.name()
             );
@@ -331,10 +329,7 @@ fn exact_int8_tiles_cover_non_square_maps() {
         .expect("int8 conv")
     };
     let (simd, portable) = (run(Kernel::Vnni512), run(Kernel::Portable));
-    assert!(simd
-        .iter()
-        .zip(portable.iter())
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(same_bits(&simd, &portable));
 }
 
 /// The simulation's activation quantizer (magic-number rounding) equals

@@ -2,7 +2,7 @@
 //! in f64). Tolerance: 1e-5 relative to the output's max magnitude (f32 GEMM
 //! accumulation order differs from the naive sum).
 mod common;
-use common::{max_rel_diff, random_input};
+use common::{max_rel_diff, random_input, same_bits};
 use qscope::engine::ops::{self, ConvGeom, Epilogue};
 use qscope::engine::Tensor;
 use qscope::util::Rng;
@@ -569,10 +569,7 @@ fn winograd_cases() {
             let w = winograd::SplitWeights::Transformed(&u);
             winograd::conv_image_split(&g, xs, w, split.as_slice_mut().expect("c"), epi, threads);
             assert!(
-                split
-                    .iter()
-                    .zip(got.iter())
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                same_bits(&split, &got),
                 "{g:?}: split over {threads} differs"
             );
         }
@@ -665,9 +662,7 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
             let avx2 = winograd::transform_nibbles_into(nib, o, c, &mut buf).to_vec();
             direct_conv::force_avx2(false);
             assert!(
-                avx2.iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                same_bits(&avx2, &got),
                 "(o, c) = ({o}, {c}): AVX2 and AVX-512 bodies differ"
             );
         }
@@ -759,10 +754,7 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
                 threads,
             );
             assert!(
-                split
-                    .iter()
-                    .zip(&one)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                same_bits(&split, &one),
                 "{g:?}: 4-bit split over {threads} differs"
             );
         }
@@ -774,10 +766,7 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
                 let mut streamed = vec![0f32; o * s * s];
                 winograd::conv_image_streamed(&g, xs, nib, &mut streamed, epi, threads);
                 assert!(
-                    streamed
-                        .iter()
-                        .zip(&reference)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    same_bits(&streamed, &reference),
                     "{g:?}: streamed 4-bit on {threads} thread(s), avx2 {avx2}, differs"
                 );
             }

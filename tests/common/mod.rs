@@ -121,6 +121,17 @@ pub fn random_input(n: usize, c: usize, s: usize, seed: u64) -> qscope::engine::
     qscope::engine::Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32)
 }
 
+/// Whether every pair of values is the same float, bit for bit (kernels
+/// that must agree exactly: SIMD vs portable, split vs one thread).
+pub fn same_bits<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32>,
+) -> bool {
+    a.into_iter()
+        .zip(b)
+        .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 pub fn max_rel_diff(a: &qscope::engine::Tensor, b: &qscope::engine::Tensor) -> f32 {
     assert_eq!(a.dim(), b.dim());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
