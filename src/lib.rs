@@ -13,6 +13,7 @@ pub mod eval;
 pub mod jobs;
 pub mod laq;
 pub mod model;
+pub mod ordered;
 pub mod quant;
 pub mod train;
 pub mod tui;

@@ -109,6 +109,38 @@ fn input_gradient_through_maxpool_and_pools_matches() {
     }
 }
 
+#[test]
+fn conv_gradients_are_the_same_bits_on_any_thread_count() {
+    // dW and db sum over the batch; summed as rayon happened to split the
+    // work, they changed from run to run and a seeded fine-tune with them.
+    use qscope::train::backward;
+    let x = random_input(19, 8, 12, 3);
+    let mut rng = Rng::new(4);
+    let w: Vec<f32> = (0..16 * 8 * 9).map(|_| rng.normal() as f32).collect();
+    for (stride, side) in [(1, 12), (2, 6)] {
+        let geom = qscope::engine::ops::ConvGeom::new(stride, 1);
+        let dy = random_input(19, 16, side, 5 + stride as u64);
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| backward::conv(&x, &w, [16, 8, 3, 3], geom, &dy).expect("bwd"))
+        };
+        let (dx1, dw1, db1) = on(1);
+        for threads in [2, 3, 5] {
+            for _ in 0..3 {
+                let (dx, dw, db) = on(threads);
+                assert!(
+                    common::same_bits(&dw, &dw1) && common::same_bits(&db, &db1),
+                    "stride {stride}, {threads} threads: dW/db differ from 1 thread"
+                );
+                assert!(common::same_bits(dx.iter(), dx1.iter()), "stride {stride}: dX");
+            }
+        }
+    }
+}
+
 fn toy_split(n: usize) -> qscope::data::Split {
     // Two classes: bright left half vs bright right half (32×32 RGB).
     let mut rng = Rng::new(2);

@@ -1,6 +1,6 @@
 use super::progress::Progress;
 use clap::Args;
-use qscope::data::{sample_spread, DatasetRoot, Preprocess, SplitKind};
+use qscope::data::{default_calib, sample_spread, DatasetRoot, Preprocess, SplitKind};
 use qscope::eval::accuracy::eval_indices;
 use qscope::quant::{quantize_model, Method, QuantConfig};
 use qscope::train::cora_job::{apply, CoraSpec};
@@ -29,9 +29,10 @@ pub struct CoraArgs {
     /// Base quantizer whose residual the adapters reclaim: rtn or gptq.
     #[arg(long, default_value = "rtn")]
     pub base: String,
-    /// Calibration images (GPTQ and the rank search), from train/.
-    #[arg(long, default_value_t = 1600)]
-    pub calib: usize,
+    /// Calibration images (GPTQ and the rank search), from train/
+    /// [default: 1600, or all train images if there are fewer].
+    #[arg(long)]
+    pub calib: Option<usize>,
     #[arg(long, default_value_t = 200)]
     pub iters: usize,
     #[arg(long, default_value_t = 32)]
@@ -53,7 +54,19 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     let train = root.split(SplitKind::Train)?;
     let test = root.split(SplitKind::Test)?;
     let all: Vec<usize> = (0..train.num_classes()).collect();
-    let idx = sample_spread(&train, &all, a.calib, a.seed)?;
+    let calib = match a.calib {
+        Some(n) => n,
+        None => {
+            let n = default_calib(&train, &all, 1600);
+            if n < 1600 {
+                eprintln!(
+                    "note: calibrating on all {n} train images (default 1600; --calib sets it)"
+                );
+            }
+            n
+        }
+    };
+    let idx = sample_spread(&train, &all, calib, a.seed)?;
     let pre = Preprocess::for_model(&graph.meta);
     let base = match a.base.as_str() {
         "rtn" => Method::Rtn,

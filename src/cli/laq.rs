@@ -18,7 +18,8 @@ pub struct LaqArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "4,3,2,5+3,3+5")]
     pub bits: String,
-    /// GPFQ calibration images from the subset's train split.
+    /// GPFQ calibration images from each subset's train split (at most:
+    /// a smaller subset uses all its images).
     #[arg(long, default_value_t = 256)]
     pub calib: usize,
     #[arg(long, default_value_t = 1.0)]

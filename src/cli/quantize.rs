@@ -1,5 +1,6 @@
 use super::progress::Progress;
 use clap::Args;
+use qscope::data::{default_calib, parse_classes, DatasetRoot, SplitKind};
 use qscope::jobs::{JobEvent, JobSpec, ResultsStore, RunResult};
 use qscope::quant::grid::GridKind;
 use qscope::quant::{BitsMap, Method, QuantConfig};
@@ -24,9 +25,10 @@ pub struct QuantizeArgs {
     /// Per-layer overrides, e.g. `conv1=8,linear=8`.
     #[arg(long)]
     pub bits_map: Option<String>,
-    /// Calibration images from the train split.
-    #[arg(long, default_value_t = 1024)]
-    pub calib: usize,
+    /// Calibration images from the train split [default: 1024, or all the
+    /// chosen classes' train images if they have fewer].
+    #[arg(long)]
+    pub calib: Option<usize>,
     /// Class subset for calibration and Sub evaluation.
     #[arg(long)]
     pub classes: Option<String>,
@@ -87,7 +89,7 @@ pub fn build_spec(a: &QuantizeArgs) -> anyhow::Result<JobSpec> {
     q.sq_alpha = a.sq_alpha;
     let mut spec = JobSpec::new(a.model.clone(), a.data.clone());
     spec.quant = Some(q);
-    spec.calib = a.calib;
+    spec.calib = a.calib.unwrap_or(DEFAULT_CALIB);
     spec.seed = a.seed;
     spec.classes = a
         .classes
@@ -98,9 +100,31 @@ pub fn build_spec(a: &QuantizeArgs) -> anyhow::Result<JobSpec> {
     Ok(spec)
 }
 
+const DEFAULT_CALIB: usize = 1024;
+
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
-    let spec = build_spec(&a)?;
+    let mut spec = build_spec(&a)?;
+    if a.calib.is_none() {
+        spec.calib = fit_default_calib(&spec)?;
+    }
     execute(&spec, &a.results, a.json)
+}
+
+/// The default calibration size, lowered to what the chosen classes' train
+/// split holds (with a note), so the defaults work on small datasets.
+fn fit_default_calib(spec: &JobSpec) -> anyhow::Result<usize> {
+    let root = DatasetRoot::open(&spec.data)?;
+    let train = root.split(SplitKind::Train)?;
+    let classes = spec.classes.as_ref().map(|c| c.join(","));
+    let classes = parse_classes(classes.as_deref().unwrap_or("all"), &train.class_names)?;
+    let n = default_calib(&train, &classes, spec.calib);
+    if n < spec.calib {
+        eprintln!(
+            "note: calibrating on all {n} train images of the chosen classes (default {}; --calib sets it)",
+            spec.calib
+        );
+    }
+    Ok(n)
 }
 
 /// Run a spec with a progress bar, save its result, print it.

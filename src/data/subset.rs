@@ -59,6 +59,14 @@ pub fn sample_per_class(
     Ok(out)
 }
 
+/// The calibration size when the user chose none: `default`, or every image
+/// of `classes` in `split` if they have fewer (a small dataset such as the
+/// bundled sample). A size the user did choose is kept as asked, and
+/// [`sample_spread`] reports it if the classes cannot supply it.
+pub fn default_calib(split: &Split, classes: &[usize], default: usize) -> usize {
+    default.min(split.indices_of(classes).len())
+}
+
 /// `total` images spread as evenly as possible over `classes` (the first
 /// `total mod k` classes get one more), seeded. Errors if not enough exist.
 pub fn sample_spread(

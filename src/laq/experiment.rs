@@ -4,7 +4,7 @@
 //! at several bit widths and the 5+3 / 3+5 mixed presets. Resumable: every
 //! finished cell is in the CSV (rewritten atomically after each cell) and
 //! fine-tuned models are kept as checkpoints, so a re-run skips done work.
-use crate::data::{sample_spread, DatasetRoot, Preprocess, SplitKind};
+use crate::data::{default_calib, sample_spread, DatasetRoot, Preprocess, SplitKind};
 use crate::eval::accuracy::eval_indices;
 use crate::model::Graph;
 use crate::quant::{quantize_model, BitsMap, Method, QuantConfig};
@@ -20,6 +20,8 @@ pub struct ExperimentConfig {
     pub subsets: Vec<(Vec<usize>, f64)>,
     /// Bit settings: "4", "3", "2", "5+3", "3+5".
     pub bits: Vec<String>,
+    /// GPFQ calibration images per subset: at most this many (a subset
+    /// with fewer train images, as in a small dataset, uses all of them).
     pub calib: usize,
     pub ft: TrainConfig,
     pub seed: u64,
@@ -175,7 +177,8 @@ pub fn run(
             let r = eval(g)?;
             record(&mut cells, "ft", "fp", r)?;
         }
-        let cidx = sample_spread(&train, classes, cfg.calib, cfg.seed)?;
+        let n = default_calib(&train, classes, cfg.calib);
+        let cidx = sample_spread(&train, classes, n, cfg.seed)?;
         let calib = pre.batch(&train, &cidx);
         for b in &cfg.bits {
             for (variant, base) in [("quant", Some(graph)), ("ft+quant", ft.as_ref())] {

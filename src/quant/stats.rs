@@ -5,8 +5,8 @@
 use crate::engine::kernels::{sgemm, MatRef};
 use crate::engine::ops::{conv_output_size, im2col, ConvGeom};
 use crate::engine::Tensor;
+use crate::ordered::ordered_sum;
 use crate::util::Rng;
-use rayon::prelude::*;
 
 /// How a layer reads its input: conv geometry, or a linear layer.
 #[derive(Clone, Copy, Debug)]
@@ -50,18 +50,6 @@ fn columns(
     (col, p)
 }
 
-fn to_f64_sum(parts: impl ParallelIterator<Item = Vec<f32>>, len: usize) -> Vec<f64> {
-    parts
-        .map(|v| v.into_iter().map(f64::from).collect::<Vec<f64>>())
-        .reduce(
-            || vec![0f64; len],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
-}
-
 /// `X Xᵀ` over every position the layer computes (its own stride and padding).
 pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
     let d = lg.d();
@@ -81,30 +69,27 @@ pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
         }
         LayerGeom::Conv { shape, geom } => {
             let per = c * h * w;
-            let images: Vec<usize> = (0..n).collect();
-            to_f64_sum(
-                images.par_chunks(8).map(|chunk| {
-                    let mut acc = vec![0f32; d * d];
-                    for &b in chunk {
-                        let (col, p) = columns(
-                            &xs[b * per..(b + 1) * per],
-                            (c, h, w),
-                            shape,
-                            geom.stride.max(1),
-                            geom.pad,
-                        );
-                        sgemm(
-                            MatRef::row_major(&col, d, p),
-                            MatRef::transposed(&col, p, d),
-                            &mut acc,
-                            true,
-                            1,
-                        );
-                    }
-                    acc
-                }),
-                d * d,
-            )
+            // Groups of 8 images summed in f32, the groups in order in f64.
+            ordered_sum(n.div_ceil(8), d * d, |k| {
+                let mut acc = vec![0f32; d * d];
+                for b in 8 * k..(8 * k + 8).min(n) {
+                    let (col, p) = columns(
+                        &xs[b * per..(b + 1) * per],
+                        (c, h, w),
+                        shape,
+                        geom.stride.max(1),
+                        geom.pad,
+                    );
+                    sgemm(
+                        MatRef::row_major(&col, d, p),
+                        MatRef::transposed(&col, p, d),
+                        &mut acc,
+                        true,
+                        1,
+                    );
+                }
+                acc
+            })
         }
     }
 }
@@ -149,11 +134,10 @@ pub fn gram_pair_sampled(
         }
         LayerGeom::Conv { shape, geom } => {
             let per = c * h * w;
-            let images: Vec<usize> = (0..n).collect();
-            let both = images.par_chunks(8).map(|chunk| {
+            let sum = ordered_sum(n.div_ceil(8), 2 * d * d, |k| {
                 let mut g = vec![0f32; d * d];
                 let mut ht = vec![0f32; d * d];
-                for &b in chunk {
+                for b in 8 * k..(8 * k + 8).min(n) {
                     let k = shape[2];
                     let (cx, p) =
                         columns(&xs[b * per..(b + 1) * per], (c, h, w), shape, k, geom.pad);
@@ -187,7 +171,6 @@ pub fn gram_pair_sampled(
                 out.extend(ht);
                 out
             });
-            let sum = to_f64_sum(both, 2 * d * d);
             (sum[..d * d].to_vec(), sum[d * d..].to_vec())
         }
     }

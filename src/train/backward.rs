@@ -63,63 +63,58 @@ pub fn conv(
         Tensor::zeros((n, c, h, wd))
     };
     let dxs = dx.as_slice_mut().ok_or("fresh tensor")?;
-    let (dw, db) = dxs
-        .par_chunks_mut(c * h * wd)
-        .enumerate()
-        .fold(
-            || {
-                (
-                    vec![0f32; o * d],
-                    vec![0f32; o],
-                    vec![0f32; d * p],
-                    vec![0f32; d * p],
-                )
-            },
-            |(mut dw, mut db, mut col, mut dcol), (b, dxi)| {
-                let xi = &xs[b * c * h * wd..(b + 1) * c * h * wd];
+    if !via_conv {
+        // Per image and independent: in parallel, in any order.
+        dxs.par_chunks_mut(c * h * wd).enumerate().for_each_init(
+            || vec![0f32; d * p],
+            |dcol, (b, dxi)| {
                 let dyi = &dys[b * o * p..(b + 1) * o * p];
-                im2col(
-                    xi,
-                    (h, wd),
-                    (0, c),
-                    (kh, kw),
-                    s,
-                    geom.pad,
-                    (0, ho, wo),
-                    &mut col,
-                );
                 sgemm(
+                    MatRef::transposed(w, d, o),
                     MatRef::row_major(dyi, o, p),
-                    MatRef::transposed(&col, p, d),
-                    &mut dw,
-                    true,
+                    dcol,
+                    false,
                     1,
                 );
-                if !via_conv {
-                    sgemm(
-                        MatRef::transposed(w, d, o),
-                        MatRef::row_major(dyi, o, p),
-                        &mut dcol,
-                        false,
-                        1,
-                    );
-                    col2im(&dcol, (h, wd), (0, c), (kh, kw), s, geom.pad, (ho, wo), dxi);
-                }
-                for (k, row) in dyi.chunks(p).enumerate() {
-                    db[k] += row.iter().sum::<f32>();
-                }
-                (dw, db, col, dcol)
-            },
-        )
-        .map(|(dw, db, _, _)| (dw, db))
-        .reduce(
-            || (vec![0f32; o * d], vec![0f32; o]),
-            |(mut a, mut b), (c2, d2)| {
-                a.iter_mut().zip(c2).for_each(|(x, y)| *x += y);
-                b.iter_mut().zip(d2).for_each(|(x, y)| *x += y);
-                (a, b)
+                col2im(dcol, (h, wd), (0, c), (kh, kw), s, geom.pad, (ho, wo), dxi);
             },
         );
+    }
+    // dW and db sum over the batch: groups of GROUP images in f32, the
+    // groups added in order (`ordered_sum`), so training is reproducible.
+    const GROUP: usize = 4;
+    let sums = crate::ordered::ordered_sum(n.div_ceil(GROUP), o * d + o, |k| {
+        let mut acc = vec![0f32; o * d + o];
+        let mut col = vec![0f32; d * p];
+        let (dw, db) = acc.split_at_mut(o * d);
+        for b in GROUP * k..(GROUP * k + GROUP).min(n) {
+            let xi = &xs[b * c * h * wd..(b + 1) * c * h * wd];
+            let dyi = &dys[b * o * p..(b + 1) * o * p];
+            im2col(
+                xi,
+                (h, wd),
+                (0, c),
+                (kh, kw),
+                s,
+                geom.pad,
+                (0, ho, wo),
+                &mut col,
+            );
+            sgemm(
+                MatRef::row_major(dyi, o, p),
+                MatRef::transposed(&col, p, d),
+                dw,
+                true,
+                1,
+            );
+            for (k, row) in dyi.chunks(p).enumerate() {
+                db[k] += row.iter().sum::<f32>();
+            }
+        }
+        acc
+    });
+    let dw: Vec<f32> = sums[..o * d].iter().map(|&v| v as f32).collect();
+    let db: Vec<f32> = sums[o * d..].iter().map(|&v| v as f32).collect();
     Ok((dx, dw, db))
 }
 

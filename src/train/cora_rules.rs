@@ -19,7 +19,6 @@ use crate::quant::stats::{gram, LayerGeom};
 use crate::train::backward::softmax_cross_entropy;
 use crate::train::tape::{self, BnMode};
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// Calibration images used for statistics and for the selection.
 const STATS_IMAGES: usize = 256;
@@ -196,11 +195,14 @@ fn fisher_gains(
         .iter()
         .map(|(_, s)| vec![0.0; s.rank_max()])
         .collect();
-    let sums = take
-        .par_iter()
-        .map_init(
-            || original.clone(),
-            |g, &i| -> Result<Vec<Vec<f64>>> {
+    // Added in image order (`ordered_fold`): the same seed gives the same
+    // allocation on any number of threads.
+    let sums = crate::ordered::ordered_fold(
+        take.len(),
+        || original.clone(),
+        |g, k| -> Result<Vec<Vec<f64>>> {
+            let i = take[k];
+            {
                 let mut t = tape::forward(g, pre.batch(split, &[i]), BnMode::Frozen, None)?;
                 let logits = t
                     .output(g)
@@ -215,17 +217,19 @@ fn fisher_gains(
                         None => vec![0.0; svd.rank_max()],
                     })
                     .collect())
-            },
-        )
-        .try_reduce(
-            || zero.clone(),
-            |mut a, b| {
+            }
+        },
+        Ok(zero),
+        |acc, term| {
+            if let (Ok(a), Ok(b)) = (acc.as_mut(), &term) {
                 for (x, y) in a.iter_mut().zip(b) {
                     x.iter_mut().zip(y).for_each(|(p, q)| *p += q);
                 }
-                Ok(a)
-            },
-        )?;
+            } else if let (Ok(_), Err(e)) = (&acc, term) {
+                *acc = Err(e);
+            }
+        },
+    )?;
     Ok(layers
         .iter()
         .zip(sums)

@@ -143,15 +143,30 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         .enumerate()
         .map(|(i, h)| (i as f64 + 1.0, h.0))
         .collect();
-    let ymax = pts.iter().fold(0f64, |m, p| m.max(p.1)).max(1e-3) * 1.1;
+    // The loss carries the budget penalty's constant (γ·e⁰ while under
+    // budget), so an axis from 0 would flatten the search into one line.
+    let [ylo, yhi] = loss_bounds(pts.iter().map(|p| p.1));
     let iters = pts.len().max(1) as f64;
+    // Each iteration sees one mini-batch, so the raw loss is noisy; the
+    // moving average is what shows whether the search is converging.
+    let trend = smoothed(&pts, 0.1);
     f.render_widget(
-        Chart::new(vec![Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::default().fg(t.bad))
-            .data(&pts)])
-        .block(super::block(" search loss by iteration ", t))
+        Chart::new(vec![
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(t.muted))
+                .data(&pts),
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(t.bad))
+                .data(&trend),
+        ])
+        .block(super::block(
+            " search loss by iteration (moving average bright) ",
+            t,
+        ))
         .x_axis(
             Axis::default()
                 .bounds([0.0, iters])
@@ -160,12 +175,42 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         )
         .y_axis(
             Axis::default()
-                .bounds([0.0, ymax])
-                .labels(vec![Line::from("0"), Line::from(format!("{ymax:.2}"))])
+                .bounds([ylo, yhi])
+                .labels(vec![
+                    Line::from(format!("{ylo:.2}")),
+                    Line::from(format!("{yhi:.2}")),
+                ])
                 .style(Style::default().fg(t.muted)),
         ),
         hist,
     );
+}
+
+/// The loss axis: the values' range with 5 % margins (at least ±0.01).
+fn loss_bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(v), h.max(v))
+        });
+    if lo > hi {
+        return [0.0, 1.0];
+    }
+    let pad = (0.05 * (hi - lo)).max(0.01);
+    [lo - pad, hi + pad]
+}
+
+/// Exponential moving average of the points' values (weight `alpha` on
+/// the newest), started at the first value.
+fn smoothed(pts: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
+    let mut avg = None;
+    pts.iter()
+        .map(|&(x, y)| {
+            let a = avg.map_or(y, |a: f64| a + alpha * (y - a));
+            avg = Some(a);
+            (x, a)
+        })
+        .collect()
 }
 
 /// Top-1 against adapter budget over the saved CoRa runs.
@@ -211,4 +256,26 @@ fn render_accuracy_vs_budget(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         ),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{loss_bounds, smoothed};
+
+    #[test]
+    fn loss_axis_spans_the_values_not_zero() {
+        let [lo, hi] = loss_bounds([11.8, 12.3, 11.9].into_iter());
+        assert!((lo - 11.775).abs() < 1e-9 && (hi - 12.325).abs() < 1e-9);
+        // A flat or empty history still gets an axis of non-zero height.
+        assert_eq!(loss_bounds([2.0, 2.0].into_iter()), [1.99, 2.01]);
+        assert_eq!(loss_bounds(std::iter::empty()), [0.0, 1.0]);
+        assert_eq!(loss_bounds([f64::NAN, 3.0].into_iter()), [2.99, 3.01]);
+    }
+
+    #[test]
+    fn moving_average_starts_at_the_first_value_and_follows() {
+        let s = smoothed(&[(1.0, 10.0), (2.0, 20.0), (3.0, 20.0)], 0.5);
+        assert_eq!(s, vec![(1.0, 10.0), (2.0, 15.0), (3.0, 17.5)]);
+        assert!(smoothed(&[], 0.5).is_empty());
+    }
 }
