@@ -135,7 +135,10 @@ fn conv_gradients_are_the_same_bits_on_any_thread_count() {
                     common::same_bits(&dw, &dw1) && common::same_bits(&db, &db1),
                     "stride {stride}, {threads} threads: dW/db differ from 1 thread"
                 );
-                assert!(common::same_bits(dx.iter(), dx1.iter()), "stride {stride}: dX");
+                assert!(
+                    common::same_bits(dx.iter(), dx1.iter()),
+                    "stride {stride}: dX"
+                );
             }
         }
     }
