@@ -161,6 +161,23 @@ fn experiment_runs_all_variants_keeps_sub_at_least_all_and_resumes() {
         (cells.clone(), 0),
         "finished cells are not recomputed"
     );
+    // Another bit width into the same folder: progress counts this
+    // configuration's cells (the 4-bit ones are not), so it ends at total.
+    let three = ExperimentConfig {
+        bits: vec!["3".into()],
+        ..cfg.clone()
+    };
+    let mut progress = vec![];
+    run(
+        &g,
+        &base.join("cifar10"),
+        &three,
+        dir.path(),
+        &stop,
+        &mut |_, done, total| progress.push((done, total)),
+    )
+    .expect("3 bits");
+    assert_eq!(progress, [(3, 4), (4, 4)]);
     let svg = qscope::laq::chart::svg(&cells, "4", true);
     assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.ends_with("</svg>"));
 }

@@ -17,9 +17,10 @@ pub struct SubsetsArgs {
     /// How many subsets, spanning low to high median inter-class distance.
     #[arg(long, default_value_t = 6)]
     pub count: usize,
-    /// Train images per class fed to UMAP.
-    #[arg(long, default_value_t = 500)]
-    pub per_class: usize,
+    /// Train images per class fed to UMAP [default: 500, or the smallest
+    /// class's count if lower].
+    #[arg(long)]
+    pub per_class: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Save subsets, distance matrix and embedding (JSON, atomically).
@@ -34,7 +35,17 @@ pub fn run(a: SubsetsArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?;
     let train = DatasetRoot::open(&a.data)?.split(SplitKind::Train)?;
     let classes: Vec<usize> = (0..train.num_classes()).collect();
-    let idx = sample_per_class(&train, &classes, a.per_class, a.seed)?;
+    let per_class = match a.per_class {
+        Some(n) => n,
+        None => {
+            let fewest = train.by_class().iter().map(Vec::len).min().unwrap_or(0);
+            if fewest < 500 {
+                eprintln!("note: embedding {fewest} train images per class (the smallest class; default 500, --per-class sets it)");
+            }
+            fewest.min(500)
+        }
+    };
+    let idx = sample_per_class(&train, &classes, per_class, a.seed)?;
     let (feats, dim) = features(&graph, &train, &idx)?;
     let t_feat = t0.elapsed().as_secs_f64();
     let xy = umap_2d(

@@ -27,6 +27,15 @@ pub struct ExperimentConfig {
     pub seed: u64,
 }
 
+/// A subset's name in the CSV: its class names joined by `+`.
+fn subset_name(classes: &[usize], test: &crate::data::Split) -> String {
+    classes
+        .iter()
+        .map(|&c| test.class_names[c].as_str())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
     pub subset: String,
@@ -102,12 +111,21 @@ pub fn run(
     let mut cells = read_cells(&csv);
     let per_subset = 2 + 2 * cfg.bits.len();
     let total = cfg.subsets.len() * per_subset;
-    for (classes, median) in &cfg.subsets {
-        let name = classes
+    // Progress counts this configuration's cells only: the CSV may also hold
+    // cells of other subsets or bit widths from earlier runs into the folder.
+    let names: Vec<String> = cfg
+        .subsets
+        .iter()
+        .map(|(c, _)| subset_name(c, &test))
+        .collect();
+    let ours = |cells: &[Cell]| {
+        cells
             .iter()
-            .map(|&c| test.class_names[c].as_str())
-            .collect::<Vec<_>>()
-            .join("+");
+            .filter(|c| names.contains(&c.subset) && (c.bits == "fp" || cfg.bits.contains(&c.bits)))
+            .count()
+    };
+    for (classes, median) in &cfg.subsets {
+        let name = subset_name(classes, &test);
         let tidx = eval_indices(&test, classes, None);
         let eval = |g: &Graph| -> Result<(f64, f64)> {
             let f = g.fused();
@@ -140,7 +158,7 @@ pub fn run(
                 };
                 cells.push(cell.clone());
                 write_cells(&csv, cells)?;
-                on_cell(&cell, cells.len(), total);
+                on_cell(&cell, ours(cells), total);
                 Ok(())
             };
         if !done(&cells, "original", "fp") {
