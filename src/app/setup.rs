@@ -256,7 +256,11 @@ impl SetupForm {
             let qat = choice == "qat";
             spec.train = Some(crate::jobs::spec::TrainSpec {
                 config: crate::train::TrainConfig {
-                    lr: if qat { 0.002 } else { config.lr },
+                    lr: if qat {
+                        crate::train::qat::DEFAULT_LR
+                    } else {
+                        config.lr
+                    },
                     ..config
                 },
                 qat_bits: qat.then_some(self.bits),

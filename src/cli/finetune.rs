@@ -22,8 +22,11 @@ pub struct FinetuneArgs {
     pub epochs: f64,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f64,
+    /// Learning rate [default: 0.01; 0.002 with --qat-bits, as in the
+    /// dashboard: the BN-folded network QAT trains has no normalisation to
+    /// absorb a large step, and at 0.01 it diverged].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// sgd, adam or adamw.
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
@@ -61,6 +64,9 @@ pub struct FinetuneArgs {
     pub json: bool,
 }
 
+/// The dashboard's QAT learning rate (`app::setup`), shared so both agree.
+const QAT_LR: f64 = qscope::train::qat::DEFAULT_LR;
+
 pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?;
     let root = DatasetRoot::open(&a.data)?;
@@ -73,7 +79,9 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch: a.batch,
-        lr: a.lr,
+        lr: a
+            .lr
+            .unwrap_or(if a.qat_bits.is_some() { QAT_LR } else { 0.01 }),
         optimizer: match a.optimizer.as_str() {
             "sgd" => OptimKind::Sgd,
             "adam" => OptimKind::Adam,
