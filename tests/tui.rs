@@ -455,6 +455,12 @@ fn delta_vs_fp_uses_the_untrained_fp32_run_as_baseline() {
         base.spec.train.is_none() && base.eval.top1_all == fp.eval.top1_all,
         "a fine-tuned run is not the FP32 baseline"
     );
+    // Without an FP32 run, the Results screen says how to get one.
+    let hint = "Δ vs FP needs an fp32 run";
+    update(&mut s, Action::Key(Key::Char('4')));
+    assert!(!draw(&s, 120, 30).contains(hint));
+    s.results.retain(|r| r.spec.quant.is_some());
+    assert!(draw(&s, 120, 30).contains(hint));
 }
 
 #[test]

@@ -56,6 +56,28 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         return;
     }
     let order = s.sorted_results();
+    // A quantized run shows Δ only against an FP32 run of the same model,
+    // data and classes; say how to get one instead of leaving "—" a riddle.
+    let no_baseline = s
+        .results
+        .iter()
+        .any(|r| r.spec.quant.is_some() && s.baseline_for(r).is_none());
+    let (area, hint) = if no_baseline && area.height > 4 {
+        let [a, h] = ratatui::layout::Layout::vertical([Constraint::Min(3), Constraint::Length(1)])
+            .areas(area);
+        (a, Some(h))
+    } else {
+        (area, None)
+    };
+    if let Some(h) = hint {
+        f.render_widget(
+            Paragraph::new(
+                " Δ vs FP needs an fp32 run of the same model, data and classes: Setup → Quantizer fp32, Enter.",
+            )
+            .style(Style::default().fg(t.muted)),
+            h,
+        );
+    }
     let rows: Vec<Row> = order
         .iter()
         .map(|&i| {
