@@ -69,7 +69,7 @@ mod tests {
         } else {
             -1e18
         };
-        let mixed = if k % 3 == 0 {
+        let mixed = if k.is_multiple_of(3) {
             big
         } else {
             1.0 + k as f32 * 1e-3

@@ -83,11 +83,11 @@ pub fn conv(
     // dW and db sum over the batch: groups of GROUP images in f32, the
     // groups added in order (`ordered_sum`), so training is reproducible.
     const GROUP: usize = 4;
-    let sums = crate::ordered::ordered_sum(n.div_ceil(GROUP), o * d + o, |k| {
+    let sums = crate::ordered::ordered_sum(n.div_ceil(GROUP), o * d + o, |group| {
         let mut acc = vec![0f32; o * d + o];
         let mut col = vec![0f32; d * p];
         let (dw, db) = acc.split_at_mut(o * d);
-        for b in GROUP * k..(GROUP * k + GROUP).min(n) {
+        for b in GROUP * group..(GROUP * group + GROUP).min(n) {
             let xi = &xs[b * c * h * wd..(b + 1) * c * h * wd];
             let dyi = &dys[b * o * p..(b + 1) * o * p];
             im2col(
@@ -107,8 +107,8 @@ pub fn conv(
                 true,
                 1,
             );
-            for (k, row) in dyi.chunks(p).enumerate() {
-                db[k] += row.iter().sum::<f32>();
+            for (oc, row) in dyi.chunks(p).enumerate() {
+                db[oc] += row.iter().sum::<f32>();
             }
         }
         acc

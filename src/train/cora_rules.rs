@@ -202,32 +202,31 @@ fn fisher_gains(
         || original.clone(),
         |g, k| -> Result<Vec<Vec<f64>>> {
             let i = take[k];
-            {
-                let mut t = tape::forward(g, pre.batch(split, &[i]), BnMode::Frozen, None)?;
-                let logits = t
-                    .output(g)
-                    .ok_or_else(|| Error::Invalid("no output".into()))?
-                    .clone();
-                let (_, d, _) = softmax_cross_entropy(&logits, &[split.labels[i]]);
-                let grads = t.backward(g, d)?;
-                Ok(layers
-                    .iter()
-                    .map(|(node, svd)| match grads[*node].as_ref() {
-                        Some(gw) => svd.project(&gw.w).iter().map(|p| p * p).collect(),
-                        None => vec![0.0; svd.rank_max()],
-                    })
-                    .collect())
-            }
+            let mut t = tape::forward(g, pre.batch(split, &[i]), BnMode::Frozen, None)?;
+            let logits = t
+                .output(g)
+                .ok_or_else(|| Error::Invalid("no output".into()))?
+                .clone();
+            let (_, d, _) = softmax_cross_entropy(&logits, &[split.labels[i]]);
+            let grads = t.backward(g, d)?;
+            Ok(layers
+                .iter()
+                .map(|(node, svd)| match grads[*node].as_ref() {
+                    Some(gw) => svd.project(&gw.w).iter().map(|p| p * p).collect(),
+                    None => vec![0.0; svd.rank_max()],
+                })
+                .collect())
         },
         Ok(zero),
-        |acc, term| {
-            if let (Ok(a), Ok(b)) = (acc.as_mut(), &term) {
+        // The first error is kept; later terms are then ignored.
+        |acc, term| match (acc.as_mut(), term) {
+            (Ok(a), Ok(b)) => {
                 for (x, y) in a.iter_mut().zip(b) {
                     x.iter_mut().zip(y).for_each(|(p, q)| *p += q);
                 }
-            } else if let (Ok(_), Err(e)) = (&acc, term) {
-                *acc = Err(e);
             }
+            (Ok(_), Err(e)) => *acc = Err(e),
+            (Err(_), _) => {}
         },
     )?;
     Ok(layers
