@@ -163,10 +163,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 .style(Style::default().fg(t.bad))
                 .data(&trend),
         ])
-        .block(super::block(
-            " search loss by iteration (moving average bright) ",
-            t,
-        ))
+        .block(super::block(" search loss · bright: average ", t))
         .x_axis(
             Axis::default()
                 .bounds([0.0, iters])
