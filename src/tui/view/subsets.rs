@@ -83,7 +83,15 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let [heat, list] =
         Layout::vertical([Constraint::Length(k as u16 + 3), Constraint::Min(3)]).areas(right);
     let max = laq.icd.iter().fold(1e-12f64, |m, v| m.max(*v));
-    let shades = [' ', '░', '▒', '▓', '█'];
+    // Shade by rank among the pairs, not by value over the maximum: KL
+    // distances span orders of magnitude, and one far pair left every other
+    // cell blank on a linear scale.
+    let mut sorted: Vec<f64> = (0..k * k)
+        .filter(|t| t / k != t % k)
+        .map(|t| laq.icd[t])
+        .collect();
+    sorted.sort_by(f64::total_cmp);
+    let shades = ['░', '▒', '▓', '█'];
     let mut lines: Vec<Line> = (0..k)
         .map(|i| {
             let mut spans = vec![Span::styled(
@@ -94,8 +102,12 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 Style::default().fg(PALETTE[i % PALETTE.len()]),
             )];
             for j in 0..k {
-                let v = laq.icd[i * k + j] / max;
-                let ch = shades[((v * 4.0).round() as usize).min(4)];
+                let below = sorted.partition_point(|&v| v < laq.icd[i * k + j]);
+                let ch = if i == j {
+                    ' '
+                } else {
+                    shades[(4 * below / sorted.len().max(1)).min(3)]
+                };
                 let style = if chosen.contains(&i) && chosen.contains(&j) {
                     Style::default().fg(t.accent)
                 } else {
@@ -109,7 +121,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     lines.insert(
         0,
         Line::from(Span::styled(
-            format!("ICD heat map (darker = farther, max {max:.1})"),
+            format!("ICD heat map by quartile (denser = farther; max {max:.1})"),
             Style::default().fg(t.muted),
         )),
     );
