@@ -504,7 +504,10 @@ fn subsets_screen_shows_embedding_and_heat_map_and_sets_the_calibration_subset()
     // Shaded by quartile: each of the four shades marks a quarter of the pairs.
     for shade in ['░', '▒', '▓', '█'] {
         let cells = screen.matches(&format!("{shade}{shade}")).count();
-        assert!((15..=30).contains(&cells), "{shade}: {cells} cells\n{screen}");
+        assert!(
+            (15..=30).contains(&cells),
+            "{shade}: {cells} cells\n{screen}"
+        );
     }
     // LAQ results from a real (tiny) experiment: the accuracy-vs-ICD chart.
     let dir = tempfile::tempdir().expect("tmp");

@@ -35,6 +35,15 @@ pub fn run(a: SubsetsArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?;
     let train = DatasetRoot::open(&a.data)?.split(SplitKind::Train)?;
     let classes: Vec<usize> = (0..train.num_classes()).collect();
+    if a.k < 2 || a.k > classes.len() {
+        anyhow::bail!(
+            "--k {}: a subset needs 2 to {} classes ({} has {})",
+            a.k,
+            classes.len(),
+            a.data.display(),
+            classes.len()
+        );
+    }
     let per_class = match a.per_class {
         Some(n) => n,
         None => {
