@@ -48,6 +48,9 @@ pub struct CoraArgs {
     pub json: bool,
 }
 
+/// Calibration images when `--calib` is not given (the reference's count).
+const DEFAULT_CALIB: usize = 1600;
+
 pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     let graph = qscope::model::load(&a.model)?;
     let root = DatasetRoot::open(&a.data)?;
@@ -57,10 +60,10 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     let calib = match a.calib {
         Some(n) => n,
         None => {
-            let n = default_calib(&train, &all, 1600);
-            if n < 1600 {
+            let n = default_calib(&train, &all, DEFAULT_CALIB);
+            if n < DEFAULT_CALIB {
                 eprintln!(
-                    "note: calibrating on all {n} train images (default 1600; --calib sets it)"
+                    "note: calibrating on all {n} train images (default {DEFAULT_CALIB}; --calib sets it)"
                 );
             }
             n
