@@ -48,7 +48,7 @@ pub struct CoraArgs {
     pub json: bool,
 }
 
-/// Calibration images when `--calib` is not given (the reference's count).
+/// Calibration images when `--calib` is not given: the CoRa paper's 1600.
 const DEFAULT_CALIB: usize = 1600;
 
 pub fn run(a: CoraArgs) -> anyhow::Result<()> {
