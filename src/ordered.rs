@@ -8,9 +8,9 @@
 use rayon::prelude::*;
 
 /// `acc` with `term(scratch, k)` added by `add` for `k` in `0..count`, in
-/// index order. Terms are computed a wave of one per thread at a time, so at
-/// most that many are held at once; `scratch` (from `init`, one per rayon
-/// job) is working memory a term may reuse, never state it depends on.
+/// index order. Terms are computed in waves of one per thread, so no more
+/// than that are held at once; `scratch` (from `init`, one per rayon job) is
+/// working memory a term may reuse, never state its value depends on.
 pub fn ordered_fold<S, T, A>(
     count: usize,
     init: impl Fn() -> S + Sync + Send,
