@@ -456,11 +456,32 @@ fn delta_vs_fp_uses_the_untrained_fp32_run_as_baseline() {
         "a fine-tuned run is not the FP32 baseline"
     );
     // Without an FP32 run, the Results screen says how to get one.
-    let hint = "Δ vs FP needs an fp32 run";
+    let hint = "Δ vs FP: run Quantizer fp32";
     update(&mut s, Action::Key(Key::Char('4')));
     assert!(!draw(&s, 120, 30).contains(hint));
     s.results.retain(|r| r.spec.quant.is_some());
     assert!(draw(&s, 120, 30).contains(hint));
+    // On an 80-column terminal the hint still fits, and the table drops its
+    // least needed columns instead of cutting every header to a stump.
+    let narrow = draw(&s, 80, 24);
+    assert!(
+        narrow.contains("Δ vs FP: run Quantizer fp32 (Setup) on the same model, data and classes."),
+        "{narrow}"
+    );
+    assert!(
+        narrow.contains("top-1 All") && narrow.contains("size KiB") && narrow.contains("lat. ms"),
+        "{narrow}"
+    );
+    assert!(
+        !narrow.contains("kernels") && !narrow.contains("calib"),
+        "{narrow}"
+    );
+    let tabs = narrow.lines().next().unwrap_or("");
+    assert!(
+        tabs.contains("8 Subsets") && tabs.contains("3 Hist"),
+        "{tabs}"
+    );
+    assert!(draw(&s, 120, 30).contains("kernels"));
 }
 
 #[test]

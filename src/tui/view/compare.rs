@@ -3,7 +3,7 @@ use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Table};
+use ratatui::widgets::{Row, Table};
 use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
@@ -11,10 +11,12 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         s.marked.first().and_then(|&i| s.results.get(i)),
         s.marked.get(1).and_then(|&i| s.results.get(i)),
     ) else {
-        f.render_widget(
-            Paragraph::new("Mark two runs on the Results screen (space), then press c.")
-                .block(super::block(" Compare ", t)),
+        super::empty_state(
+            f,
             area,
+            " Compare ",
+            "Mark two runs on the Results screen (space), then press c.",
+            t,
         );
         return;
     };

@@ -12,9 +12,12 @@ use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let Some(c) = s.current_run().and_then(|r| r.cora.as_ref()) else {
-        f.render_widget(
-            Paragraph::new("No CoRa run yet. On Setup choose a quantizer `rtn+cora` or `gptq+cora`, set the CoRa budget, and press Enter.").block(super::block(" CoRa ", t)),
+        super::empty_state(
+            f,
             area,
+            " CoRa ",
+            "No CoRa run yet. On Setup choose a quantizer `rtn+cora` or `gptq+cora`, set the CoRa budget, and press Enter.",
+            t,
         );
         return;
     };

@@ -68,7 +68,13 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         .and_then(|r| r.layers.get(s.layer_cursor))
         .and_then(|l| l.as_ref());
     let Some(l) = report else {
-        f.render_widget(Paragraph::new("No quantized layer selected yet (start a job, or pick a layer on the Layers screen).").block(super::block(" Histogram ", t)), area);
+        super::empty_state(
+            f,
+            area,
+            " Histogram ",
+            "No quantized layer selected yet (start a job, or pick a layer on the Layers screen).",
+            t,
+        );
         return;
     };
     let title = format!(

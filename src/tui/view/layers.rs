@@ -3,14 +3,17 @@ use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Bar, BarChart, BarGroup, Gauge, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Bar, BarChart, BarGroup, Gauge, Row, Table, TableState};
 use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let Some(run) = s.current_run() else {
-        f.render_widget(
-            Paragraph::new("No job yet. Press 1 for Setup and Enter to start one, or 4 to open a saved result.").block(super::block(" Layers ", t)),
+        super::empty_state(
+            f,
             area,
+            " Layers ",
+            "No job yet. Press 1 for Setup and Enter to start one, or 4 to open a saved result.",
+            t,
         );
         return;
     };

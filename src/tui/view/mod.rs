@@ -53,7 +53,17 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
         Constraint::Length(1),
     ])
     .areas(area);
-    let titles: Vec<Line> = Screen::TABS.iter().map(|s| Line::from(s.title())).collect();
+    // The eight tabs take 92 cells; on a narrower terminal (80 columns is
+    // common) shorten two names and the padding so "8 Subsets" stays visible.
+    let compact = tabs.width < 92;
+    let titles: Vec<Line> = Screen::TABS
+        .iter()
+        .map(|s| match (compact, *s) {
+            (true, Screen::Histogram) => Line::from("3 Hist"),
+            (true, Screen::Training) => Line::from("6 Train"),
+            _ => Line::from(s.title()),
+        })
+        .collect();
     let selected = Screen::TABS
         .iter()
         .position(|x| *x == s.screen)
@@ -63,7 +73,8 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
             .select(selected)
             .style(Style::default().fg(t.muted))
             .highlight_style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD))
-            .divider("│"),
+            .divider("│")
+            .padding(if compact { "" } else { " " }, " "),
         tabs,
     );
     match s.screen {
@@ -134,6 +145,17 @@ fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
 }
 
 /// A bordered block in the theme's colours.
+/// A screen with nothing to show yet: what to do, wrapped to the width (an
+/// 80-column terminal cut these sentences off mid-word).
+pub fn empty_state(f: &mut Frame, area: Rect, title: &str, text: &str, t: &Theme) {
+    f.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: true })
+            .block(block(title, t)),
+        area,
+    );
+}
+
 pub fn block<'a>(title: impl Into<Line<'a>>, t: &Theme) -> Block<'a> {
     Block::bordered()
         .title(title)

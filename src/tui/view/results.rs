@@ -46,16 +46,44 @@ fn short_kernels(path: &str) -> String {
     }
 }
 
+/// Which of [`COLUMNS`] fit `width` cells: below 110 the kernels and
+/// calibration size go, below 96 the model name too.
+pub fn columns_for_width(width: u16) -> [bool; 12] {
+    let mut keep = [true; 12];
+    if width < 110 {
+        keep[5] = false; // calib
+        keep[11] = false; // kernels
+    }
+    if width < 96 {
+        keep[1] = false; // model
+    }
+    keep
+}
+
+/// The cells of the kept columns.
+fn shown<T>(keep: [bool; 12], cells: Vec<T>) -> Vec<T> {
+    cells
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
+}
+
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     if s.results.is_empty() {
-        f.render_widget(
-            Paragraph::new("No results yet: finished jobs appear here and are saved in results/.")
-                .block(super::block(" Results ", t)),
+        super::empty_state(
+            f,
             area,
+            " Results ",
+            "No results yet: finished jobs appear here and are saved in results/.",
+            t,
         );
         return;
     }
     let order = s.sorted_results();
+    // All twelve columns need ~110 cells; on a narrower terminal drop the
+    // least needed ones rather than squeeze every column to a stump.
+    let keep = columns_for_width(area.width);
     // A quantized run shows Δ only against an FP32 run of the same model,
     // data and classes; say how to get one instead of leaving "—" a riddle.
     let no_baseline = s
@@ -72,7 +100,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     if let Some(h) = hint {
         f.render_widget(
             Paragraph::new(
-                " Δ vs FP needs an fp32 run of the same model, data and classes: Setup → Quantizer fp32, Enter.",
+                " Δ vs FP: run Quantizer fp32 (Setup) on the same model, data and classes.",
             )
             .style(Style::default().fg(t.muted)),
             h,
@@ -99,45 +127,51 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 ),
                 None => Span::raw("—"),
             };
-            Row::new(vec![
-                Line::from(if s.marked.contains(&i) { "◆" } else { " " }),
-                Line::from(r.arch.clone()),
-                Line::from(r.label.clone()),
-                Line::from(format!("{:.2}", r.bits_avg)),
-                Line::from(
-                    r.spec
-                        .classes
-                        .as_ref()
-                        .map_or("all".into(), |c| c.join(",")),
-                ),
-                Line::from(if r.spec.quant.is_some() {
-                    r.spec.calib.to_string()
-                } else {
-                    "—".into()
-                }),
-                Line::from(format!("{:.2}", r.eval.top1_all)),
-                Line::from(delta_cell),
-                Line::from(r.eval.top1_sub.map_or("—".into(), |v| format!("{v:.2}"))),
-                Line::from(format!("{:.1}", r.size_bytes as f64 / 1024.0)),
-                Line::from(format!("{:.2}", r.latency_ms)),
-                Line::from(short_kernels(&r.latency_path)),
-            ])
+            Row::new(shown(
+                keep,
+                vec![
+                    Line::from(if s.marked.contains(&i) { "◆" } else { " " }),
+                    Line::from(r.arch.clone()),
+                    Line::from(r.label.clone()),
+                    Line::from(format!("{:.2}", r.bits_avg)),
+                    Line::from(
+                        r.spec
+                            .classes
+                            .as_ref()
+                            .map_or("all".into(), |c| c.join(",")),
+                    ),
+                    Line::from(if r.spec.quant.is_some() {
+                        r.spec.calib.to_string()
+                    } else {
+                        "—".into()
+                    }),
+                    Line::from(format!("{:.2}", r.eval.top1_all)),
+                    Line::from(delta_cell),
+                    Line::from(r.eval.top1_sub.map_or("—".into(), |v| format!("{v:.2}"))),
+                    Line::from(format!("{:.1}", r.size_bytes as f64 / 1024.0)),
+                    Line::from(format!("{:.2}", r.latency_ms)),
+                    Line::from(short_kernels(&r.latency_path)),
+                ],
+            ))
         })
         .collect();
-    let widths = [
-        Constraint::Length(1),
-        Constraint::Length(10),
-        Constraint::Length(12),
-        Constraint::Length(5),
-        Constraint::Min(8),
-        Constraint::Length(6),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Min(10),
-    ];
+    let widths = shown(
+        keep,
+        vec![
+            Constraint::Length(1),
+            Constraint::Length(10),
+            Constraint::Length(12),
+            Constraint::Length(5),
+            Constraint::Min(8),
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    );
     let title = format!(
         " Results: {} runs · sorted by {}{} · s sort · space mark · c compare · e export CSV · Enter layers ",
         s.results.len(),
@@ -145,7 +179,10 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         if s.sort_desc { " ↓" } else { " ↑" }
     );
     let table = Table::new(rows, widths)
-        .header(Row::new(COLUMNS).style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD)))
+        .header(
+            Row::new(shown(keep, COLUMNS.to_vec()))
+                .style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD)),
+        )
         .block(super::block(title, t))
         .row_highlight_style(
             Style::default()

@@ -26,9 +26,12 @@ const PALETTE: [Color; 10] = [
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let Some(laq) = &s.laq else {
-        f.render_widget(
-            Paragraph::new("No subsets loaded. Run `qscope subsets --model M --data D --out subsets.json`, then `qscope dashboard --subsets subsets.json`.").block(super::block(" Subsets ", t)),
+        super::empty_state(
+            f,
             area,
+            " Subsets ",
+            "No subsets loaded. Run `qscope subsets --model M --data D --out subsets.json`, then `qscope dashboard --subsets subsets.json`.",
+            t,
         );
         return;
     };

@@ -52,9 +52,12 @@ fn chart<'a>(
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let Some(run) = s.current_run().filter(|r| !r.train.is_empty()) else {
-        f.render_widget(
-            Paragraph::new("No training yet. On Setup choose the quantizer `finetune` or `qat`, set Epochs, and press Enter.").block(super::block(" Training ", t)),
+        super::empty_state(
+            f,
             area,
+            " Training ",
+            "No training yet. On Setup choose the quantizer `finetune` or `qat`, set Epochs, and press Enter.",
+            t,
         );
         return;
     };
