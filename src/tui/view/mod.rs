@@ -124,12 +124,17 @@ fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         spans.push(Span::raw(" "));
         spans.push(Span::styled(m.clone(), Style::default().fg(t.warn)));
     }
-    let right = format!(
-        "render {:.1} ms · key→draw {:.0} ms · {} · ? help ",
-        s.perf.render_ms,
-        s.perf.key_to_draw_ms,
-        s.theme_names.get(s.theme).map_or("", String::as_str)
-    );
+    let theme = s.theme_names.get(s.theme).map_or("", String::as_str);
+    // The timings are for the curious; on a narrow terminal the job's status
+    // message needs the room.
+    let right = if area.width >= 100 {
+        format!(
+            "render {:.1} ms · key→draw {:.0} ms · {theme} · ? help ",
+            s.perf.render_ms, s.perf.key_to_draw_ms,
+        )
+    } else {
+        format!("{theme} · ? help ")
+    };
     let [l, r] = Layout::horizontal([
         Constraint::Min(0),
         Constraint::Length(right.chars().count() as u16),
