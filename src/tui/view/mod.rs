@@ -149,7 +149,6 @@ fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     );
 }
 
-/// A bordered block in the theme's colours.
 /// A screen with nothing to show yet: what to do, wrapped to the width (an
 /// 80-column terminal cut these sentences off mid-word).
 pub fn empty_state(f: &mut Frame, area: Rect, title: &str, text: &str, t: &Theme) {
@@ -161,6 +160,7 @@ pub fn empty_state(f: &mut Frame, area: Rect, title: &str, text: &str, t: &Theme
     );
 }
 
+/// A bordered block in the theme's colours.
 pub fn block<'a>(title: impl Into<Line<'a>>, t: &Theme) -> Block<'a> {
     Block::bordered()
         .title(title)

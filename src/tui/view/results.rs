@@ -48,7 +48,7 @@ fn short_kernels(path: &str) -> String {
 
 /// Which of [`COLUMNS`] fit `width` cells: below 110 the kernels and
 /// calibration size go, below 96 the model name too.
-pub fn columns_for_width(width: u16) -> [bool; 12] {
+fn columns_for_width(width: u16) -> [bool; 12] {
     let mut keep = [true; 12];
     if width < 110 {
         keep[5] = false; // calib
