@@ -49,15 +49,11 @@ fn short_kernels(path: &str) -> String {
 /// Which of [`COLUMNS`] fit `width` cells: below 110 the kernels and
 /// calibration size go, below 96 the model name too.
 fn columns_for_width(width: u16) -> [bool; 12] {
-    let mut keep = [true; 12];
-    if width < 110 {
-        keep[5] = false; // calib
-        keep[11] = false; // kernels
-    }
-    if width < 96 {
-        keep[1] = false; // model
-    }
-    keep
+    COLUMNS.map(|name| match name {
+        "calib" | "kernels" => width >= 110,
+        "model" => width >= 96,
+        _ => true,
+    })
 }
 
 /// The cells of the kept columns.
