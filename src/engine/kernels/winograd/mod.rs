@@ -435,17 +435,8 @@ pub fn conv_image_split(
 ) {
     match w {
         SplitWeights::Transformed(u) => check_u(g, u),
-        SplitWeights::Nibbles(n) => {
-            // The 4-bit codes' size, checked here rather than in the parts.
-            let d = 9 * g.c;
-            let padded = g.o.div_ceil(super::direct_conv::OB) * super::direct_conv::OB;
-            if let super::direct_conv::Weights::Nibbles { nibbles, step, lo } = n {
-                assert!(
-                    nibbles.len() >= padded * d / 2 && step.len() >= padded && lo.len() >= padded,
-                    "winograd: 4-bit weights size"
-                );
-            }
-        }
+        // The 4-bit codes' size, checked here rather than in the parts.
+        SplitWeights::Nibbles(n) => check_nibbles(g, &n),
     }
     check(g, img, out, &epi);
     // Tile blocks first; output-channel blocks when there are fewer tile
@@ -528,6 +519,18 @@ pub fn conv_image_split(
     crate::engine::team::run(b_parts * ob_parts, threads, &part);
 }
 
+/// 4-bit codes, scales and offsets for every output channel of `g`, padded
+/// to whole 16-channel blocks: checked before the unsafe bodies index them.
+fn check_nibbles(g: &WinoGeom, w: &super::direct_conv::Weights) {
+    let padded = g.o.div_ceil(super::direct_conv::OB) * super::direct_conv::OB;
+    if let super::direct_conv::Weights::Nibbles { nibbles, step, lo } = w {
+        assert!(
+            nibbles.len() >= padded * 9 * g.c / 2 && step.len() >= padded && lo.len() >= padded,
+            "winograd: 4-bit weights size"
+        );
+    }
+}
+
 /// One image with 4-bit weights (`direct_conv::Weights::Nibbles`), output
 /// channels outermost: each 16-channel block is transformed and used at
 /// once, against every tile block's transformed input (computed once per
@@ -546,13 +549,11 @@ pub fn conv_image_streamed(
     const OB: usize = super::direct_conv::OB;
     let d = 9 * g.c;
     let nib = g.o.div_ceil(OB);
-    match w {
-        super::direct_conv::Weights::Nibbles { nibbles, step, lo } => assert!(
-            nibbles.len() >= nib * OB * d / 2 && step.len() >= nib * OB && lo.len() >= nib * OB,
-            "winograd: 4-bit weights size"
-        ),
-        super::direct_conv::Weights::F32(_) => panic!("winograd: streamed weights must be 4-bit"),
-    }
+    assert!(
+        matches!(w, super::direct_conv::Weights::Nibbles { .. }),
+        "winograd: streamed weights must be 4-bit"
+    );
+    check_nibbles(g, &w);
     check(g, img, out, &epi);
     let parts = threads.clamp(1, nib);
     let shared = SharedOut(out.as_mut_ptr());
