@@ -63,14 +63,14 @@ fn resnet20_forward(bencher: divan::Bencher, batch: usize) {
 /// (channels in = out): ResNet-20's stages and a 128-channel layer.
 #[divan::bench(args = [16, 32, 64, 128])]
 fn winograd_transform_4bit(bencher: divan::Bencher, c: usize) {
-    use qscope::engine::kernels::{direct_conv::Weights, winograd};
+    use qscope::engine::kernels::winograd;
     // 16 levels per row: a 4-bit grid.
     let w: Vec<f32> = (0..c * c * 9)
         .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
         .collect();
-    let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3]).expect("4-bit grid");
-    let nib = Weights::Nibbles {
-        nibbles: &lb.nibbles,
+    let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit grid");
+    let nib = winograd::Nibbles {
+        codes: &lb.nibbles,
         step: &lb.step,
         lo: &lb.lo,
     };

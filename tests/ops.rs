@@ -407,7 +407,7 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
     let w: Vec<f32> = (0..o * d)
         .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
         .collect();
-    let lb = qscope::model::lower::lower_lowbit(&w, [o, c, k, k]).expect("4-bit grid");
+    let lb = qscope::model::lower::lower_lowbit(&w, [o, c, k, k], false).expect("4-bit grid");
     let nib = Weights::Nibbles {
         nibbles: &lb.nibbles,
         step: &lb.step,
@@ -471,21 +471,34 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
                 *v = lo + step * rng.below(16) as f32;
             }
         }
-        let lb = lower_lowbit(&w, [o, c, k, k]).expect("on a 4-bit grid");
+        // 3×3 stride 1 runs on the Winograd kernel, in its own code order.
+        let wino = (k, s) == (3, 1);
+        let lb = lower_lowbit(&w, [o, c, k, k], wino).expect("on a 4-bit grid");
         assert!(lb.levels <= 16);
+        assert_eq!(lb.winograd, wino);
         let x = random_input(n, c, h, rng.next_u64());
         let geom = ConvGeom::new(s, p);
         let f32_out = ops::conv2d(&x, &w, [o, c, k, k], geom, Epilogue::default()).expect("f32");
-        let nib = Weights::Nibbles {
-            nibbles: &lb.nibbles,
-            step: &lb.step,
-            lo: &lb.lo,
+        let (direct, winograd) = if wino {
+            let nib = qscope::engine::kernels::winograd::Nibbles {
+                codes: &lb.nibbles,
+                step: &lb.step,
+                lo: &lb.lo,
+            };
+            (None, Some(ops::conv::WinoWeights::Nibbles(nib)))
+        } else {
+            let nib = Weights::Nibbles {
+                nibbles: &lb.nibbles,
+                step: &lb.step,
+                lo: &lb.lo,
+            };
+            (Some(nib), None)
         };
         let w4_out = ops::conv::conv2d_with(
             &x,
             &w,
-            Some(nib),
-            None,
+            direct,
+            winograd,
             [o, c, k, k],
             geom,
             Epilogue::default(),
@@ -496,7 +509,7 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
     }
     // A float row is not on any 16-level grid.
     let w: Vec<f32> = (0..8 * 27).map(|_| rng.normal() as f32).collect();
-    assert!(lower_lowbit(&w, [8, 3, 3, 3]).is_none());
+    assert!(lower_lowbit(&w, [8, 3, 3, 3], false).is_none());
 }
 
 /// Winograd F(2×2, 3×3) kernel, called directly so it surely runs, against
@@ -566,8 +579,7 @@ fn winograd_cases() {
         assert!(err < 2e-5, "{:?} {g:?}: {err}", winograd::isa());
         for threads in [2, 3] {
             let mut split = Tensor::zeros((1, o, ho, wo));
-            let w = winograd::SplitWeights::Transformed(&u);
-            winograd::conv_image_split(&g, xs, w, split.as_slice_mut().expect("c"), epi, threads);
+            winograd::conv_image_split(&g, xs, &u, split.as_slice_mut().expect("c"), epi, threads);
             assert!(
                 same_bits(&split, &got),
                 "{g:?}: split over {threads} differs"
@@ -632,13 +644,21 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
                 *v = lo + step * (rng.below(16) as f32);
             }
         }
-        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3]).expect("4-bit grid");
-        let nib = direct_conv::Weights::Nibbles {
+        // The direct kernel's decoding is the reference; the transform reads
+        // the same codes in the Winograd order.
+        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], false).expect("4-bit grid");
+        let direct = direct_conv::Weights::Nibbles {
             nibbles: &lb.nibbles,
             step: &lb.step,
             lo: &lb.lo,
         };
-        let decoded = direct_conv::decode_all(nib, o, 9 * c);
+        let decoded = direct_conv::decode_all(direct, o, 9 * c);
+        let lw = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], true).expect("4-bit grid");
+        let nib = winograd::Nibbles {
+            codes: &lw.nibbles,
+            step: &lw.step,
+            lo: &lw.lo,
+        };
         let ob = direct_conv::OB;
         let tap = |oc: usize, ic: usize, k: usize| {
             decoded[((oc / ob) * c * 9 + ic * 9 + k) * ob + oc % ob] as f64
@@ -697,30 +717,38 @@ fn f64_transform(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> f64) -> 
     u
 }
 
-/// A single image with 4-bit weights split over the team: each part decodes
-/// and transforms only its own channel blocks. The result equals the
-/// one-thread kernel on the whole layer's transform bit for bit, on a
-/// one-tile-block map (split by channel blocks), a many-block map and an
-/// odd one. So does the streamed kernel (channel blocks outermost, for
-/// layers too large for L2), on 1–3 threads and on both ISAs.
+/// A single image with 4-bit weights (`conv_image_4bit`: each part decodes
+/// and transforms only its own channel blocks, in L1-sized chunks when they
+/// do not fit one) equals the kernel on the whole layer's transform bit for
+/// bit, on 1–3 threads and both ISAs: a one-tile-block map (split by
+/// channel blocks), many-block and odd maps, layers of one chunk and of
+/// several (with an odd channel count), and one streamed whole
+/// (`streams_weights`).
 #[test]
 fn winograd_split_with_4_bit_weights_equals_one_thread() {
-    use qscope::engine::kernels::direct_conv::{self, Epilogue as DEpi, Weights};
-    use qscope::engine::kernels::winograd::{self, SplitWeights, WinoGeom};
+    use qscope::engine::kernels::direct_conv::{self, Epilogue as DEpi};
+    use qscope::engine::kernels::winograd::{self, WinoGeom};
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     if !winograd::is_available() {
         eprintln!("no AVX-512 or AVX2: Winograd kernel not tested on this CPU");
         return;
     }
     let mut rng = Rng::new(25);
-    for (c, s, o) in [(16, 8, 40), (8, 32, 24), (5, 7, 24)] {
+    for (c, s, o) in [
+        (16, 8, 40),
+        (8, 32, 24),
+        (5, 7, 24),
+        (64, 16, 40),
+        (33, 8, 24),
+        (160, 8, 160),
+    ] {
         let d = c * 9;
         let w: Vec<f32> = (0..o * d)
             .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
             .collect();
-        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3]).expect("4-bit grid");
-        let nib = Weights::Nibbles {
-            nibbles: &lb.nibbles,
+        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], true).expect("4-bit grid");
+        let nib = winograd::Nibbles {
+            codes: &lb.nibbles,
             step: &lb.step,
             lo: &lb.lo,
         };
@@ -741,33 +769,19 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
             residual: None,
             relu: true,
         };
-        let mut one = vec![0f32; o * s * s];
-        winograd::conv_image(&g, xs, u, &mut one, epi);
-        for threads in [2, 3] {
-            let mut split = vec![0f32; o * s * s];
-            winograd::conv_image_split(
-                &g,
-                xs,
-                SplitWeights::Nibbles(nib),
-                &mut split,
-                epi,
-                threads,
-            );
-            assert!(
-                same_bits(&split, &one),
-                "{g:?}: 4-bit split over {threads} differs"
-            );
+        if c == 160 {
+            assert!(g.streams_weights());
         }
         for avx2 in [false, true] {
             direct_conv::force_avx2(avx2);
             let mut reference = vec![0f32; o * s * s];
             winograd::conv_image(&g, xs, u, &mut reference, epi);
             for threads in [1, 2, 3] {
-                let mut streamed = vec![0f32; o * s * s];
-                winograd::conv_image_streamed(&g, xs, nib, &mut streamed, epi, threads);
+                let mut got = vec![0f32; o * s * s];
+                winograd::conv_image_4bit(&g, xs, nib, &mut got, epi, threads);
                 assert!(
-                    same_bits(&streamed, &reference),
-                    "{g:?}: streamed 4-bit on {threads} thread(s), avx2 {avx2}, differs"
+                    same_bits(&got, &reference),
+                    "{g:?}: 4-bit on {threads} thread(s), avx2 {avx2}, differs"
                 );
             }
         }

@@ -40,8 +40,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     println!("{} ({}), {} thread(s)", graph.meta.arch, r.path, r.threads);
     println!(
-        "  batch 1:   median {:.3} ms, p90 {:.3} ms",
-        r.latency_ms_median, r.latency_ms_p90
+        "  batch 1:   median {:.3} ms, p90 {:.3} ms, best {:.3} ms",
+        r.latency_ms_median, r.latency_ms_p90, r.latency_ms_min
     );
     println!(
         "  batch {}: {:.0} images/s, {:.1} GFLOP/s",

@@ -1,4 +1,4 @@
-//! Latency at batch 1 (median and p90 over many runs) and throughput at batch
+//! Latency at batch 1 (median, p90 and best over many runs) and throughput at batch
 //! N, on a dedicated thread pool of the requested size.
 use crate::engine::Tensor;
 use crate::model::{forward, Graph};
@@ -12,6 +12,10 @@ pub struct BenchReport {
     pub images_per_s: f64,
     pub latency_ms_median: f64,
     pub latency_ms_p90: f64,
+    /// The fastest single run: on a shared (noisy) machine, the figure
+    /// least disturbed by other tenants, so the one to compare builds by.
+    #[serde(default)]
+    pub latency_ms_min: f64,
     pub batch: usize,
     pub threads: usize,
     /// Useful (model) FLOPs per second at batch N: 2·MACs·images/s.
@@ -65,6 +69,7 @@ pub fn bench(graph: &Graph, batch: usize, threads: usize, budget: Duration) -> R
             images_per_s: ips,
             latency_ms_median: lat[lat.len() / 2],
             latency_ms_p90: lat[lat.len() * 9 / 10],
+            latency_ms_min: lat[0],
             batch: batch.max(1),
             threads: threads.max(1),
             gflops: 2.0 * graph.macs_per_image() as f64 * ips / 1e9,

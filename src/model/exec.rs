@@ -2,9 +2,9 @@
 //! node, expose that node's input (the calibration capture hook) and resume —
 //! possibly after the caller changed that node's weights. Plain inference is
 //! the same loop run to the end, so there is one code path, not two.
-use crate::engine::kernels::direct_conv::Weights;
 use crate::engine::kernels::int8_conv::Kernel;
-use crate::engine::ops::{self, Epilogue};
+use crate::engine::kernels::{direct_conv::Weights, winograd};
+use crate::engine::ops::{self, conv::WinoWeights, Epilogue};
 use crate::engine::Tensor;
 use crate::model::graph::{ConvLayer, FoldedConv, Graph, Op};
 use crate::{Error, Result};
@@ -104,7 +104,10 @@ impl Runner {
                             }
                             _ => None,
                         };
+                        // 4-bit codes are laid out for the kernel that runs
+                        // the layer; the other gets None (and `weight`).
                         let direct = match (&path, &lowbit, folded) {
+                            (ConvPath::W4 { .. }, Some(lb), _) if lb.winograd => None,
                             (ConvPath::W4 { .. }, Some(lb), _) => Some(Weights::Nibbles {
                                 nibbles: &lb.nibbles,
                                 step: &lb.step,
@@ -113,9 +116,16 @@ impl Runner {
                             (_, _, Some(f)) => Some(Weights::F32(&f.packed)),
                             _ => None,
                         };
-                        let wino = match (&path, folded) {
-                            (ConvPath::W4 { .. }, _) => None,
-                            (_, Some(f)) => winograd_weights(f, c),
+                        let wino = match (&path, &lowbit, folded) {
+                            (ConvPath::W4 { .. }, Some(lb), _) if lb.winograd => {
+                                Some(WinoWeights::Nibbles(winograd::Nibbles {
+                                    codes: &lb.nibbles,
+                                    step: &lb.step,
+                                    lo: &lb.lo,
+                                }))
+                            }
+                            (ConvPath::W4 { .. }, _, _) => None,
+                            (_, _, Some(f)) => winograd_weights(f, c).map(WinoWeights::Transformed),
                             _ => None,
                         };
                         ops::conv::conv2d_with(
@@ -335,8 +345,20 @@ fn lowbit_weights<'a>(
     c: &ConvLayer,
 ) -> Option<&'a crate::model::lower::LowBitWeights> {
     f.lowbit
-        .get_or_init(|| crate::model::lower::lower_lowbit(&f.weight, c.shape).map(Arc::new))
+        .get_or_init(|| {
+            crate::model::lower::lower_lowbit(&f.weight, c.shape, runs_winograd(c)).map(Arc::new)
+        })
         .as_deref()
+}
+
+/// Whether the Winograd kernel runs conv `c` on this CPU (3×3, stride 1,
+/// ungrouped, padding up to 2).
+fn runs_winograd(c: &ConvLayer) -> bool {
+    crate::engine::kernels::direct_conv::available()
+        && c.geom.groups <= 1
+        && (c.shape[2], c.shape[3], c.geom.stride.max(1)) == (3, 3, 1)
+        && c.geom.pad <= 2
+        && crate::engine::ops::conv::winograd_available()
 }
 
 /// The kernel `Runner::step` will use for conv `c` on this CPU.
@@ -344,9 +366,7 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
     let direct = crate::engine::kernels::direct_conv::available()
         && c.geom.groups <= 1
         && !(c.shape[2] == 1 && c.shape[3] == 1 && c.geom.stride <= 1);
-    let winograd = direct
-        && (c.shape[2], c.shape[3], c.geom.stride.max(1)) == (3, 3, 1)
-        && crate::engine::ops::conv::winograd_available();
+    let winograd = direct && runs_winograd(c);
     let fp32 = match (winograd, direct) {
         (true, _) => ConvPath::Fp32Winograd,
         (_, true) => ConvPath::Fp32Direct,

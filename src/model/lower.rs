@@ -97,8 +97,12 @@ pub fn lower_int8(weight: &[f32], shape: [usize; 4]) -> (Int8Weights, bool) {
 #[derive(Clone, Debug)]
 pub struct LowBitWeights {
     pub shape: [usize; 4],
-    /// Codes in `direct_conv::pack_weights` order, low nibble first.
+    /// Codes, two per byte (low nibble first), in `direct_conv::pack_weights`
+    /// order, or in `winograd::pack_nibbles` order when `winograd`.
     pub nibbles: Vec<u8>,
+    /// Whether `nibbles` are laid out for the Winograd kernel (3×3
+    /// stride-1 layers) rather than the direct one.
+    pub winograd: bool,
     /// Per output channel (padded to the kernel's block of 8).
     pub step: Vec<f32>,
     pub lo: Vec<f32>,
@@ -113,8 +117,10 @@ impl LowBitWeights {
 }
 
 /// Folded weights `[O, d]` as 4-bit codes, if every row lies on an affine
-/// grid of at most 16 levels (RTN/GPTQ/AWQ at ≤ 4 bits, BN folded or not).
-pub fn lower_lowbit(weight: &[f32], shape: [usize; 4]) -> Option<LowBitWeights> {
+/// grid of at most 16 levels (RTN/GPTQ/AWQ at ≤ 4 bits, BN folded or not),
+/// laid out for the Winograd kernel when `winograd` (a 3×3 layer it runs)
+/// and for the direct one otherwise: only one copy is kept.
+pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], winograd: bool) -> Option<LowBitWeights> {
     let o = shape[0];
     let d = weight.len() / o.max(1);
     if d == 0 {
@@ -156,16 +162,22 @@ pub fn lower_lowbit(weight: &[f32], shape: [usize; 4]) -> Option<LowBitWeights> 
             codes[r * d + j] = c as u8;
         }
     }
-    // Reorder into the kernel's packed layout, then two codes per byte.
-    let as_f32: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
-    let order = direct_conv::pack_weights(&as_f32, o, d);
-    let nibbles = order
-        .chunks(2)
-        .map(|p| p[0] as u8 | (p.get(1).map_or(0, |&v| v as u8) << 4))
-        .collect();
+    let winograd = winograd && shape[2..] == [3, 3] && d == 9 * shape[1];
+    let nibbles = if winograd {
+        crate::engine::kernels::winograd::pack_nibbles(&codes, o, shape[1])
+    } else {
+        // Reorder into the direct kernel's packed layout, then two codes per byte.
+        let as_f32: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
+        let order = direct_conv::pack_weights(&as_f32, o, d);
+        order
+            .chunks(2)
+            .map(|p| p[0] as u8 | (p.get(1).map_or(0, |&v| v as u8) << 4))
+            .collect()
+    };
     Some(LowBitWeights {
         shape,
         nibbles,
+        winograd,
         step,
         lo,
         levels,

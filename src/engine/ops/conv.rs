@@ -177,15 +177,24 @@ pub fn conv2d_prepacked(
     )
 }
 
+/// What the Winograd kernel reads, when the caller holds it.
+#[derive(Clone, Copy)]
+pub enum WinoWeights<'a> {
+    /// `winograd::transform_weights` (f32 models: once per model).
+    Transformed(&'a [f32]),
+    /// 4-bit codes (`winograd::pack_nibbles`), transformed per call.
+    Nibbles(winograd::Nibbles<'a>),
+}
+
 /// As `conv2d`, with the direct kernel reading `direct` (packed f32 or 4-bit
-/// codes) and the Winograd kernel `winograd` (`winograd::transform_weights`,
-/// computed here when None) when they run; `weight` (f32, row-major) serves
-/// the other paths.
+/// codes) and the Winograd kernel `winograd` (transformed here from
+/// `weight` when None) when they run; `weight` (f32, row-major) serves the
+/// other paths.
 pub fn conv2d_with(
     x: &Tensor,
     weight: &[f32],
     direct: Option<direct_conv::Weights>,
-    winograd: Option<&[f32]>,
+    winograd: Option<WinoWeights>,
     wshape: [usize; 4],
     geom: ConvGeom,
     epi: Epilogue,
@@ -268,27 +277,33 @@ pub fn conv2d_with(
         // As for the direct kernel: one image is shared by the team from
         // ~1 M multiply-adds (direct-conv count).
         let team = n == 1 && threads > 1 && o * ho * wo * c * 9 >= 1_000_000;
-        let packed_len = o.div_ceil(direct_conv::OB) * direct_conv::OB * c * 9;
         // 4-bit codes of the expected size (anything else goes through `weight`).
-        let w4 = matches!(direct, Some(direct_conv::Weights::Nibbles { nibbles, .. })
-            if nibbles.len() == packed_len / 2);
-        let cached = winograd.filter(|u| u.len() == 16 * wg.out_blocks() * c * winograd::OR);
-        // One image whose transformed 4-bit weights would not stay in L2:
-        // each 16-channel block transformed and used at once.
-        let streamed = cached.is_none() && w4 && n == 1 && wg.streams_weights();
-        // A split call's parts decode and transform their own 4-bit blocks.
-        let per_part = cached.is_none() && w4 && team && !streamed;
-        let per_call_4bit = cached.is_none() && w4 && !team && !streamed;
+        let w4 = match winograd {
+            Some(WinoWeights::Nibbles(n)) if n.fits(o, c) => Some(n),
+            _ => None,
+        };
+        let cached = match winograd {
+            Some(WinoWeights::Transformed(u))
+                if u.len() == 16 * wg.out_blocks() * c * winograd::OR =>
+            {
+                Some(u)
+            }
+            _ => None,
+        };
+        // One image: its parts decode and transform their own 4-bit blocks
+        // in chunks (`conv_image_4bit`); a batch transforms the layer once.
+        let one_4bit = w4.is_some() && n == 1;
+        let per_call_4bit = w4.is_some() && n > 1;
         let mut owned: Vec<f32> = if per_call_4bit {
             W4_BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()))
         } else {
             vec![]
         };
         {
-            let u: &[f32] = match (cached, direct) {
+            let u: &[f32] = match (cached, w4) {
                 (Some(u), _) => u,
-                _ if per_part || streamed => &[],
-                (None, Some(nib)) if w4 => winograd::transform_nibbles_into(nib, o, c, &mut owned),
+                _ if one_4bit => &[],
+                (None, Some(nib)) => winograd::transform_nibbles_into(nib, o, c, &mut owned),
                 _ => {
                     owned = winograd::transform_dense(weight, o, c);
                     &owned
@@ -304,15 +319,11 @@ pub fn conv2d_with(
                     relu: epi.relu,
                 };
                 let img = &xs[b * per_img_in..(b + 1) * per_img_in];
-                if let (true, Some(nib)) = (streamed, direct) {
-                    winograd::conv_image_streamed(&wg, img, nib, dst, e, threads);
+                if let (true, Some(nib)) = (one_4bit, w4) {
+                    let threads = if team { threads } else { 1 };
+                    winograd::conv_image_4bit(&wg, img, nib, dst, e, threads);
                 } else if team {
-                    let w = match (per_part, direct) {
-                        // Each part decodes and transforms its own blocks.
-                        (true, Some(nib)) => winograd::SplitWeights::Nibbles(nib),
-                        _ => winograd::SplitWeights::Transformed(u),
-                    };
-                    winograd::conv_image_split(&wg, img, w, dst, e, threads);
+                    winograd::conv_image_split(&wg, img, u, dst, e, threads);
                 } else {
                     winograd::conv_image(&wg, img, u, dst, e);
                 }

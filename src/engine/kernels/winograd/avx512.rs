@@ -110,7 +110,7 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
     for blk in p.blocks.clone() {
         let (t0, nt) = g.block_tiles(blk);
         let vb0 = match p.v {
-            Some(v) => v[blk * 16 * g.c * TB..][..16 * g.c * TB].as_ptr(),
+            Some(v) => v[(blk - p.blocks.start) * 16 * g.c * TB..][..16 * g.c * TB].as_ptr(),
             None => {
                 input_transform::<KIND>(g, planes, t0, nt, vbuf);
                 vbuf.as_ptr()

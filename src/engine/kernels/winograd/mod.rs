@@ -1,8 +1,8 @@
 //! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: geometry, weight
 //! transforms and dispatch here; the bodies in `avx512.rs` and, for CPUs
 //! without AVX-512, `avx2.rs`; 4-bit codes to transformed weights (per
-//! call) in `nibbles.rs`, streamed block by block for one image when the
-//! whole layer's would not stay in L2 (`conv_image_streamed`).
+//! call) in `nibbles.rs`, in chunks that stay in L1 for one image
+//! (`conv_image_4bit`).
 //!
 //! Each 2×2 block of outputs ("tile") is `Aᵀ [Σ_c U_c ⊙ V_c] A`, with
 //! `U = G g Gᵀ` (the 3×3 filter, 4×4 after transform, computed once per
@@ -28,7 +28,7 @@ use super::direct_conv::Epilogue;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod nibbles;
-pub use nibbles::transform_nibbles_into;
+pub use nibbles::{pack_nibbles, transform_nibbles_into, Nibbles};
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -188,13 +188,13 @@ impl WinoGeom {
     pub fn out_blocks(&self) -> usize {
         self.o.div_ceil(OR)
     }
-    /// Whether one image with 4-bit weights should go through
-    /// [`conv_image_streamed`]: when the layer's transformed weights are
-    /// larger than half an L2 (1 MB) and than the transformed input of the
-    /// whole image. Transforming the whole layer up front would then write
-    /// megabytes only to read them back from L3; streamed, each 16-channel
-    /// block's weights are used while still in cache, and the smaller
-    /// transformed input is what the GEMM re-reads.
+    /// Whether one image with 4-bit weights streams the whole layer's
+    /// weights past the whole image's transformed input in
+    /// [`conv_image_4bit`] (split by output channels only): when the
+    /// transformed weights are larger than half an L2 (1 MB) and than that
+    /// input. Transforming them up front would write megabytes only to read
+    /// them back from L3, and each part of a tile-block split would
+    /// transform all of them.
     pub fn streams_weights(&self) -> bool {
         let u = 16 * self.out_blocks() * self.c * OR;
         let v = self.blocks() * 16 * self.c * TB;
@@ -308,16 +308,17 @@ unsafe fn planes_on_isa(
     }
 }
 
-/// `V` of every tile block into `v` (`[block][16 ξ][C][TB]`), for
-/// [`Part::v`], on this CPU's body.
+/// `V` of tile blocks `blocks` into `v` (`[block − blocks.start][16 ξ][C][TB]`),
+/// for [`Part::v`], on this CPU's body.
 #[cfg(target_arch = "x86_64")]
-unsafe fn inputs_on_isa(g: &WinoGeom, planes: &[f32], v: &mut [f32]) {
+unsafe fn inputs_on_isa(
+    g: &WinoGeom,
+    planes: &[f32],
+    blocks: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
     let avx512 = isa() == Some(super::direct_conv::Isa::Avx512);
-    for (blk, vb) in v
-        .chunks_exact_mut(16 * g.c * TB)
-        .take(g.blocks())
-        .enumerate()
-    {
+    for (blk, vb) in blocks.zip(v.chunks_exact_mut(16 * g.c * TB)) {
         let (t0, nt) = g.block_tiles(blk);
         if avx512 {
             avx512::inputs_of_block(g, planes, t0, nt, vb)
@@ -338,9 +339,9 @@ pub(crate) struct Part<'a> {
     pub(crate) epi: &'a Epilogue<'a>,
     pub(crate) blocks: std::ops::Range<usize>,
     pub(crate) obs: std::ops::Range<usize>,
-    /// `V` of every tile block of the image, already transformed
-    /// (`[block][16 ξ][C][TB]`, see [`conv_image_streamed`]); `None`: each
-    /// block's `V` is transformed into the scratch as it comes.
+    /// `V` of the tile blocks `blocks`, already transformed
+    /// (`[block − blocks.start][16 ξ][C][TB]`, see [`conv_image_4bit`]);
+    /// `None`: each block's `V` is transformed into the scratch as it comes.
     pub(crate) v: Option<&'a [f32]>,
 }
 
@@ -354,18 +355,8 @@ unsafe fn part_on_isa(p: &Part, scratch: &mut [f32]) {
     }
 }
 
-/// The weights of a split call.
-#[derive(Clone, Copy)]
-pub enum SplitWeights<'a> {
-    /// From [`transform_weights`] (f32 models: done once per model).
-    Transformed(&'a [f32]),
-    /// 4-bit codes (`direct_conv::Weights::Nibbles`): each part decodes and
-    /// transforms the channel blocks it computes.
-    Nibbles(super::direct_conv::Weights<'a>),
-}
-
 thread_local! {
-    /// The streamed call's transformed input of the whole image.
+    /// A 4-bit call's transformed input of the part's tile blocks.
     static INPUTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A split call's per-part transformed 4-bit weights.
     static PART_WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -418,90 +409,96 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+/// Parts of one image on `threads`, as (tile-block parts, output-channel
+/// parts): tile blocks first; output-channel blocks when there are fewer
+/// tile blocks than threads (8×8 maps have one).
+fn partition(g: &WinoGeom, threads: usize) -> (usize, usize) {
+    let (nb, nob) = (g.blocks(), g.out_blocks());
+    if nb >= threads {
+        (threads, 1)
+    } else {
+        (nb, threads.div_ceil(nb).clamp(1, nob))
+    }
+}
+
+/// Tile blocks and output-channel blocks of part `k` of `parts`.
+fn part_ranges(
+    g: &WinoGeom,
+    (b_parts, ob_parts): (usize, usize),
+    k: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let (nb, nob) = (g.blocks(), g.out_blocks());
+    let (bp, q) = (k / ob_parts, k % ob_parts);
+    (
+        bp * nb / b_parts..(bp + 1) * nb / b_parts,
+        q * nob / ob_parts..(q + 1) * nob / ob_parts,
+    )
+}
+
+/// Padded input rows the tiles of `blocks` read: 2·ty .. 2·ty + 4.
+fn rows_of(g: &WinoGeom, blocks: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let (th, tw) = g.tiles();
+    let first = blocks.start * TB / tw;
+    let last = ((blocks.end * TB).min(th * tw) - 1) / tw;
+    2 * first..2 * last + 4
+}
+
+/// Grow a reused buffer to at least `len`.
+fn at_least(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
 /// One image split over `threads` (the spinning team, for batch-1
-/// latency) in one team call: each part builds the plane rows its tiles
-/// read into its own buffer, then computes disjoint (tile blocks ×
-/// output-channel blocks). Results equal [`conv_image`]'s bit for bit:
-/// every output is computed the same way by one part. (Building the planes
-/// in a separate team call first cost a second synchronisation per layer,
-/// which ate the gain of the second thread.)
+/// latency) in one team call, with `u` from [`transform_weights`]: each
+/// part builds the plane rows its tiles read into its own buffer, then
+/// computes disjoint (tile blocks × output-channel blocks). Results equal
+/// [`conv_image`]'s bit for bit: every output is computed the same way by
+/// one part. (Building the planes in a separate team call first cost a
+/// second synchronisation per layer, which ate the gain of the second
+/// thread.)
 pub fn conv_image_split(
     g: &WinoGeom,
     img: &[f32],
-    w: SplitWeights,
+    u: &[f32],
     out: &mut [f32],
     epi: Epilogue,
     threads: usize,
 ) {
-    match w {
-        SplitWeights::Transformed(u) => check_u(g, u),
-        // The 4-bit codes' size, checked here rather than in the parts.
-        SplitWeights::Nibbles(n) => check_nibbles(g, &n),
-    }
+    check_u(g, u);
     check(g, img, out, &epi);
-    // Tile blocks first; output-channel blocks when there are fewer tile
-    // blocks than threads (8×8 maps have one).
-    let (nb, nob) = (g.blocks(), g.out_blocks());
-    let (b_parts, ob_parts) = if nb >= threads {
-        (threads, 1)
-    } else {
-        (nb, threads.div_ceil(nb).clamp(1, nob))
-    };
-    let (th, tw) = g.tiles();
-    let tiles = th * tw;
+    let parts = partition(g, threads);
     let shared = SharedOut(out.as_mut_ptr());
     let part = |k: usize| {
         #[allow(clippy::redundant_locals)]
         let shared = &shared;
-        let (bp, q) = (k / ob_parts, k % ob_parts);
-        let blocks = bp * nb / b_parts..(bp + 1) * nb / b_parts;
-        let obs = q * nob / ob_parts..(q + 1) * nob / ob_parts;
+        let (blocks, obs) = part_ranges(g, parts, k);
         if obs.is_empty() || blocks.is_empty() {
             return;
         }
-        // Padded rows the blocks' tiles read: 2·ty .. 2·ty + 4.
-        let first = blocks.start * TB / tw;
-        let last = ((blocks.end * TB).min(tiles) - 1) / tw;
-        let rows = 2 * first..2 * last + 4;
+        let rows = rows_of(g, &blocks);
         PLANES.with(|pc| {
             SCRATCH.with(|sc| {
                 let (mut planes, mut s) = (pc.borrow_mut(), sc.borrow_mut());
-                if planes.len() < g.planes_len() {
-                    planes.resize(g.planes_len(), 0.0);
-                }
-                if s.len() < g.block_scratch_len() {
-                    s.resize(g.block_scratch_len(), 0.0);
-                }
-                let mut own = PART_WEIGHTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
-                let u = match w {
-                    SplitWeights::Transformed(u) => UView { u, nob, base: 0 },
-                    SplitWeights::Nibbles(n) => {
-                        // Only this part's 16-channel blocks, decoded and
-                        // transformed here: the work is shared by the team
-                        // instead of done by the caller before it starts.
-                        const OB: usize = super::direct_conv::OB;
-                        let (b0, b1) = (obs.start * OR / OB, (obs.end * OR).div_ceil(OB));
-                        let nib = n.from_channel(b0 * OB, 9 * g.c);
-                        UView {
-                            u: transform_nibbles_into(nib, (b1 - b0) * OB, g.c, &mut own),
-                            nob: (b1 - b0) * OB / OR,
-                            base: b0 * OB / OR,
-                        }
-                    }
-                };
+                at_least(&mut planes, g.planes_len());
+                at_least(&mut s, g.block_scratch_len());
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `check` as above; each part has its own planes,
-                // scratch and weights (thread-local); `team::run` calls each
-                // part once, the parts' (block, channel) output ranges are
-                // disjoint, and `out` stays borrowed until every part has
-                // finished.
+                // SAFETY: `check` as above; each part has its own planes and
+                // scratch (thread-local); `team::run` calls each part once,
+                // the parts' (block, channel) output ranges are disjoint, and
+                // `out` stays borrowed until every part has finished.
                 unsafe {
                     let len = planes.len();
                     planes_on_isa(g, img, planes.as_mut_ptr(), len, rows);
                     let this = Part {
                         g,
                         planes: &planes,
-                        u,
+                        u: UView {
+                            u,
+                            nob: g.out_blocks(),
+                            base: 0,
+                        },
                         out: shared.0,
                         epi: &epi,
                         blocks,
@@ -511,112 +508,132 @@ pub fn conv_image_split(
                     part_on_isa(&this, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (&mut s, &mut planes, shared, obs, blocks, rows, u);
-                PART_WEIGHTS.with(|c| *c.borrow_mut() = own);
+                let _ = (&mut s, &mut planes, shared, obs, blocks, rows);
             })
         });
     };
-    crate::engine::team::run(b_parts * ob_parts, threads, &part);
+    crate::engine::team::run(parts.0 * parts.1, threads, &part);
 }
 
-/// 4-bit codes, scales and offsets for every output channel of `g`, padded
-/// to whole 16-channel blocks: checked before the unsafe bodies index them.
-fn check_nibbles(g: &WinoGeom, w: &super::direct_conv::Weights) {
-    let padded = g.o.div_ceil(super::direct_conv::OB) * super::direct_conv::OB;
-    if let super::direct_conv::Weights::Nibbles { nibbles, step, lo } = w {
-        assert!(
-            nibbles.len() >= padded * 9 * g.c / 2 && step.len() >= padded && lo.len() >= padded,
-            "winograd: 4-bit weights size"
-        );
-    }
+/// 4-bit codes, scales and offsets for every output channel of `g`:
+/// checked before the unsafe bodies index them.
+fn check_nibbles(g: &WinoGeom, w: &Nibbles) {
+    assert!(w.fits(g.o, g.c), "winograd: 4-bit weights size");
 }
 
-/// One image with 4-bit weights (`direct_conv::Weights::Nibbles`), output
-/// channels outermost: each 16-channel block is transformed and used at
-/// once, against every tile block's transformed input (computed once per
-/// part). For layers whose transformed weights would not stay in L2
-/// ([`WinoGeom::streams_weights`]); the team splits the channel blocks, so
-/// no part transforms weights another part uses. Results equal
-/// [`conv_image`]'s on the same weights bit for bit.
-pub fn conv_image_streamed(
+/// Transformed 4-bit weights per chunk: what stays in L1 while the GEMM
+/// reads it. Written to a buffer larger than L1, every line of it went to
+/// L2 and back (a miss per store), and the transform cost as much as the
+/// GEMM it fed on 64-channel layers.
+const CHUNK_BYTES: usize = 32 * 1024;
+/// At most this much transformed input is kept (in L2) to run weight
+/// chunks against, unless the layer's weights are larger still.
+const V_BYTES: usize = 512 * 1024;
+
+/// One image with 4-bit weights ([`pack_nibbles`]) on `threads` (the
+/// spinning team; 1 runs on the caller). Each part decodes and transforms
+/// only the output-channel blocks it computes, in chunks that stay in L1:
+/// the part's tile blocks are transformed once up front, then each chunk
+/// of weights is transformed and run against all of them. (A part whose
+/// weights fit one chunk, or whose inputs would not stay in L2, runs as
+/// [`conv_image`] on its whole transform.) Layers whose transformed weights
+/// would not stay in L2 ([`WinoGeom::streams_weights`]) are split by output
+/// channels only, so no part transforms weights another part uses. Results
+/// equal [`conv_image`]'s on the whole transform bit for bit.
+pub fn conv_image_4bit(
     g: &WinoGeom,
     img: &[f32],
-    w: super::direct_conv::Weights,
+    w: Nibbles,
     out: &mut [f32],
     epi: Epilogue,
     threads: usize,
 ) {
-    const OB: usize = super::direct_conv::OB;
-    let d = 9 * g.c;
-    let nib = g.o.div_ceil(OB);
-    assert!(
-        matches!(w, super::direct_conv::Weights::Nibbles { .. }),
-        "winograd: streamed weights must be 4-bit"
-    );
     check_nibbles(g, &w);
     check(g, img, out, &epi);
-    let parts = threads.clamp(1, nib);
+    let big = g.streams_weights();
+    let parts = if big {
+        (1, threads.clamp(1, g.out_blocks()))
+    } else {
+        partition(g, threads)
+    };
+    // Output-channel blocks per chunk.
+    let chunk = (CHUNK_BYTES / (4 * 16 * g.c * OR)).max(1);
     let shared = SharedOut(out.as_mut_ptr());
     let part = |k: usize| {
         #[allow(clippy::redundant_locals)]
         let shared = &shared;
-        let own_blocks = k * nib / parts..(k + 1) * nib / parts;
+        let (blocks, obs) = part_ranges(g, parts, k);
+        if obs.is_empty() || blocks.is_empty() {
+            return;
+        }
+        let v_len = blocks.len() * 16 * g.c * TB;
+        let stream = obs.len() > chunk && (big || v_len * 4 <= V_BYTES);
+        let rows = rows_of(g, &blocks);
         PLANES.with(|pc| {
             INPUTS.with(|ic| {
                 SCRATCH.with(|sc| {
                     let (mut planes, mut v, mut s) =
                         (pc.borrow_mut(), ic.borrow_mut(), sc.borrow_mut());
-                    if planes.len() < g.planes_len() {
-                        planes.resize(g.planes_len(), 0.0);
-                    }
-                    let v_len = g.blocks() * 16 * g.c * TB;
-                    if v.len() < v_len {
-                        v.resize(v_len, 0.0);
-                    }
-                    if s.len() < g.block_scratch_len() {
-                        s.resize(g.block_scratch_len(), 0.0);
+                    at_least(&mut planes, g.planes_len());
+                    at_least(&mut s, g.block_scratch_len());
+                    if stream {
+                        at_least(&mut v, v_len);
                     }
                     let mut own = PART_WEIGHTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `check` as above; planes, inputs, scratch and
-                    // weights are this thread's; the parts' output-channel
-                    // ranges are disjoint and `out` stays borrowed until
-                    // every part has finished.
+                    // weights are this thread's; `team::run` calls each part
+                    // once, the parts' (block, channel) output ranges are
+                    // disjoint, and `out` stays borrowed until every part
+                    // has finished.
                     unsafe {
                         let len = planes.len();
-                        planes_on_isa(g, img, planes.as_mut_ptr(), len, 0..g.hp());
-                        let v = &mut v[..v_len];
-                        inputs_on_isa(g, &planes, v);
-                        for b in own_blocks {
-                            let u = transform_nibbles_into(
-                                w.from_channel(b * OB, d),
-                                OB,
-                                g.c,
-                                &mut own,
-                            );
+                        planes_on_isa(g, img, planes.as_mut_ptr(), len, rows);
+                        if stream {
+                            inputs_on_isa(g, &planes, blocks.clone(), &mut v[..v_len]);
+                        }
+                        let mut ob = obs.start;
+                        while ob < obs.end {
+                            let end = if stream {
+                                (ob + chunk).min(obs.end)
+                            } else {
+                                obs.end
+                            };
+                            let nib = w.from_block(ob, g.c);
+                            let u = transform_nibbles_into(nib, (end - ob) * OR, g.c, &mut own);
                             let this = Part {
                                 g,
                                 planes: &planes,
                                 u: UView {
                                     u,
-                                    nob: OB / OR,
-                                    base: b * OB / OR,
+                                    nob: end - ob,
+                                    base: ob,
                                 },
                                 out: shared.0,
                                 epi: &epi,
-                                blocks: 0..g.blocks(),
-                                obs: b * OB / OR..((b + 1) * OB / OR).min(g.out_blocks()),
-                                v: Some(v),
+                                blocks: blocks.clone(),
+                                obs: ob..end,
+                                v: if stream { Some(&v[..v_len]) } else { None },
                             };
                             part_on_isa(&this, &mut s);
+                            ob = end;
                         }
                     }
                     #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (&mut s, &mut planes, &mut v, shared, own_blocks);
+                    let _ = (
+                        &mut s,
+                        &mut planes,
+                        &mut v,
+                        shared,
+                        obs,
+                        blocks,
+                        rows,
+                        &mut own,
+                    );
                     PART_WEIGHTS.with(|c| *c.borrow_mut() = own);
                 })
             })
         });
     };
-    crate::engine::team::run(parts, threads, &part);
+    crate::engine::team::run(parts.0 * parts.1, threads, &part);
 }
