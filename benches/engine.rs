@@ -89,3 +89,79 @@ fn winograd_transform_4bit_avx2(bencher: divan::Bencher, c: usize) {
     winograd_transform_4bit(bencher, c);
     qscope::engine::kernels::direct_conv::force_avx2(false);
 }
+
+/// One image through a stage of 19 different 3×3 layers (as ResNet-56's
+/// stages: the weights cycle through L2/L3 as in a real pass, instead of
+/// staying hot), FP32 with its transform cached as a model keeps it,
+/// against 4-bit codes transformed per call. Args: (channels, spatial,
+/// threads).
+#[divan::bench(args = STAGES)]
+fn stage19_batch1_fp32(bencher: divan::Bencher, (c, s, t): (usize, usize, usize)) {
+    stage19_batch1(bencher, c, s, t, false);
+}
+
+/// The same stage with 4-bit weights (`winograd::conv_image_4bit`).
+#[divan::bench(args = STAGES)]
+fn stage19_batch1_w4(bencher: divan::Bencher, (c, s, t): (usize, usize, usize)) {
+    stage19_batch1(bencher, c, s, t, true);
+}
+
+const STAGES: [(usize, usize, usize); 6] = [
+    (16, 32, 1),
+    (32, 16, 1),
+    (64, 8, 1),
+    (16, 32, 2),
+    (32, 16, 2),
+    (64, 8, 2),
+];
+
+fn stage19_batch1(bencher: divan::Bencher, c: usize, s: usize, threads: usize, w4: bool) {
+    use qscope::engine::kernels::winograd;
+    use qscope::engine::ops::conv::{conv2d_with, WinoWeights};
+    qscope::engine::ops::conv::set_winograd(true);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let layers: Vec<_> = (0..19)
+        .map(|l| {
+            let w: Vec<f32> = (0..c * c * 9)
+                .map(|i| -0.2 + 0.03 * ((i * 7919 + l) % 16) as f32)
+                .collect();
+            let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit");
+            let u = winograd::transform_dense(&w, c, c);
+            (w, lb, u)
+        })
+        .collect();
+    let x = input(1, c, s);
+    bencher
+        .counter(divan::counter::ItemsCount::new(19usize))
+        .bench_local(|| {
+            pool.install(|| {
+                for (w, lb, u) in &layers {
+                    let wino = if w4 {
+                        WinoWeights::Nibbles(winograd::Nibbles {
+                            codes: &lb.nibbles,
+                            step: &lb.step,
+                            lo: &lb.lo,
+                        })
+                    } else {
+                        WinoWeights::Transformed(u)
+                    };
+                    let y = conv2d_with(
+                        &x,
+                        w,
+                        None,
+                        Some(wino),
+                        [c, c, 3, 3],
+                        ConvGeom::new(1, 1),
+                        Epilogue {
+                            relu: true,
+                            ..Default::default()
+                        },
+                    );
+                    divan::black_box(y.expect("conv"));
+                }
+            })
+        });
+}
