@@ -161,6 +161,22 @@ fn layer_table_counts_params_and_macs() {
     assert_eq!(l.last().map(|x| x.params), Some(3 * 8 + 3));
 }
 
+/// The benchmark's batch-1 figures are ordered (best ≤ median ≤ p90) and
+/// its throughput and GFLOP/s agree with the model's multiply-adds.
+#[test]
+fn bench_report_is_consistent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("m.safetensors");
+    cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3).write(&p, None);
+    let g = load(&p).expect("load").fused();
+    let r = qscope::eval::bench(&g, 4, 1, std::time::Duration::from_millis(50)).expect("bench");
+    assert!(r.latency_ms_min > 0.0);
+    assert!(r.latency_ms_min <= r.latency_ms_median && r.latency_ms_median <= r.latency_ms_p90);
+    let flops = 2.0 * g.macs_per_image() as f64 * r.images_per_s / 1e9;
+    assert!((r.gflops - flops).abs() <= 1e-9 * flops.max(1.0));
+    assert_eq!((r.batch, r.threads), (4, 1));
+}
+
 #[test]
 fn torchvision_imagenet_bottleneck_resnet_loads_and_folds() {
     // A miniature ResNet-50 layout: 7×7 stride-2 stem, max-pool, bottleneck
