@@ -9,6 +9,7 @@
 //! bounds 3 % and ≤ 3 (1 %). On the full test set: 81.06 % vs 81.07 %.
 //! Weight-only 4-bit: no activation rounding, so only f32 summation order
 //! differs: 1e-5 of the range, identical predictions.
+mod common;
 use qscope::data::{DatasetRoot, Preprocess, SplitKind};
 use qscope::engine::Tensor;
 use qscope::eval::accuracy::eval_indices;
@@ -131,6 +132,63 @@ fn w4_weight_only_kernel_matches_the_f32_weights() {
     eprintln!("w4: max logit difference {d:e} of range, {changed} changed predictions");
     assert!(d < 1e-4, "logits differ by {d} of their range");
     assert_eq!(changed, 0);
+    single_images_equal_the_batch(&q.graph, &x, 6);
+}
+
+/// A single image (per-part, chunked 4-bit transforms; block-by-block
+/// decoding in the direct kernel) gives the batch's logits (layer-wide
+/// transform and decode) bit for bit, on 1 and 2 threads.
+fn single_images_equal_the_batch(g: &Graph, x: &Tensor, n: usize) {
+    let batch = forward(g, x.slice(ndarray::s![..n, .., .., ..]).to_owned()).expect("batch");
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        for i in 0..n {
+            let one = x.slice(ndarray::s![i..i + 1, .., .., ..]).to_owned();
+            let got = pool.install(|| forward(g, one)).expect("one image");
+            let want = batch.slice(ndarray::s![i..i + 1, .., .., ..]);
+            assert!(
+                got.iter()
+                    .zip(want.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "image {i} on {threads} thread(s) differs from the batch"
+            );
+        }
+    }
+}
+
+/// Widths that are not multiples of the kernels' 8- and 16-channel blocks,
+/// an odd input-channel count in every 3×3 layer (the transform's half-full
+/// last channel pair) and torchvision-style 1×1 shortcuts, 4-bit RTN: the
+/// integer paths against the simulation, and single images against the batch.
+#[test]
+fn w4_on_odd_widths_matches_the_simulation() {
+    let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("odd.safetensors");
+    common::cifar_resnet(1, &[5, 13, 19], 10, common::Shortcut::Downsample, 7).write(&p, None);
+    let g = qscope::model::load(&p).expect("load");
+    let calib = common::random_input(32, 3, 32, 8);
+    let x = common::random_input(20, 3, 32, 9);
+    let q = quantize_model(
+        &g,
+        &calib,
+        &QuantConfig::new(Method::Rtn, 4),
+        &AtomicBool::new(false),
+        &mut |_, _, _| {},
+    )
+    .expect("rtn");
+    if qscope::engine::kernels::direct_conv::available() {
+        let summary = path_summary(&q.graph);
+        assert!(summary.contains("w4"), "{summary}");
+    }
+    let (real, sim) = both_paths(&q.graph, &x);
+    let (d, changed) = compare(&real, &sim);
+    assert!(d < 1e-4, "logits differ by {d} of their range");
+    assert_eq!(changed, 0);
+    single_images_equal_the_batch(&q.graph, &x, 4);
 }
 
 /// What an AVX2-only CPU runs: 8-bit weights on the 16-bit-pair kernel and
