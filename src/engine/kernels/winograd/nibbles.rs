@@ -224,7 +224,7 @@ unsafe fn body_avx512(w: Nibbles, nob: usize, c: usize, u: &mut [f32]) {
 /// one per input channel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn body_avx2(w: Nibbles, nob: usize, c: usize, u: &mut [f32]) {
+unsafe fn body_avx2<const STAGED: bool>(w: Nibbles, nob: usize, c: usize, u: &mut [f32]) {
     use std::arch::x86_64::*;
     assert!(sizes_ok(&w, nob, c, u), "winograd: 4-bit weights size");
     let cp = c.div_ceil(2);
@@ -241,11 +241,14 @@ unsafe fn body_avx2(w: Nibbles, nob: usize, c: usize, u: &mut [f32]) {
         for p in 0..cp {
             let g = codes.add(p * PAIR_BYTES);
             let tap8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(g.add(64) as *const __m128i));
-            for half in 0..2 {
-                let ic = 2 * p + half;
-                if ic >= c {
-                    break;
-                }
+            // STAGED: both input channels' values first, then each ξ's two
+            // halves stored back to back. They share a cache line, and when
+            // the ξ streams lie a multiple of 4 KB apart (one L1 set) the
+            // line left L1 between the two halves, doubling the misses.
+            // Otherwise storing each half as it comes is faster (no spills).
+            let mut vals = [[_mm256_setzero_ps(); 16]; 2];
+            let halves = if 2 * p + 1 < c { 2 } else { 1 };
+            for (half, val) in vals.iter_mut().enumerate().take(halves) {
                 let mut q = [_mm256_setzero_ps(); 9];
                 for i in 0..4 {
                     let at = g.add(16 * i + 8 * half) as *const __m128i;
@@ -272,8 +275,21 @@ unsafe fn body_avx2(w: Nibbles, nob: usize, c: usize, u: &mut [f32]) {
                     let row = [r[0], _mm256_add_ps(t, r[1]), _mm256_sub_ps(t, r[1]), r[2]];
                     for (bb, &v) in row.iter().enumerate() {
                         let xi = 4 * a + bb;
-                        let at = up.add(((xi * nob + ob) * c + ic) * OR);
-                        _mm256_storeu_ps(at, _mm256_fmadd_ps(v, scale[xi], offset[xi]));
+                        let v = _mm256_fmadd_ps(v, scale[xi], offset[xi]);
+                        if STAGED {
+                            val[xi] = v;
+                        } else {
+                            let at = up.add(((xi * nob + ob) * c + 2 * p + half) * OR);
+                            _mm256_storeu_ps(at, v);
+                        }
+                    }
+                }
+            }
+            if STAGED {
+                for xi in 0..16 {
+                    let at = up.add(((xi * nob + ob) * c + 2 * p) * OR);
+                    for (half, val) in vals.iter().enumerate().take(halves) {
+                        _mm256_storeu_ps(at.add(half * OR), val[xi]);
                     }
                 }
             }
@@ -311,7 +327,11 @@ pub fn transform_nibbles_into<'b>(
         match super::isa() {
             // SAFETY: the features are checked by `isa`; sizes asserted above.
             Some(Isa::Avx512) => unsafe { body_avx512(w, nob, c, u) },
-            Some(Isa::Avx2) => unsafe { body_avx2(w, nob, c, u) },
+            // ξ streams a multiple of 4 KB apart share one L1 set.
+            Some(Isa::Avx2) if (nob * c * OR * 4).is_multiple_of(4096) => unsafe {
+                body_avx2::<true>(w, nob, c, u)
+            },
+            Some(Isa::Avx2) => unsafe { body_avx2::<false>(w, nob, c, u) },
             None => body(w, nob, c, u),
         }
     }
