@@ -82,6 +82,41 @@ fn winograd_transform_4bit(bencher: divan::Bencher, c: usize) {
         });
 }
 
+/// The same layer transformed in 32 KB chunks of output channels into one
+/// reused buffer, as a single image does (`winograd::conv_image_4bit`): the
+/// output stays in L1.
+#[divan::bench(args = [16, 32, 64, 128])]
+fn winograd_transform_4bit_chunked(bencher: divan::Bencher, c: usize) {
+    use qscope::engine::kernels::winograd;
+    let w: Vec<f32> = (0..c * c * 9)
+        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
+        .collect();
+    let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit grid");
+    let nib = winograd::Nibbles {
+        codes: &lb.nibbles,
+        step: &lb.step,
+        lo: &lb.lo,
+    };
+    let per = (32 * 1024 / (16 * c * winograd::OR * 4)).max(1);
+    let obs = c.div_ceil(winograd::OR);
+    let mut u = vec![];
+    bencher
+        .counter(divan::counter::ItemsCount::new(c * c))
+        .bench_local(|| {
+            let mut ob = 0;
+            while ob < obs {
+                let n = per.min(obs - ob);
+                winograd::transform_nibbles_into(
+                    nib.from_block(ob, c),
+                    n * winograd::OR,
+                    c,
+                    &mut u,
+                );
+                ob += n;
+            }
+        });
+}
+
 /// The same on the AVX2 body (what AVX2-only CPUs run).
 #[divan::bench(args = [16, 32, 64, 128])]
 fn winograd_transform_4bit_avx2(bencher: divan::Bencher, c: usize) {
