@@ -59,16 +59,32 @@ pub(super) unsafe fn build_planes_of(
             let src = img.as_ptr().add((ch * g.h + y) * g.w);
             let e = cp.add(even_ph * ph + r * p);
             let o = cp.add(odd_ph * ph + r * p);
-            clear(e, 0, even_at);
-            clear(e, even_at + ne, p);
-            clear(o, 0, odd_at);
-            clear(o, odd_at + no, p);
+            if pad == 1 && g.w.is_multiple_of(2) {
+                // The usual case, as in the AVX-512 body: one zero at each end.
+                *o = 0.0;
+                *e.add(ne) = 0.0;
+            } else {
+                clear(e, 0, even_at);
+                clear(e, even_at + ne, p);
+                clear(o, 0, odd_at);
+                clear(o, odd_at + no, p);
+            }
             let (e, o) = (e.add(even_at), o.add(odd_at));
             let mut k = 0;
             while k < g.w {
                 let left = (g.w - k).min(2 * L8);
-                let a = _mm256_maskload_ps(src.add(k), first(left));
-                let b = _mm256_maskload_ps(src.add(k + L8), first(left.saturating_sub(L8)));
+                // Whole vectors load and store plainly; only a row's tail is masked.
+                let (a, b) = if left == 2 * L8 {
+                    (
+                        _mm256_loadu_ps(src.add(k)),
+                        _mm256_loadu_ps(src.add(k + L8)),
+                    )
+                } else {
+                    (
+                        _mm256_maskload_ps(src.add(k), first(left)),
+                        _mm256_maskload_ps(src.add(k + L8), first(left.saturating_sub(L8))),
+                    )
+                };
                 let (a, b) = (
                     _mm256_permutevar8x32_ps(a, split),
                     _mm256_permutevar8x32_ps(b, split),
@@ -76,8 +92,13 @@ pub(super) unsafe fn build_planes_of(
                 // a = [a0 a2 a4 a6 | a1 a3 a5 a7]: evens of a then of b.
                 let ev = _mm256_permute2f128_ps::<0x20>(a, b);
                 let od = _mm256_permute2f128_ps::<0x31>(a, b);
-                _mm256_maskstore_ps(e.add(k / 2), first(left.div_ceil(2)), ev);
-                _mm256_maskstore_ps(o.add(k / 2), first(left / 2), od);
+                if left == 2 * L8 {
+                    _mm256_storeu_ps(e.add(k / 2), ev);
+                    _mm256_storeu_ps(o.add(k / 2), od);
+                } else {
+                    _mm256_maskstore_ps(e.add(k / 2), first(left.div_ceil(2)), ev);
+                    _mm256_maskstore_ps(o.add(k / 2), first(left / 2), od);
+                }
                 k += 2 * L8;
             }
         }

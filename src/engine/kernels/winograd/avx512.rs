@@ -54,12 +54,32 @@ pub(super) unsafe fn build_planes_of(
         })
         .collect();
     let base = planes;
+    // The usual case (pad 1, even width up to 32: every CIFAR ResNet layer):
+    // one step per row, its masks held in registers rather than reloaded
+    // from `steps` for every row.
+    let one_step = pad == 1 && g.w.is_multiple_of(2) && steps.len() == 1;
     for ch in 0..g.c {
         let cp = base.add(ch * 2 * ph);
         for phase in 0..2 {
             for r in (rows.start..in_rows.start).chain(in_rows.end..rows.end) {
                 clear(cp.add(phase * ph + r * p), 0, p);
             }
+        }
+        if one_step {
+            let (_, ma, mb, me, mo) = steps[0];
+            let src0 = img.as_ptr().add(ch * g.h * g.w);
+            for r in in_rows.clone() {
+                let src = src0.add((r - 1) * g.w);
+                let e = cp.add(even_ph * ph + r * p);
+                let o = cp.add(odd_ph * ph + r * p);
+                *o = 0.0;
+                *e.add(ne) = 0.0;
+                let a = _mm512_maskz_loadu_ps(ma, src);
+                let b = _mm512_maskz_loadu_ps(mb, src.add(LANES));
+                _mm512_mask_storeu_ps(e.add(even_at), me, _mm512_permutex2var_ps(a, ie, b));
+                _mm512_mask_storeu_ps(o.add(odd_at), mo, _mm512_permutex2var_ps(a, io, b));
+            }
+            continue;
         }
         for r in in_rows.clone() {
             let y = r - pad;
