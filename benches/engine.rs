@@ -64,16 +64,8 @@ fn resnet20_forward(bencher: divan::Bencher, batch: usize) {
 #[divan::bench(args = [16, 32, 64, 128])]
 fn winograd_transform_4bit(bencher: divan::Bencher, c: usize) {
     use qscope::engine::kernels::winograd;
-    // 16 levels per row: a 4-bit grid.
-    let w: Vec<f32> = (0..c * c * 9)
-        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
-        .collect();
-    let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit grid");
-    let nib = winograd::Nibbles {
-        codes: &lb.nibbles,
-        step: &lb.step,
-        lo: &lb.lo,
-    };
+    let lb = grid_layer(c);
+    let nib = nibbles(&lb);
     let mut u = vec![];
     bencher
         .counter(divan::counter::ItemsCount::new(c * c))
@@ -88,15 +80,8 @@ fn winograd_transform_4bit(bencher: divan::Bencher, c: usize) {
 #[divan::bench(args = [16, 32, 64, 128])]
 fn winograd_transform_4bit_chunked(bencher: divan::Bencher, c: usize) {
     use qscope::engine::kernels::winograd;
-    let w: Vec<f32> = (0..c * c * 9)
-        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
-        .collect();
-    let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit grid");
-    let nib = winograd::Nibbles {
-        codes: &lb.nibbles,
-        step: &lb.step,
-        lo: &lb.lo,
-    };
+    let lb = grid_layer(c);
+    let nib = nibbles(&lb);
     let per = (32 * 1024 / (16 * c * winograd::OR * 4)).max(1);
     let obs = c.div_ceil(winograd::OR);
     let mut u = vec![];
@@ -115,6 +100,25 @@ fn winograd_transform_4bit_chunked(bencher: divan::Bencher, c: usize) {
                 ob += n;
             }
         });
+}
+
+/// A `c`×`c` 3×3 layer whose rows lie on 16-level grids, lowered to 4-bit
+/// codes in the Winograd kernel's order.
+fn grid_layer(c: usize) -> qscope::model::lower::LowBitWeights {
+    let w: Vec<f32> = (0..c * c * 9)
+        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
+        .collect();
+    qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit grid")
+}
+
+fn nibbles(
+    lb: &qscope::model::lower::LowBitWeights,
+) -> qscope::engine::kernels::winograd::Nibbles<'_> {
+    qscope::engine::kernels::winograd::Nibbles {
+        codes: &lb.nibbles,
+        step: &lb.step,
+        lo: &lb.lo,
+    }
 }
 
 /// The same on the AVX2 body (what AVX2-only CPUs run).
@@ -175,11 +179,7 @@ fn stage19_batch1(bencher: divan::Bencher, c: usize, s: usize, threads: usize, w
             pool.install(|| {
                 for (w, lb, u) in &layers {
                     let wino = if w4 {
-                        WinoWeights::Nibbles(winograd::Nibbles {
-                            codes: &lb.nibbles,
-                            step: &lb.step,
-                            lo: &lb.lo,
-                        })
+                        WinoWeights::Nibbles(nibbles(lb))
                     } else {
                         WinoWeights::Transformed(u)
                     };

@@ -56,6 +56,18 @@ fn compare(a: &Tensor, b: &Tensor) -> (f32, usize) {
     (maxd / range, changed)
 }
 
+/// 4-bit RTN of `g`, calibrated on `calib`.
+fn rtn4(g: &Graph, calib: &Tensor) -> qscope::quant::QuantOutcome {
+    quantize_model(
+        g,
+        calib,
+        &QuantConfig::new(Method::Rtn, 4),
+        &AtomicBool::new(false),
+        &mut |_, _, _| {},
+    )
+    .expect("rtn")
+}
+
 fn both_paths(g: &Graph, x: &Tensor) -> (Tensor, Tensor) {
     set_integer_paths(true);
     let real = forward(g, x.clone()).expect("integer path");
@@ -112,14 +124,7 @@ fn w8a8_int8_kernel_matches_the_simulation() {
 fn w4_weight_only_kernel_matches_the_f32_weights() {
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let (g, calib, x) = sample();
-    let q = quantize_model(
-        &g,
-        &calib,
-        &QuantConfig::new(Method::Rtn, 4),
-        &AtomicBool::new(false),
-        &mut |_, _, _| {},
-    )
-    .expect("rtn");
+    let q = rtn4(&g, &calib);
     let summary = path_summary(&q.graph);
     if qscope::engine::kernels::direct_conv::available() {
         assert!(
@@ -172,14 +177,7 @@ fn w4_on_odd_widths_matches_the_simulation() {
     let g = qscope::model::load(&p).expect("load");
     let calib = common::random_input(32, 3, 32, 8);
     let x = common::random_input(20, 3, 32, 9);
-    let q = quantize_model(
-        &g,
-        &calib,
-        &QuantConfig::new(Method::Rtn, 4),
-        &AtomicBool::new(false),
-        &mut |_, _, _| {},
-    )
-    .expect("rtn");
+    let q = rtn4(&g, &calib);
     if qscope::engine::kernels::direct_conv::available() {
         let summary = path_summary(&q.graph);
         assert!(summary.contains("w4"), "{summary}");
