@@ -56,7 +56,9 @@ pub(super) unsafe fn build_planes_of(
     let base = planes;
     // The usual case (pad 1, even width up to 32: every CIFAR ResNet layer):
     // one step per row, its masks held in registers rather than reloaded
-    // from `steps` for every row.
+    // from `steps` for every row. (Folding this into the general row loop,
+    // with the single step hoisted, measured as slow as before: ResNet-56
+    // batch 1, 1.394 vs 1.358 ms.)
     let one_step = pad == 1 && g.w.is_multiple_of(2) && steps.len() == 1;
     for ch in 0..g.c {
         let cp = base.add(ch * 2 * ph);

@@ -372,10 +372,7 @@ pub fn conv_image(g: &WinoGeom, img: &[f32], u: &[f32], out: &mut [f32], epi: Ep
     check_u(g, u);
     SCRATCH.with(|cell| {
         let mut s = cell.borrow_mut();
-        let need = g.planes_len() + g.block_scratch_len();
-        if s.len() < need {
-            s.resize(need, 0.0);
-        }
+        at_least(&mut s, g.planes_len() + g.block_scratch_len());
         let (planes, rest) = s.split_at_mut(g.planes_len());
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 and every size checked by `check`; the planes and
