@@ -228,3 +228,123 @@ fn avx2_int8_kernels_match_the_simulation() {
     }
     force_avx2(false);
 }
+
+/// A miniature torchvision bottleneck ResNet (1×1 stride-1 convs, which
+/// decode their 4-bit codes for the GEMM), 32×32 input, 10 classes.
+fn bottleneck_model(dir: &Path) -> Graph {
+    let mut rng = qscope::util::Rng::new(12);
+    let mut t = common::Tensors(Vec::new());
+    t.add(&mut rng, "conv1.weight", &[16, 3, 3, 3], 0.2);
+    t.bn(&mut rng, "bn1", 16);
+    let mut cin = 16;
+    for (l, (mid, out)) in [(8, 40), (24, 72)].into_iter().enumerate() {
+        let p = format!("layer{}.0", l + 1);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv1.weight"),
+            &[mid, cin, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.bn1"), mid);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv2.weight"),
+            &[mid, mid, 3, 3],
+            0.2,
+        );
+        t.bn(&mut rng, &format!("{p}.bn2"), mid);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv3.weight"),
+            &[out, mid, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.bn3"), out);
+        t.add(
+            &mut rng,
+            &format!("{p}.downsample.0.weight"),
+            &[out, cin, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.downsample.1"), out);
+        cin = out;
+    }
+    t.add(&mut rng, "fc.weight", &[10, cin], 0.2);
+    t.add(&mut rng, "fc.bias", &[10], 0.1);
+    let p = dir.join("bottleneck.safetensors");
+    let md = [("input_size".to_string(), "32".to_string())]
+        .into_iter()
+        .collect();
+    t.write(&p, Some(md));
+    qscope::model::load(&p).expect("load")
+}
+
+/// Inference graphs release the f32 copies of layers that run from codes
+/// (`Graph::release_f32_weights`): the logits stay bit for bit the same,
+/// the weights held shrink to the codes, and switching integer paths off
+/// afterwards still runs the codes (there is nothing else to run).
+#[test]
+fn released_f32_weights_leave_the_logits_unchanged() {
+    let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !qscope::engine::kernels::direct_conv::available() {
+        eprintln!("skipping: no AVX2 / AVX-512 kernels, nothing runs from codes");
+        return;
+    }
+    set_integer_paths(true);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (sample, calib, x) = sample();
+    let bottleneck = bottleneck_model(dir.path());
+    let bx = common::random_input(6, 3, 32, 13);
+    let bcalib = common::random_input(16, 3, 32, 14);
+    let x = x.slice(ndarray::s![..40, .., .., ..]).to_owned();
+    let w8a8 = quantize_model(
+        &sample,
+        &calib,
+        &QuantConfig::new(Method::SmoothQuant, 8),
+        &AtomicBool::new(false),
+        &mut |_, _, _| {},
+    )
+    .expect("smoothquant")
+    .graph;
+    // (name, model, input, how many times smaller than f32 the weights held must be)
+    let mut cases = vec![
+        ("resnet20 w4", rtn4(&sample, &calib).graph, x.clone(), 6),
+        // Narrow layers: per-channel scales and the f32 classifier weigh more.
+        ("bottleneck w4", rtn4(&bottleneck, &bcalib).graph, bx, 3),
+    ];
+    if path_summary(&w8a8).contains("int8") {
+        cases.push(("resnet20 w8a8", w8a8, x, 3));
+    }
+    for (name, g, x, smaller) in cases {
+        let g = g.fused();
+        let summary = path_summary(&g);
+        if name.starts_with("bottleneck") {
+            assert!(
+                summary.contains("w4 weight-only (decoded + gemm)"),
+                "{summary}"
+            );
+        }
+        let want = forward(&g, x.clone()).expect("f32 copies kept");
+        let before = g.resident_weight_bytes();
+        let mut lean = g.clone();
+        let freed = lean.release_f32_weights();
+        let after = lean.resident_weight_bytes();
+        // Codes plus per-channel scales, against one f32 per weight.
+        let f32_bytes = 4 * g.param_count();
+        eprintln!("{name}: weights held {before} → {after} bytes (f32 model {f32_bytes})");
+        assert!(after * smaller < f32_bytes, "{name}: {after} bytes held");
+        assert_eq!(before - after, freed, "{name}");
+        assert_eq!(path_summary(&lean), summary, "{name}");
+        let got = forward(&lean, x.clone()).expect("codes only");
+        assert!(common::same_bits(&got, &want), "{name}: logits changed");
+        // The original graph still has its f32 weights (shared layers are copied).
+        assert_eq!(g.resident_weight_bytes(), before);
+        set_integer_paths(false);
+        let got = forward(&lean, x.clone());
+        set_integer_paths(true);
+        assert!(
+            common::same_bits(&got.expect("codes only"), &want),
+            "{name}"
+        );
+    }
+}

@@ -458,10 +458,16 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
         pad: 1,
     };
     assert!(streamed.streams_weights());
+    // 1×1 stride-1 layers decode their codes for the GEMM: a batch the
+    // whole layer, a single image in chunks of channels (72 channels of
+    // 1024 inputs are two chunks, the second a partial block).
     for &(n, c, h, o, k, p, s) in &[
         (2, 16, 8, 13, 3, 1, 1),
         (1, 5, 9, 16, 3, 1, 2),
         (1, 160, 8, 160, 3, 1, 1),
+        (2, 24, 5, 20, 1, 0, 1),
+        (1, 1024, 3, 72, 1, 0, 1),
+        (1, 7, 6, 9, 1, 0, 1),
     ] {
         let d = c * k * k;
         let mut w = vec![0f32; o * d];
@@ -494,18 +500,23 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
             };
             (Some(nib), None)
         };
-        let w4_out = ops::conv::conv2d_with(
-            &x,
-            &w,
-            direct,
-            winograd,
-            [o, c, k, k],
-            geom,
-            Epilogue::default(),
-        )
-        .expect("w4");
-        let err = max_rel_diff(&w4_out, &f32_out);
-        assert!(err < 1e-5, "{:?}: {err}", (n, c, h, o, k, p, s));
+        // Zeros where the f32 weights go: every 4-bit path must read the codes.
+        let zeros = vec![0f32; w.len()];
+        for avx2 in [false, true] {
+            qscope::engine::kernels::direct_conv::force_avx2(avx2);
+            let w4_out = ops::conv::conv2d_with(
+                &x,
+                &zeros,
+                direct,
+                winograd,
+                [o, c, k, k],
+                geom,
+                Epilogue::default(),
+            );
+            qscope::engine::kernels::direct_conv::force_avx2(false);
+            let err = max_rel_diff(&w4_out.expect("w4"), &f32_out);
+            assert!(err < 1e-5, "{:?} avx2 {avx2}: {err}", (n, c, h, o, k, p, s));
+        }
     }
     // A float row is not on any 16-level grid.
     let w: Vec<f32> = (0..8 * 27).map(|_| rng.normal() as f32).collect();

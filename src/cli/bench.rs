@@ -27,9 +27,11 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let graph = qscope::model::load(&a.model)?.fused();
+    let mut graph = qscope::model::load(&a.model)?.fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
     qscope::engine::kernels::direct_conv::force_avx2(a.avx2);
+    // After the path switches: they decide which layers run from codes.
+    graph.release_f32_weights();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -46,6 +48,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!(
         "  batch {}: {:.0} images/s, {:.1} GFLOP/s",
         r.batch, r.images_per_s, r.gflops
+    );
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "  memory: weights {:.2} MiB (f32 copies, transforms and codes held), process {:.1} MiB",
+        mib(r.weight_bytes),
+        mib(r.rss_bytes)
     );
     Ok(())
 }

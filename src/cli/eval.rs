@@ -30,8 +30,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    let graph = qscope::model::load(&a.model)?.fused();
+    let mut graph = qscope::model::load(&a.model)?.fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
+    graph.release_f32_weights();
     let root = DatasetRoot::open(&a.data)?;
     let split = root.split(SplitKind::Test)?;
     let subset = a

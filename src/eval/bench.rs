@@ -22,6 +22,24 @@ pub struct BenchReport {
     pub gflops: f64,
     /// Which kernels ran.
     pub path: String,
+    /// Weights held in memory after the runs (`Graph::resident_weight_bytes`).
+    #[serde(default)]
+    pub weight_bytes: usize,
+    /// The process's resident memory after the runs (Linux; 0 elsewhere).
+    #[serde(default)]
+    pub rss_bytes: usize,
+}
+
+/// Resident memory of this process (`VmRSS`), or 0 where /proc is missing.
+pub fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
 }
 
 fn random_input(g: &Graph, n: usize) -> Tensor {
@@ -78,6 +96,8 @@ pub fn bench(graph: &Graph, batch: usize, threads: usize, budget: Duration) -> R
                 crate::model::exec::path_summary(graph),
                 cpu_features()
             ),
+            weight_bytes: graph.resident_weight_bytes(),
+            rss_bytes: rss_bytes(),
         })
     })
 }

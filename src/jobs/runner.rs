@@ -209,7 +209,9 @@ pub fn run(
             (model, out.layers, avg, bytes, out.seconds, out.packed)
         }
     };
-    let fused = model.fused();
+    let mut fused = model.fused();
+    // Evaluated and timed as deployed: integer layers keep only their codes.
+    fused.release_f32_weights();
     let idx = eval_indices(&test, &classes, spec.eval_limit);
     // The quantized model's own normalisation (SmoothQuant folds input scales into it).
     let eval_pre = Preprocess::for_model(&fused.meta);

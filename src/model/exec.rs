@@ -99,16 +99,14 @@ impl Runner {
                         let x = fake_quant(input, c.act_scale);
                         let (weight, bias) = effective_conv(c);
                         let lowbit = match path {
-                            ConvPath::W4 { .. } => {
-                                folded.as_deref().and_then(|f| lowbit_weights(f, c))
-                            }
+                            ConvPath::W4(_) => folded.as_deref().and_then(|f| lowbit_weights(f, c)),
                             _ => None,
                         };
                         // 4-bit codes are laid out for the kernel that runs
                         // the layer; the other gets None (and `weight`).
                         let direct = match (&path, &lowbit, folded) {
-                            (ConvPath::W4 { .. }, Some(lb), _) if lb.winograd => None,
-                            (ConvPath::W4 { .. }, Some(lb), _) => Some(Weights::Nibbles {
+                            (ConvPath::W4(_), Some(lb), _) if lb.winograd => None,
+                            (ConvPath::W4(_), Some(lb), _) => Some(Weights::Nibbles {
                                 nibbles: &lb.nibbles,
                                 step: &lb.step,
                                 lo: &lb.lo,
@@ -117,14 +115,14 @@ impl Runner {
                             _ => None,
                         };
                         let wino = match (&path, &lowbit, folded) {
-                            (ConvPath::W4 { .. }, Some(lb), _) if lb.winograd => {
+                            (ConvPath::W4(_), Some(lb), _) if lb.winograd => {
                                 Some(WinoWeights::Nibbles(winograd::Nibbles {
                                     codes: &lb.nibbles,
                                     step: &lb.step,
                                     lo: &lb.lo,
                                 }))
                             }
-                            (ConvPath::W4 { .. }, _, _) => None,
+                            (ConvPath::W4(_), _, _) => None,
                             (_, _, Some(f)) => winograd_weights(f, c).map(WinoWeights::Transformed),
                             _ => None,
                         };
@@ -270,10 +268,9 @@ pub enum ConvPath {
     Int8(Kernel),
     /// W8A8 as f32 simulation (integer paths off, or no fast int8 kernel here).
     SimW8A8,
-    /// Weight-only ≤ 4-bit codes decoded inside the direct kernel, or
-    /// (3×3 stride-1 convs, `winograd`) decoded + transformed per call for
-    /// the Winograd kernel, except for single images split over threads.
-    W4 { winograd: bool },
+    /// Weight-only ≤ 4-bit codes, decoded per call by the kernel that runs
+    /// the layer (the codes are what stays in memory).
+    W4(W4Kernel),
     /// f32 direct kernel.
     Fp32Direct,
     /// f32 Winograd F(2×2, 3×3) (3×3 stride-1 convs whose map tiles; the
@@ -283,13 +280,25 @@ pub enum ConvPath {
     Fp32Gemm,
 }
 
+/// Where a 4-bit layer's codes are decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum W4Kernel {
+    /// Inside the direct kernel, block by block.
+    Direct,
+    /// Decoded and transformed for the Winograd kernel (3×3 stride 1).
+    Winograd,
+    /// Decoded into a reused f32 buffer for the GEMM (1×1 stride 1).
+    Gemm,
+}
+
 impl ConvPath {
     pub fn name(self) -> String {
         match self {
             ConvPath::Int8(k) => format!("int8 {}", k.name()),
             ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
-            ConvPath::W4 { winograd: false } => format!("w4 weight-only (direct {})", direct_isa()),
-            ConvPath::W4 { winograd: true } => {
+            ConvPath::W4(W4Kernel::Direct) => format!("w4 weight-only (direct {})", direct_isa()),
+            ConvPath::W4(W4Kernel::Gemm) => "w4 weight-only (decoded + gemm)".into(),
+            ConvPath::W4(W4Kernel::Winograd) => {
                 format!("w4 weight-only (winograd / direct {})", direct_isa())
             }
             ConvPath::Fp32Direct => format!("fp32 direct {}", direct_isa()),
@@ -379,7 +388,8 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
             fp32
         };
     };
-    if !integer_paths() {
+    // A layer whose f32 weights were released has only its codes.
+    if !integer_paths() && !f.weight.is_empty() {
         return if c.act_scale.is_some() {
             ConvPath::SimW8A8
         } else {
@@ -395,8 +405,16 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
             _ => ConvPath::SimW8A8,
         };
     }
-    if direct && lowbit_weights(f, c).is_some() {
-        return ConvPath::W4 { winograd };
+    // 1×1 stride-1 layers decode their codes for the GEMM the f32 model
+    // runs; the others run the kernels an f32 model would, reading codes.
+    let kernel = match (winograd, direct) {
+        (true, _) => W4Kernel::Winograd,
+        (_, true) => W4Kernel::Direct,
+        _ => W4Kernel::Gemm,
+    };
+    let decodable = crate::engine::kernels::direct_conv::available() && c.geom.groups <= 1;
+    if decodable && lowbit_weights(f, c).is_some() {
+        return ConvPath::W4(kernel);
     }
     fp32
 }

@@ -221,7 +221,9 @@ impl Graph {
             .iter()
             .map(|n| match &n.op {
                 Op::Conv(c) => {
-                    c.weight.len()
+                    // The shape, not `weight.len()`: inference graphs may
+                    // have released their f32 copy (`release_f32_weights`).
+                    c.shape.iter().product::<usize>()
                         + c.bias.as_ref().map_or(0, Vec::len)
                         + c.post.scale.as_ref().map_or(0, Vec::len)
                         + c.post.shift.as_ref().map_or(0, Vec::len)

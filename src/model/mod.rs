@@ -1,6 +1,7 @@
 //! Graph IR, architectures, the safetensors loader (all PyTorch-name mapping
 //! lives there) and the executor that runs a graph on the engine.
 pub mod arch;
+pub mod compact;
 pub mod exec;
 pub mod export;
 pub mod fuse;

@@ -26,6 +26,12 @@ pub struct Int8Weights {
 }
 
 impl Int8Weights {
+    /// Bytes held: codes, per-channel scales and sums, and the AVX2 pairs
+    /// once made.
+    pub fn bytes(&self) -> usize {
+        4 * (self.scale.len() + self.packed.len() + self.comp.len())
+            + self.pairs.get().map_or(0, |p| 4 * p.len())
+    }
     /// `codes` `[O, C, kh, kw]` with per-row `scale`.
     pub fn new(codes: &[i8], scale: Vec<f32>, shape: [usize; 4]) -> Self {
         let [o, c, kh, kw] = shape;

@@ -144,8 +144,9 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// Portable twin of `decode_block_avx512`, used by the AVX2 body (inlined
-/// there, so it is built for AVX2); tests run 4-bit weights through both.
+/// Portable twin of `decode_block_avx512` (tap `t` at `dst[t·stride..]`),
+/// used by the AVX2 body (inlined there, so it is built for AVX2); tests
+/// run 4-bit weights through both.
 #[inline(always)]
 pub fn decode_block(
     nibbles: &[u8],
@@ -154,16 +155,20 @@ pub fn decode_block(
     ob: usize,
     d: usize,
     dst: &mut [f32],
+    stride: usize,
 ) {
     let n = d * OB;
     let bytes = &nibbles[ob * n / 2..(ob + 1) * n / 2];
     let (st, l) = (&step[ob * OB..][..OB], &lo[ob * OB..][..OB]);
     // OB is even, so a byte never straddles two taps: byte k holds channels
-    // 2k mod 8 and 2k+1 mod 8 of tap 2k div 8.
-    for (k, (&b, pair)) in bytes.iter().zip(dst.chunks_exact_mut(2)).enumerate() {
-        let j = (2 * k) % OB;
-        pair[0] = l[j] + st[j] * (b & 15) as f32;
-        pair[1] = l[j + 1] + st[j + 1] * (b >> 4) as f32;
+    // 2k mod OB and 2k+1 mod OB of tap 2k div OB.
+    for (t, taps) in bytes.chunks_exact(OB / 2).enumerate() {
+        let out = &mut dst[t * stride..][..OB];
+        for (k, (&b, pair)) in taps.iter().zip(out.chunks_exact_mut(2)).enumerate() {
+            let j = 2 * k;
+            pair[0] = l[j] + st[j] * (b & 15) as f32;
+            pair[1] = l[j + 1] + st[j + 1] * (b >> 4) as f32;
+        }
     }
 }
 
@@ -194,12 +199,63 @@ pub fn decode_all_into(weights: Weights, o: usize, d: usize, out: &mut Vec<f32>)
             #[cfg(target_arch = "x86_64")]
             if isa() == Some(Isa::Avx512) {
                 // SAFETY: AVX-512 checked; block `ob` is inside the buffers (asserted).
-                unsafe { decode_block_avx512(nibbles, step, lo, ob, d, dst) };
+                unsafe { decode_block_avx512(nibbles, step, lo, ob, d, dst, OB) };
                 continue;
             }
-            decode_block(nibbles, step, lo, ob, d, dst);
+            decode_block(nibbles, step, lo, ob, d, dst, OB);
         }
     }
+}
+
+/// 4-bit weights decoded to f32 as a column-major `o × d` matrix for the
+/// GEMM (1×1 stride-1 convs): element (channel, tap) at `tap·o_pad +
+/// channel`, `o_pad` = `o` rounded up to whole blocks, which is returned.
+pub fn decode_cols_into(weights: Weights, o: usize, d: usize, out: &mut Vec<f32>) -> usize {
+    let blocks = o.div_ceil(OB);
+    let o_pad = blocks * OB;
+    // Every element is written below: no zeroing pass.
+    out.resize(o_pad * d, 0.0);
+    if let Weights::Nibbles { nibbles, step, lo } = weights {
+        assert!(
+            nibbles.len() >= blocks * d * OB / 2
+                && step.len() >= blocks * OB
+                && lo.len() >= blocks * OB,
+            "direct conv: 4-bit weights do not match the geometry"
+        );
+        for ob in 0..blocks {
+            let dst = &mut out[ob * OB..];
+            match isa() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512 checked; block `ob` is inside the buffers
+                // (asserted), `dst` holds `d` taps `o_pad` apart.
+                Some(Isa::Avx512) => unsafe {
+                    decode_block_avx512(nibbles, step, lo, ob, d, dst, o_pad)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 + FMA checked (`isa`).
+                Some(Isa::Avx2) => unsafe {
+                    decode_block_avx2(nibbles, step, lo, ob, d, dst, o_pad)
+                },
+                _ => decode_block(nibbles, step, lo, ob, d, dst, o_pad),
+            }
+        }
+    }
+    o_pad
+}
+
+/// `decode_block` built for AVX2 + FMA (the compiler vectorises it there).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn decode_block_avx2(
+    nibbles: &[u8],
+    step: &[f32],
+    lo: &[f32],
+    ob: usize,
+    d: usize,
+    dst: &mut [f32],
+    stride: usize,
+) {
+    decode_block(nibbles, step, lo, ob, d, dst, stride)
 }
 
 /// What happens to each output as it leaves the tile: `+ bias[o]`, `+ residual`, ReLU.
@@ -567,9 +623,9 @@ unsafe fn blocks_impl<const AVX512: bool>(
             Weights::F32(p) => &p[ob * d * OB..(ob + 1) * d * OB],
             Weights::Nibbles { nibbles, step, lo } => {
                 if AVX512 {
-                    decode_block_avx512(nibbles, step, lo, ob, d, &mut decoded[..d * OB]);
+                    decode_block_avx512(nibbles, step, lo, ob, d, &mut decoded[..d * OB], OB);
                 } else {
-                    decode_block(nibbles, step, lo, ob, d, &mut decoded[..d * OB]);
+                    decode_block(nibbles, step, lo, ob, d, &mut decoded[..d * OB], OB);
                 }
                 &decoded[..d * OB]
             }

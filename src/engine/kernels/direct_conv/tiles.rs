@@ -3,10 +3,11 @@
 //! 4-bit weight decode. Callers check every bound these rely on.
 use super::{HB, LANES, OB};
 
-/// Decode output-channel block `ob` of 4-bit weights into `dst` (`d·OB`
-/// floats), 32 values per step: 16 bytes widened to 32-bit lanes, low and
-/// high nibbles interleaved back into order, then `lo + step·code` with the
-/// block's 16 channel scales.
+/// Decode output-channel block `ob` of 4-bit weights into `dst`, tap `t`'s
+/// 16 channels at `dst[t·stride..]` (`stride` = OB: the block's `d·OB`
+/// floats in order), 32 values per step: 16 bytes widened to 32-bit lanes,
+/// low and high nibbles interleaved back into order, then `lo + step·code`
+/// with the block's 16 channel scales.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn decode_block_avx512(
@@ -16,11 +17,12 @@ pub(super) unsafe fn decode_block_avx512(
     ob: usize,
     d: usize,
     dst: &mut [f32],
+    stride: usize,
 ) {
     use std::arch::x86_64::*;
     let n = d * OB;
     let bytes = &nibbles[ob * n / 2..(ob + 1) * n / 2];
-    let dst = &mut dst[..n];
+    assert!(stride >= OB && dst.len() >= (d - 1) * stride + OB);
     let (st, l) = (&step[ob * OB..][..OB], &lo[ob * OB..][..OB]);
     // 16 consecutive values are one tap's 16 channels.
     let (vs, vl) = (_mm512_loadu_ps(st.as_ptr()), _mm512_loadu_ps(l.as_ptr()));
@@ -35,16 +37,16 @@ pub(super) unsafe fn decode_block_avx512(
         let hi_n = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b));
         let v0 = _mm512_permutex2var_ps(lo_n, first, hi_n);
         let v1 = _mm512_permutex2var_ps(lo_n, second, hi_n);
-        _mm512_storeu_ps(dst.as_mut_ptr().add(2 * k), _mm512_fmadd_ps(v0, vs, vl));
-        _mm512_storeu_ps(
-            dst.as_mut_ptr().add(2 * k + 16),
-            _mm512_fmadd_ps(v1, vs, vl),
-        );
+        // Bytes k.. hold taps k/8 and k/8 + 1.
+        let at = dst.as_mut_ptr().add(k / 8 * stride);
+        _mm512_storeu_ps(at, _mm512_fmadd_ps(v0, vs, vl));
+        _mm512_storeu_ps(at.add(stride), _mm512_fmadd_ps(v1, vs, vl));
     }
     for k in full..bytes.len() {
         let (j, b) = ((2 * k) % OB, bytes[k]);
-        dst[2 * k] = l[j] + st[j] * (b & 15) as f32;
-        dst[2 * k + 1] = l[j + 1] + st[j + 1] * (b >> 4) as f32;
+        let at = 2 * k / OB * stride + j;
+        dst[at] = l[j] + st[j] * (b & 15) as f32;
+        dst[at + 1] = l[j + 1] + st[j + 1] * (b >> 4) as f32;
     }
 }
 

@@ -1,0 +1,83 @@
+//! Inference graphs keep only what their kernels read. A conv that runs
+//! from integer codes (4-bit weight-only, W8A8) reads none of its f32
+//! copies: the raw weight, the BN-folded one and the direct kernel's packed
+//! layout, together three times an f32 model's weight bytes. Releasing them
+//! is what makes a quantized model take the memory its format promises.
+use crate::model::exec::{conv_path, ConvPath};
+use crate::model::graph::{Graph, Op};
+use std::sync::Arc;
+
+impl Graph {
+    /// Release the f32 weights of every conv that runs from integer codes
+    /// on this CPU, and return the bytes released. For inference only (call
+    /// on a fused graph): quantizers, training and export need the f32
+    /// weights, and the released layers keep their integer kernel even
+    /// when integer paths are switched off later (`--simulate` must be
+    /// chosen before).
+    pub fn release_f32_weights(&mut self) -> usize {
+        let mut freed = 0;
+        for n in &mut self.nodes {
+            let Op::Conv(c) = &mut n.op else { continue };
+            if c.folded.is_none() {
+                continue;
+            }
+            // Builds the codes (cached in `folded`) the kernel will read.
+            let path = conv_path(c);
+            // Every layer runs from its folded form: the raw weight is only
+            // for re-folding. f32 layers keep the folded weight (a call the
+            // fast kernels decline falls back to it); Winograd layers read
+            // their transform, not the direct kernel's layout.
+            let integer = matches!(path, ConvPath::W4(_) | ConvPath::Int8(_));
+            let packed_unused = integer || path == ConvPath::Fp32Winograd;
+            freed += 4 * std::mem::take(&mut c.weight).len();
+            let Some(folded) = c.folded.as_mut() else {
+                continue;
+            };
+            // A fresh fused graph owns its folded layers; a shared one is
+            // copied first, so other graphs keep theirs.
+            let f = Arc::make_mut(folded);
+            if integer {
+                freed += 4 * std::mem::take(&mut f.weight).len();
+            }
+            if packed_unused {
+                freed += 4 * std::mem::take(&mut f.packed).len();
+            }
+        }
+        freed
+    }
+
+    /// Bytes of weights held in memory: every f32 copy, transform and
+    /// integer code a layer keeps (what `release_f32_weights` shrinks).
+    pub fn resident_weight_bytes(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv(c) => {
+                    let f32s = c.weight.len() + c.bias.as_ref().map_or(0, Vec::len);
+                    let folded = c.folded.as_deref().map_or(0, |f| {
+                        let int8 = f
+                            .int8
+                            .get()
+                            .and_then(Option::as_ref)
+                            .map_or(0, |w| w.0.bytes());
+                        let low = f
+                            .lowbit
+                            .get()
+                            .and_then(Option::as_ref)
+                            .map_or(0, |l| l.nibbles.len() + 4 * (l.step.len() + l.lo.len()));
+                        let wino = f.winograd.get().map_or(0, Vec::len);
+                        4 * (f.weight.len()
+                            + f.packed.len()
+                            + wino
+                            + f.bias.as_ref().map_or(0, Vec::len))
+                            + int8
+                            + low
+                    });
+                    4 * f32s + folded
+                }
+                Op::Linear(l) => 4 * (l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)),
+                _ => 0,
+            })
+            .sum()
+    }
+}
