@@ -4,6 +4,7 @@
 use qscope::engine::ops::{conv2d, ConvGeom, Epilogue};
 use qscope::engine::Tensor;
 use qscope::model::forward;
+use qscope::model::lower::CodeOrder;
 use std::path::Path;
 
 fn main() {
@@ -108,7 +109,7 @@ fn grid_layer(c: usize) -> qscope::model::lower::LowBitWeights {
     let w: Vec<f32> = (0..c * c * 9)
         .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
         .collect();
-    qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit grid")
+    qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], CodeOrder::Winograd).expect("4-bit grid")
 }
 
 fn nibbles(
@@ -167,7 +168,8 @@ fn stage19_batch1(bencher: divan::Bencher, c: usize, s: usize, threads: usize, w
             let w: Vec<f32> = (0..c * c * 9)
                 .map(|i| -0.2 + 0.03 * ((i * 7919 + l) % 16) as f32)
                 .collect();
-            let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], true).expect("4-bit");
+            let lb = qscope::model::lower::lower_lowbit(&w, [c, c, 3, 3], CodeOrder::Winograd)
+                .expect("4-bit");
             let u = winograd::transform_dense(&w, c, c);
             (w, lb, u)
         })
@@ -199,4 +201,58 @@ fn stage19_batch1(bencher: divan::Bencher, c: usize, s: usize, threads: usize, w
                 }
             })
         });
+}
+
+/// ResNet-50's 1×1 stride-1 layers (out, in, spatial), one image.
+const POINTWISE: [(usize, usize, usize); 4] = [
+    (256, 64, 56),
+    (64, 256, 56),
+    (1024, 256, 14),
+    (512, 2048, 7),
+];
+
+/// A 1×1 layer at batch 1 on f32 weights (the GEMM an f32 model runs)...
+#[divan::bench(args = POINTWISE)]
+fn pointwise_batch1_fp32(bencher: divan::Bencher, (o, c, s): (usize, usize, usize)) {
+    pointwise_batch1(bencher, o, c, s, false);
+}
+
+/// ...and on 4-bit codes decoded per call in L2-sized chunks.
+#[divan::bench(args = POINTWISE)]
+fn pointwise_batch1_w4(bencher: divan::Bencher, (o, c, s): (usize, usize, usize)) {
+    pointwise_batch1(bencher, o, c, s, true);
+}
+
+fn pointwise_batch1(bencher: divan::Bencher, o: usize, c: usize, s: usize, w4: bool) {
+    use qscope::engine::kernels::direct_conv::Weights;
+    use qscope::engine::ops::conv::conv2d_with;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    let w: Vec<f32> = (0..o * c)
+        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
+        .collect();
+    let lb =
+        qscope::model::lower::lower_lowbit(&w, [o, c, 1, 1], CodeOrder::Rows).expect("4-bit grid");
+    let x = input(1, c, s);
+    bencher.bench_local(|| {
+        pool.install(|| {
+            let direct = w4.then_some(Weights::Nibbles {
+                nibbles: &lb.nibbles,
+                step: &lb.step,
+                lo: &lb.lo,
+            });
+            let y = conv2d_with(
+                &x,
+                &w,
+                direct,
+                None,
+                [o, c, 1, 1],
+                ConvGeom::new(1, 0),
+                Epilogue::default(),
+            );
+            divan::black_box(y.expect("conv"));
+        })
+    });
 }

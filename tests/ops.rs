@@ -5,6 +5,7 @@ mod common;
 use common::{max_rel_diff, random_input, same_bits};
 use qscope::engine::ops::{self, ConvGeom, Epilogue};
 use qscope::engine::Tensor;
+use qscope::model::lower::CodeOrder;
 use qscope::util::Rng;
 
 /// Tests that flip the engine's global kernel switches take this lock, so
@@ -407,7 +408,8 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
     let w: Vec<f32> = (0..o * d)
         .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
         .collect();
-    let lb = qscope::model::lower::lower_lowbit(&w, [o, c, k, k], false).expect("4-bit grid");
+    let lb = qscope::model::lower::lower_lowbit(&w, [o, c, k, k], CodeOrder::Direct)
+        .expect("4-bit grid");
     let nib = Weights::Nibbles {
         nibbles: &lb.nibbles,
         step: &lb.step,
@@ -443,6 +445,8 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
 
 #[test]
 fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
+    // Forces AVX2 below, and reads the Winograd switch other tests flip.
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     // Weights on a per-channel 4-bit affine grid (as RTN leaves them, BN
     // scale folded in): the nibble-reading direct kernel against the f32 one.
     use qscope::engine::kernels::direct_conv::Weights;
@@ -477,28 +481,34 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
                 *v = lo + step * rng.below(16) as f32;
             }
         }
-        // 3×3 stride 1 runs on the Winograd kernel, in its own code order.
-        let wino = (k, s) == (3, 1);
-        let lb = lower_lowbit(&w, [o, c, k, k], wino).expect("on a 4-bit grid");
+        // Each kernel reads its own code order: 3×3 stride 1 the Winograd
+        // kernel's, 1×1 stride 1 (the GEMM) rows, the rest the direct one's.
+        let order = match (k, s) {
+            (3, 1) => CodeOrder::Winograd,
+            (1, 1) => CodeOrder::Rows,
+            _ => CodeOrder::Direct,
+        };
+        let lb = lower_lowbit(&w, [o, c, k, k], order).expect("on a 4-bit grid");
         assert!(lb.levels <= 16);
-        assert_eq!(lb.winograd, wino);
+        assert_eq!(lb.order, order);
         let x = random_input(n, c, h, rng.next_u64());
         let geom = ConvGeom::new(s, p);
         let f32_out = ops::conv2d(&x, &w, [o, c, k, k], geom, Epilogue::default()).expect("f32");
-        let (direct, winograd) = if wino {
-            let nib = qscope::engine::kernels::winograd::Nibbles {
-                codes: &lb.nibbles,
-                step: &lb.step,
-                lo: &lb.lo,
-            };
-            (None, Some(ops::conv::WinoWeights::Nibbles(nib)))
-        } else {
-            let nib = Weights::Nibbles {
-                nibbles: &lb.nibbles,
-                step: &lb.step,
-                lo: &lb.lo,
-            };
-            (Some(nib), None)
+        let (codes, step, lo) = (&lb.nibbles[..], &lb.step[..], &lb.lo[..]);
+        let (direct, winograd) = match order {
+            CodeOrder::Winograd => {
+                let nib = qscope::engine::kernels::winograd::Nibbles { codes, step, lo };
+                (None, Some(ops::conv::WinoWeights::Nibbles(nib)))
+            }
+            CodeOrder::Rows => (Some(Weights::Rows { codes, step, lo }), None),
+            CodeOrder::Direct => {
+                let nib = Weights::Nibbles {
+                    nibbles: codes,
+                    step,
+                    lo,
+                };
+                (Some(nib), None)
+            }
         };
         // Zeros where the f32 weights go: every 4-bit path must read the codes.
         let zeros = vec![0f32; w.len()];
@@ -520,7 +530,7 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
     }
     // A float row is not on any 16-level grid.
     let w: Vec<f32> = (0..8 * 27).map(|_| rng.normal() as f32).collect();
-    assert!(lower_lowbit(&w, [8, 3, 3, 3], false).is_none());
+    assert!(lower_lowbit(&w, [8, 3, 3, 3], CodeOrder::Direct).is_none());
 }
 
 /// Winograd F(2×2, 3×3) kernel, called directly so it surely runs, against
@@ -657,14 +667,16 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
         }
         // The direct kernel's decoding is the reference; the transform reads
         // the same codes in the Winograd order.
-        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], false).expect("4-bit grid");
+        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], CodeOrder::Direct)
+            .expect("4-bit grid");
         let direct = direct_conv::Weights::Nibbles {
             nibbles: &lb.nibbles,
             step: &lb.step,
             lo: &lb.lo,
         };
         let decoded = direct_conv::decode_all(direct, o, 9 * c);
-        let lw = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], true).expect("4-bit grid");
+        let lw = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], CodeOrder::Winograd)
+            .expect("4-bit grid");
         let nib = winograd::Nibbles {
             codes: &lw.nibbles,
             step: &lw.step,
@@ -757,7 +769,8 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
         let w: Vec<f32> = (0..o * d)
             .map(|i| -0.2 + 0.03 * ((i * 7 + i / d) % 16) as f32)
             .collect();
-        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], true).expect("4-bit grid");
+        let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], CodeOrder::Winograd)
+            .expect("4-bit grid");
         let nib = winograd::Nibbles {
             codes: &lb.nibbles,
             step: &lb.step,

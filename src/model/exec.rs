@@ -7,6 +7,7 @@ use crate::engine::kernels::{direct_conv::Weights, winograd};
 use crate::engine::ops::{self, conv::WinoWeights, Epilogue};
 use crate::engine::Tensor;
 use crate::model::graph::{ConvLayer, FoldedConv, Graph, Op};
+use crate::model::lower::CodeOrder;
 use crate::{Error, Result};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,17 +106,24 @@ impl Runner {
                         // 4-bit codes are laid out for the kernel that runs
                         // the layer; the other gets None (and `weight`).
                         let direct = match (&path, &lowbit, folded) {
-                            (ConvPath::W4(_), Some(lb), _) if lb.winograd => None,
-                            (ConvPath::W4(_), Some(lb), _) => Some(Weights::Nibbles {
-                                nibbles: &lb.nibbles,
-                                step: &lb.step,
-                                lo: &lb.lo,
-                            }),
+                            (ConvPath::W4(_), Some(lb), _) => match lb.order {
+                                CodeOrder::Winograd => None,
+                                CodeOrder::Direct => Some(Weights::Nibbles {
+                                    nibbles: &lb.nibbles,
+                                    step: &lb.step,
+                                    lo: &lb.lo,
+                                }),
+                                CodeOrder::Rows => Some(Weights::Rows {
+                                    codes: &lb.nibbles,
+                                    step: &lb.step,
+                                    lo: &lb.lo,
+                                }),
+                            },
                             (_, _, Some(f)) => Some(Weights::F32(&f.packed)),
                             _ => None,
                         };
                         let wino = match (&path, &lowbit, folded) {
-                            (ConvPath::W4(_), Some(lb), _) if lb.winograd => {
+                            (ConvPath::W4(_), Some(lb), _) if lb.order == CodeOrder::Winograd => {
                                 Some(WinoWeights::Nibbles(winograd::Nibbles {
                                     codes: &lb.nibbles,
                                     step: &lb.step,
@@ -355,9 +363,20 @@ fn lowbit_weights<'a>(
 ) -> Option<&'a crate::model::lower::LowBitWeights> {
     f.lowbit
         .get_or_init(|| {
-            crate::model::lower::lower_lowbit(&f.weight, c.shape, runs_winograd(c)).map(Arc::new)
+            crate::model::lower::lower_lowbit(&f.weight, c.shape, code_order(c)).map(Arc::new)
         })
         .as_deref()
+}
+
+/// The layout of conv `c`'s 4-bit codes: for the kernel that runs it.
+fn code_order(c: &ConvLayer) -> CodeOrder {
+    if runs_winograd(c) {
+        CodeOrder::Winograd
+    } else if (c.shape[2], c.shape[3], c.geom.stride.max(1)) == (1, 1, 1) && c.geom.groups <= 1 {
+        CodeOrder::Rows
+    } else {
+        CodeOrder::Direct
+    }
 }
 
 /// Whether the Winograd kernel runs conv `c` on this CPU (3×3, stride 1,

@@ -97,12 +97,9 @@ pub fn lower_int8(weight: &[f32], shape: [usize; 4]) -> (Int8Weights, bool) {
 #[derive(Clone, Debug)]
 pub struct LowBitWeights {
     pub shape: [usize; 4],
-    /// Codes, two per byte (low nibble first), in `direct_conv::pack_weights`
-    /// order, or in `winograd::pack_nibbles` order when `winograd`.
+    /// Codes, two per byte (low nibble first), in `order`.
     pub nibbles: Vec<u8>,
-    /// Whether `nibbles` are laid out for the Winograd kernel (3×3
-    /// stride-1 layers) rather than the direct one.
-    pub winograd: bool,
+    pub order: CodeOrder,
     /// Per output channel (padded to the kernel's block of 8).
     pub step: Vec<f32>,
     pub lo: Vec<f32>,
@@ -116,11 +113,25 @@ impl LowBitWeights {
     }
 }
 
+/// How a layer's 4-bit codes are laid out: for the kernel that runs it,
+/// since only one copy is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeOrder {
+    /// `direct_conv::pack_weights` order (the direct kernel).
+    Direct,
+    /// `winograd::pack_nibbles` order (3×3 stride-1 layers on the Winograd
+    /// kernel).
+    Winograd,
+    /// Row by row, `⌈d/2⌉` bytes per output channel (1×1 stride-1 layers,
+    /// decoded row-major for the GEMM: `direct_conv::decode_rows_into`).
+    Rows,
+}
+
 /// Folded weights `[O, d]` as 4-bit codes, if every row lies on an affine
 /// grid of at most 16 levels (RTN/GPTQ/AWQ at ≤ 4 bits, BN folded or not),
-/// laid out for the Winograd kernel when `winograd` (a 3×3 layer it runs)
-/// and for the direct one otherwise: only one copy is kept.
-pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], winograd: bool) -> Option<LowBitWeights> {
+/// laid out in `order` (Winograd order only for 3×3 layers; Direct
+/// otherwise).
+pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], order: CodeOrder) -> Option<LowBitWeights> {
     let o = shape[0];
     let d = weight.len() / o.max(1);
     if d == 0 {
@@ -162,22 +173,34 @@ pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], winograd: bool) -> Option
             codes[r * d + j] = c as u8;
         }
     }
-    let winograd = winograd && shape[2..] == [3, 3] && d == 9 * shape[1];
-    let nibbles = if winograd {
-        crate::engine::kernels::winograd::pack_nibbles(&codes, o, shape[1])
-    } else {
-        // Reorder into the direct kernel's packed layout, then two codes per byte.
-        let as_f32: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
-        let order = direct_conv::pack_weights(&as_f32, o, d);
-        order
-            .chunks(2)
-            .map(|p| p[0] as u8 | (p.get(1).map_or(0, |&v| v as u8) << 4))
-            .collect()
+    let winograd = shape[2..] == [3, 3] && d == 9 * shape[1];
+    let order = match order {
+        CodeOrder::Winograd if !winograd => CodeOrder::Direct,
+        order => order,
+    };
+    let nibbles = match order {
+        CodeOrder::Winograd => crate::engine::kernels::winograd::pack_nibbles(&codes, o, shape[1]),
+        CodeOrder::Rows => codes
+            .chunks(d)
+            .flat_map(|row| {
+                row.chunks(2)
+                    .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
+            })
+            .collect(),
+        CodeOrder::Direct => {
+            // Reorder into the direct kernel's packed layout, then two codes per byte.
+            let as_f32: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
+            let order = direct_conv::pack_weights(&as_f32, o, d);
+            order
+                .chunks(2)
+                .map(|p| p[0] as u8 | (p.get(1).map_or(0, |&v| v as u8) << 4))
+                .collect()
+        }
     };
     Some(LowBitWeights {
         shape,
         nibbles,
-        winograd,
+        order,
         step,
         lo,
         levels,

@@ -212,8 +212,10 @@ pub fn conv2d_with(
     // (`Graph::release_f32_weights`): then `weight` is empty, and a kernel
     // that would need it is an error, not a guess.
     let codes_only = weight.is_empty()
-        && (matches!(direct, Some(direct_conv::Weights::Nibbles { .. }))
-            || matches!(winograd, Some(WinoWeights::Nibbles(_))));
+        && (matches!(
+            direct,
+            Some(direct_conv::Weights::Nibbles { .. } | direct_conv::Weights::Rows { .. })
+        ) || matches!(winograd, Some(WinoWeights::Nibbles(_))));
     if weight.len() != o * cg * kh * kw && !codes_only {
         return Err(format!(
             "weight has {} values, shape {wshape:?} needs {}",
@@ -467,29 +469,25 @@ pub fn conv2d_with(
     // direct kernel reading them in place was 15–25 % slower than the GEMM
     // on ResNet-50's 1×1 layers.
     let codes = match direct {
-        Some(nib @ direct_conv::Weights::Nibbles { nibbles, .. })
+        Some(direct_conv::Weights::Rows { codes, step, lo })
             if pointwise
                 && g == 1
-                && nibbles.len() == o.div_ceil(direct_conv::OB) * c * direct_conv::OB / 2 =>
+                && codes.len() >= o * c.div_ceil(2)
+                && step.len() >= o
+                && lo.len() >= o =>
         {
-            Some(nib)
+            Some(direct_conv::Weights::Rows { codes, step, lo })
         }
         _ => None,
     };
     let mut decoded = vec![];
     let lhs = match codes {
-        Some(nib) if n > 1 => {
+        Some(direct_conv::Weights::Rows { codes, step, lo }) if n > 1 => {
             decoded = W4_BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-            let o_pad = direct_conv::decode_cols_into(nib, o, c, &mut decoded);
-            Lhs::F32(MatRef {
-                data: &decoded,
-                rows: o,
-                cols: c,
-                row_stride: 1,
-                col_stride: o_pad,
-            })
+            direct_conv::decode_rows_into(codes, step, lo, o, c, &mut decoded);
+            Lhs::F32(MatRef::row_major(&decoded[..o * c], o, c))
         }
-        Some(nib) => Lhs::Codes(nib),
+        Some(rows) => Lhs::Codes(rows),
         None if codes_only => return no_f32(),
         None => Lhs::F32(MatRef::row_major(weight, o, dcol_of(wshape))),
     };
@@ -513,32 +511,35 @@ pub fn conv2d_with(
 #[derive(Clone, Copy)]
 enum Lhs<'a> {
     F32(MatRef<'a>),
-    /// A 1×1 layer's 4-bit codes, in the direct kernel's order.
+    /// A 1×1 layer's 4-bit codes (`Weights::Rows`).
     Codes(direct_conv::Weights<'a>),
 }
 
 /// Decoded 4-bit channels per GEMM call of one image: at most this many
 /// bytes of f32, so they are still in L2 when the GEMM reads them.
-const CODES_CHUNK_BYTES: usize = 256 * 1024;
+const CODES_CHUNK_BYTES: usize = 512 * 1024;
 
-/// `dst = W·rhs` for a 1×1 layer's 4-bit codes `w` (`o` rows of `d`),
-/// decoded chunk by chunk of output channels into a reused buffer.
+/// `dst = W·rhs` for a 1×1 layer's row-order 4-bit codes `w` (`o` rows of
+/// `d`), decoded chunk by chunk of output channels into a reused buffer.
 fn codes_gemm(w: direct_conv::Weights, o: usize, d: usize, rhs: MatRef, dst: &mut [f32]) {
-    let ob = direct_conv::OB;
-    let chunk = (CODES_CHUNK_BYTES / (4 * d)).max(ob) / ob * ob;
-    let cols = rhs.cols;
+    let direct_conv::Weights::Rows { codes, step, lo } = w else {
+        unreachable!("`Lhs::Codes` holds row-order codes only");
+    };
+    let chunk = (CODES_CHUNK_BYTES / (4 * d)).max(direct_conv::OB);
+    let (cols, rb) = (rhs.cols, d.div_ceil(2));
     W4_BUFFERS.with(|cell| {
         let mut buf = cell.borrow_mut();
         for o0 in (0..o).step_by(chunk) {
             let rows = chunk.min(o - o0);
-            let o_pad = direct_conv::decode_cols_into(w.from_channel(o0, d), rows, d, &mut buf);
-            let lhs = MatRef {
-                data: &buf,
+            direct_conv::decode_rows_into(
+                &codes[o0 * rb..],
+                &step[o0..],
+                &lo[o0..],
                 rows,
-                cols: d,
-                row_stride: 1,
-                col_stride: o_pad,
-            };
+                d,
+                &mut buf,
+            );
+            let lhs = MatRef::row_major(&buf[..rows * d], rows, d);
             sgemm(lhs, rhs, &mut dst[o0 * cols..(o0 + rows) * cols], false, 1);
         }
     });

@@ -224,3 +224,31 @@ pub(super) unsafe fn tile_avx2(
         _mm256_storeu_ps(d.add(j * positions + p0 + 8), a[1]);
     }
 }
+
+/// One row of row-order 4-bit codes to f32 (`decode_rows_into`), 32 values
+/// per step as `decode_block_avx512`, with the row's one scale and offset.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn decode_row_avx512(row: &[u8], step: f32, lo: f32, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = dst.len();
+    assert!(row.len() >= d.div_ceil(2));
+    let (vs, vl) = (_mm512_set1_ps(step), _mm512_set1_ps(lo));
+    let mask = _mm512_set1_epi32(15);
+    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let full = d / 32 * 32;
+    for k in (0..full).step_by(32) {
+        let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(row.as_ptr().add(k / 2) as *const _));
+        let lo_n = _mm512_cvtepi32_ps(_mm512_and_si512(b, mask));
+        let hi_n = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b));
+        let v0 = _mm512_permutex2var_ps(lo_n, first, hi_n);
+        let v1 = _mm512_permutex2var_ps(lo_n, second, hi_n);
+        _mm512_storeu_ps(dst.as_mut_ptr().add(k), _mm512_fmadd_ps(v0, vs, vl));
+        _mm512_storeu_ps(dst.as_mut_ptr().add(k + 16), _mm512_fmadd_ps(v1, vs, vl));
+    }
+    for k in full..d {
+        let b = row[k / 2] >> (4 * (k % 2));
+        dst[k] = lo + step * (b & 15) as f32;
+    }
+}
