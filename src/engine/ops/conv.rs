@@ -268,6 +268,7 @@ pub fn conv2d_with(
         kw,
         stride,
         pad: geom.pad,
+        ho,
         wo,
     };
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
@@ -476,18 +477,18 @@ pub fn conv2d_with(
                 && step.len() >= o
                 && lo.len() >= o =>
         {
-            Some(direct_conv::Weights::Rows { codes, step, lo })
+            Some((codes, step, lo))
         }
         _ => None,
     };
     let mut decoded = vec![];
     let lhs = match codes {
-        Some(direct_conv::Weights::Rows { codes, step, lo }) if n > 1 => {
+        Some((codes, step, lo)) if n > 1 => {
             decoded = W4_BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
             direct_conv::decode_rows_into(codes, step, lo, o, c, &mut decoded);
             Lhs::F32(MatRef::row_major(&decoded[..o * c], o, c))
         }
-        Some(rows) => Lhs::Codes(rows),
+        Some((codes, step, lo)) => Lhs::Codes { codes, step, lo },
         None if codes_only => return no_f32(),
         None => Lhs::F32(MatRef::row_major(weight, o, dcol_of(wshape))),
     };
@@ -511,20 +512,27 @@ pub fn conv2d_with(
 #[derive(Clone, Copy)]
 enum Lhs<'a> {
     F32(MatRef<'a>),
-    /// A 1×1 layer's 4-bit codes (`Weights::Rows`).
-    Codes(direct_conv::Weights<'a>),
+    /// A 1×1 layer's row-order 4-bit codes (`direct_conv::Weights::Rows`).
+    Codes {
+        codes: &'a [u8],
+        step: &'a [f32],
+        lo: &'a [f32],
+    },
 }
 
 /// Decoded 4-bit channels per GEMM call of one image: at most this many
 /// bytes of f32, so they are still in L2 when the GEMM reads them.
 const CODES_CHUNK_BYTES: usize = 512 * 1024;
 
-/// `dst = W·rhs` for a 1×1 layer's row-order 4-bit codes `w` (`o` rows of
+/// `dst = W·rhs` for a 1×1 layer's row-order 4-bit codes (`o` rows of
 /// `d`), decoded chunk by chunk of output channels into a reused buffer.
-fn codes_gemm(w: direct_conv::Weights, o: usize, d: usize, rhs: MatRef, dst: &mut [f32]) {
-    let direct_conv::Weights::Rows { codes, step, lo } = w else {
-        unreachable!("`Lhs::Codes` holds row-order codes only");
-    };
+fn codes_gemm(
+    (codes, step, lo): (&[u8], &[f32], &[f32]),
+    o: usize,
+    d: usize,
+    rhs: MatRef,
+    dst: &mut [f32],
+) {
     let chunk = (CODES_CHUNK_BYTES / (4 * d)).max(direct_conv::OB);
     let (cols, rb) = (rhs.cols, d.div_ceil(2));
     W4_BUFFERS.with(|cell| {
@@ -557,11 +565,12 @@ fn gemm_paths(
     residual: Option<&[f32]>,
     epi: Epilogue,
 ) -> Result<(), String> {
-    let &BlockShape { c, h, w, o, wo, .. } = shape;
-    let ho = out_slice.len() / (n * o * wo).max(1);
+    let &BlockShape {
+        c, h, w, o, ho, wo, ..
+    } = shape;
     let plane = ho * wo;
     let per_img_out = o * plane;
-    let small = n * o * ho * wo * dcol_of([o, shape.cg, shape.kh, shape.kw]) < 8_000_000;
+    let small = n * o * plane * shape.cg * shape.kh * shape.kw < 8_000_000;
     if n >= threads || ho < 2 || small {
         // Epilogue fused into the same pass, while the image's output is in cache.
         out_slice
@@ -638,6 +647,7 @@ struct BlockShape {
     kw: usize,
     stride: usize,
     pad: usize,
+    ho: usize,
     wo: usize,
 }
 
@@ -678,7 +688,9 @@ fn compute_rows(
             };
             match wg {
                 Lhs::F32(wg) => sgemm(wg, rhs, dst_g, false, 1),
-                Lhs::Codes(w) => codes_gemm(w, og, dcol, rhs, dst_g),
+                Lhs::Codes { codes, step, lo } => {
+                    codes_gemm((codes, step, lo), og, dcol, rhs, dst_g)
+                }
             }
         } else {
             COLUMNS.with(|cell| {
@@ -699,7 +711,9 @@ fn compute_rows(
                 let rhs = MatRef::row_major(&col[..dcol * cols], dcol, cols);
                 match wg {
                     Lhs::F32(wg) => sgemm(wg, rhs, dst_g, false, 1),
-                    Lhs::Codes(w) => codes_gemm(w, og, dcol, rhs, dst_g),
+                    Lhs::Codes { codes, step, lo } => {
+                        codes_gemm((codes, step, lo), og, dcol, rhs, dst_g)
+                    }
                 }
             });
         }
