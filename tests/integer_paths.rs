@@ -56,16 +56,21 @@ fn compare(a: &Tensor, b: &Tensor) -> (f32, usize) {
     (maxd / range, changed)
 }
 
-/// 4-bit RTN of `g`, calibrated on `calib`.
-fn rtn4(g: &Graph, calib: &Tensor) -> qscope::quant::QuantOutcome {
+/// `g` quantized by `method` at `bits`, calibrated on `calib`.
+fn quantized(g: &Graph, calib: &Tensor, method: Method, bits: u8) -> qscope::quant::QuantOutcome {
     quantize_model(
         g,
         calib,
-        &QuantConfig::new(Method::Rtn, 4),
+        &QuantConfig::new(method, bits),
         &AtomicBool::new(false),
         &mut |_, _, _| {},
     )
-    .expect("rtn")
+    .expect("quantize")
+}
+
+/// 4-bit RTN of `g`, calibrated on `calib`.
+fn rtn4(g: &Graph, calib: &Tensor) -> qscope::quant::QuantOutcome {
+    quantized(g, calib, Method::Rtn, 4)
 }
 
 fn both_paths(g: &Graph, x: &Tensor) -> (Tensor, Tensor) {
@@ -81,14 +86,7 @@ fn both_paths(g: &Graph, x: &Tensor) -> (Tensor, Tensor) {
 fn w8a8_int8_kernel_matches_the_simulation() {
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let (g, calib, x) = sample();
-    let q = quantize_model(
-        &g,
-        &calib,
-        &QuantConfig::new(Method::SmoothQuant, 8),
-        &AtomicBool::new(false),
-        &mut |_, _, _| {},
-    )
-    .expect("smoothquant");
+    let q = quantized(&g, &calib, Method::SmoothQuant, 8);
     let summary = path_summary(&q.graph);
     if !summary.contains("int8") {
         eprintln!("no int8 kernel on this CPU ({summary}); comparing the simulation with itself");
@@ -205,14 +203,7 @@ fn avx2_int8_kernels_match_the_simulation() {
     // Lowering picks the kernel, so the switch is on before the first forward.
     force_avx2(true);
     for (bits, kernel) in [(8, "int8 avx2-madd16"), (7, "int8 avx2-maddubs")] {
-        let q = quantize_model(
-            &g,
-            &calib,
-            &QuantConfig::new(Method::SmoothQuant, bits),
-            &AtomicBool::new(false),
-            &mut |_, _, _| {},
-        )
-        .expect("smoothquant");
+        let q = quantized(&g, &calib, Method::SmoothQuant, bits);
         let summary = path_summary(&q.graph);
         let (real, sim) = both_paths(&q.graph, &x);
         let (d, changed) = compare(&real, &sim);
@@ -232,45 +223,7 @@ fn avx2_int8_kernels_match_the_simulation() {
 /// A miniature torchvision bottleneck ResNet (1×1 stride-1 convs, which
 /// decode their 4-bit codes for the GEMM), 32×32 input, 10 classes.
 fn bottleneck_model(dir: &Path) -> Graph {
-    let mut rng = qscope::util::Rng::new(12);
-    let mut t = common::Tensors(Vec::new());
-    t.add(&mut rng, "conv1.weight", &[16, 3, 3, 3], 0.2);
-    t.bn(&mut rng, "bn1", 16);
-    let mut cin = 16;
-    for (l, (mid, out)) in [(8, 40), (24, 72)].into_iter().enumerate() {
-        let p = format!("layer{}.0", l + 1);
-        t.add(
-            &mut rng,
-            &format!("{p}.conv1.weight"),
-            &[mid, cin, 1, 1],
-            0.3,
-        );
-        t.bn(&mut rng, &format!("{p}.bn1"), mid);
-        t.add(
-            &mut rng,
-            &format!("{p}.conv2.weight"),
-            &[mid, mid, 3, 3],
-            0.2,
-        );
-        t.bn(&mut rng, &format!("{p}.bn2"), mid);
-        t.add(
-            &mut rng,
-            &format!("{p}.conv3.weight"),
-            &[out, mid, 1, 1],
-            0.3,
-        );
-        t.bn(&mut rng, &format!("{p}.bn3"), out);
-        t.add(
-            &mut rng,
-            &format!("{p}.downsample.0.weight"),
-            &[out, cin, 1, 1],
-            0.3,
-        );
-        t.bn(&mut rng, &format!("{p}.downsample.1"), out);
-        cin = out;
-    }
-    t.add(&mut rng, "fc.weight", &[10, cin], 0.2);
-    t.add(&mut rng, "fc.bias", &[10], 0.1);
+    let t = common::bottleneck_resnet((16, 3), &[(8, 40), (24, 72)], 10, 12);
     let p = dir.join("bottleneck.safetensors");
     let md = [("input_size".to_string(), "32".to_string())]
         .into_iter()
@@ -297,15 +250,7 @@ fn released_f32_weights_leave_the_logits_unchanged() {
     let bx = common::random_input(6, 3, 32, 13);
     let bcalib = common::random_input(16, 3, 32, 14);
     let x = x.slice(ndarray::s![..40, .., .., ..]).to_owned();
-    let w8a8 = quantize_model(
-        &sample,
-        &calib,
-        &QuantConfig::new(Method::SmoothQuant, 8),
-        &AtomicBool::new(false),
-        &mut |_, _, _| {},
-    )
-    .expect("smoothquant")
-    .graph;
+    let w8a8 = quantized(&sample, &calib, Method::SmoothQuant, 8).graph;
     // (name, model, input, how many times smaller than f32 the weights held must be)
     let mut cases = vec![
         ("resnet20 w4", rtn4(&sample, &calib).graph, x.clone(), 6),

@@ -181,45 +181,7 @@ fn bench_report_is_consistent() {
 fn torchvision_imagenet_bottleneck_resnet_loads_and_folds() {
     // A miniature ResNet-50 layout: 7×7 stride-2 stem, max-pool, bottleneck
     // blocks with `downsample.{0,1}`, `fc`; stride 2 on conv2 of layer2.0.
-    let mut rng = qscope::util::Rng::new(4);
-    let mut t = common::Tensors(Vec::new());
-    t.add(&mut rng, "conv1.weight", &[8, 3, 7, 7], 0.1);
-    t.bn(&mut rng, "bn1", 8);
-    let mut cin = 8;
-    for (l, (mid, out)) in [(4, 16), (8, 32)].into_iter().enumerate() {
-        let p = format!("layer{}.0", l + 1);
-        t.add(
-            &mut rng,
-            &format!("{p}.conv1.weight"),
-            &[mid, cin, 1, 1],
-            0.3,
-        );
-        t.bn(&mut rng, &format!("{p}.bn1"), mid);
-        t.add(
-            &mut rng,
-            &format!("{p}.conv2.weight"),
-            &[mid, mid, 3, 3],
-            0.2,
-        );
-        t.bn(&mut rng, &format!("{p}.bn2"), mid);
-        t.add(
-            &mut rng,
-            &format!("{p}.conv3.weight"),
-            &[out, mid, 1, 1],
-            0.3,
-        );
-        t.bn(&mut rng, &format!("{p}.bn3"), out);
-        t.add(
-            &mut rng,
-            &format!("{p}.downsample.0.weight"),
-            &[out, cin, 1, 1],
-            0.3,
-        );
-        t.bn(&mut rng, &format!("{p}.downsample.1"), out);
-        cin = out;
-    }
-    t.add(&mut rng, "fc.weight", &[5, 32], 0.2);
-    t.add(&mut rng, "fc.bias", &[5], 0.1);
+    let t = common::bottleneck_resnet((8, 7), &[(4, 16), (8, 32)], 5, 4);
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("r.safetensors");
     let md: HashMap<String, String> = [("input_size".to_string(), "64".to_string())]

@@ -140,3 +140,54 @@ pub fn max_rel_diff(a: &qscope::engine::Tensor, b: &qscope::engine::Tensor) -> f
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
         / scale
 }
+
+/// A torchvision bottleneck ResNet, one block per stage: a `stem` (channels,
+/// kernel) conv, then per stage (mid, out) widths: 1×1, 3×3, 1×1 convs with
+/// a `downsample.{0,1}` shortcut, and an `fc` classifier.
+pub fn bottleneck_resnet(
+    stem: (usize, usize),
+    stages: &[(usize, usize)],
+    classes: usize,
+    seed: u64,
+) -> Tensors {
+    let mut rng = Rng::new(seed);
+    let mut t = Tensors(Vec::new());
+    t.add(&mut rng, "conv1.weight", &[stem.0, 3, stem.1, stem.1], 0.1);
+    t.bn(&mut rng, "bn1", stem.0);
+    let mut cin = stem.0;
+    for (l, &(mid, out)) in stages.iter().enumerate() {
+        let p = format!("layer{}.0", l + 1);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv1.weight"),
+            &[mid, cin, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.bn1"), mid);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv2.weight"),
+            &[mid, mid, 3, 3],
+            0.2,
+        );
+        t.bn(&mut rng, &format!("{p}.bn2"), mid);
+        t.add(
+            &mut rng,
+            &format!("{p}.conv3.weight"),
+            &[out, mid, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.bn3"), out);
+        t.add(
+            &mut rng,
+            &format!("{p}.downsample.0.weight"),
+            &[out, cin, 1, 1],
+            0.3,
+        );
+        t.bn(&mut rng, &format!("{p}.downsample.1"), out);
+        cin = out;
+    }
+    t.add(&mut rng, "fc.weight", &[classes, cin], 0.2);
+    t.add(&mut rng, "fc.bias", &[classes], 0.1);
+    t
+}
