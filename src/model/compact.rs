@@ -25,10 +25,13 @@ impl Graph {
             let path = conv_path(c);
             // Every layer runs from its folded form: the raw weight is only
             // for re-folding. f32 layers keep the folded weight (a call the
-            // fast kernels decline falls back to it); Winograd layers read
-            // their transform, not the direct kernel's layout.
+            // fast kernels decline falls back to it); the direct kernel's
+            // layout goes where that kernel does not run the layer
+            // (Winograd layers read their transform, GEMM layers the folded
+            // weight; f32 direct and simulated W8A8 layers keep it).
             let integer = matches!(path, ConvPath::W4(_) | ConvPath::Int8(_));
-            let packed_unused = integer || path == ConvPath::Fp32Winograd;
+            let packed_unused =
+                integer || matches!(path, ConvPath::Fp32Winograd | ConvPath::Fp32Gemm);
             freed += 4 * std::mem::take(&mut c.weight).len();
             let Some(folded) = c.folded.as_mut() else {
                 continue;
