@@ -2,18 +2,19 @@
 //! from integer codes (4-bit weight-only, W8A8) reads none of its f32
 //! copies: the raw weight, the BN-folded one and the direct kernel's packed
 //! layout, together three times an f32 model's weight bytes. Releasing them
-//! is what makes a quantized model take the memory its format promises.
+//! is what makes a quantized model take the memory its format promises;
+//! f32 layers release the copies their kernel does not read.
 use crate::model::exec::{conv_path, ConvPath};
 use crate::model::graph::{Graph, Op};
 use std::sync::Arc;
 
 impl Graph {
     /// Release the f32 weights of every conv that runs from integer codes
-    /// on this CPU, and return the bytes released. For inference only (call
-    /// on a fused graph): quantizers, training and export need the f32
-    /// weights, and the released layers keep their integer kernel even
-    /// when integer paths are switched off later (`--simulate` must be
-    /// chosen before).
+    /// on this CPU, and the f32 copies other convs' kernels do not read;
+    /// return the bytes released. For inference only (call on a fused
+    /// graph): quantizers, training and export need the f32 weights, and
+    /// the released layers keep their integer kernel even when integer
+    /// paths are switched off later (`--simulate` must be chosen before).
     pub fn release_f32_weights(&mut self) -> usize {
         let mut freed = 0;
         for n in &mut self.nodes {
