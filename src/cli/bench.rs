@@ -27,7 +27,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let mut graph = qscope::model::load(&a.model)?.fused();
+    let mut graph = qscope::model::load(&a.model)?.into_fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
     qscope::engine::kernels::direct_conv::force_avx2(a.avx2);
     // After the path switches: they decide which layers run from codes.

@@ -30,7 +30,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    let mut graph = qscope::model::load(&a.model)?.fused();
+    let mut graph = qscope::model::load(&a.model)?.into_fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
     graph.release_f32_weights();
     let root = DatasetRoot::open(&a.data)?;

@@ -3,15 +3,15 @@
 //! copies: the raw weight, the BN-folded one and the direct kernel's packed
 //! layout, together three times an f32 model's weight bytes. Releasing them
 //! is what makes a quantized model take the memory its format promises;
-//! f32 layers release the copies their kernel does not read.
+//! f32 layers release the raw weight they no longer read.
 use crate::model::exec::{conv_path, ConvPath};
 use crate::model::graph::{Graph, Op};
 use std::sync::Arc;
 
 impl Graph {
     /// Release the f32 weights of every conv that runs from integer codes
-    /// on this CPU, and the f32 copies other convs' kernels do not read;
-    /// return the bytes released. For inference only (call on a fused
+    /// on this CPU, and the raw (unfolded) weight of the others; return
+    /// the bytes released. For inference only (call on a fused
     /// graph): quantizers, training and export need the f32 weights, and
     /// the released layers keep their integer kernel even when integer
     /// paths are switched off later (`--simulate` must be chosen before).
@@ -25,14 +25,11 @@ impl Graph {
             // Builds the codes (cached in `folded`) the kernel will read.
             let path = conv_path(c);
             // Every layer runs from its folded form: the raw weight is only
-            // for re-folding. f32 layers keep the folded weight (a call the
-            // fast kernels decline falls back to it); the direct kernel's
-            // layout goes where that kernel does not run the layer
-            // (Winograd layers read their transform, GEMM layers the folded
-            // weight; f32 direct and simulated W8A8 layers keep it).
+            // for re-folding. f32 layers keep the folded weight (their
+            // kernels read it, or a transform or layout built from it);
+            // layers that run from codes drop it, and the direct kernel's
+            // layout if a run without integer paths built it.
             let integer = matches!(path, ConvPath::W4(_) | ConvPath::Int8(_));
-            let packed_unused =
-                integer || matches!(path, ConvPath::Fp32Winograd | ConvPath::Fp32Gemm);
             freed += 4 * std::mem::take(&mut c.weight).len();
             let Some(folded) = c.folded.as_mut() else {
                 continue;
@@ -42,9 +39,7 @@ impl Graph {
             let f = Arc::make_mut(folded);
             if integer {
                 freed += 4 * std::mem::take(&mut f.weight).len();
-            }
-            if packed_unused {
-                freed += 4 * std::mem::take(&mut f.packed).len();
+                freed += 4 * f.packed.take().map_or(0, |p| p.len());
             }
         }
         freed
@@ -71,7 +66,7 @@ impl Graph {
                             .map_or(0, |l| l.nibbles.len() + 4 * (l.step.len() + l.lo.len()));
                         let wino = f.winograd.get().map_or(0, Vec::len);
                         4 * (f.weight.len()
-                            + f.packed.len()
+                            + f.packed.get().map_or(0, Vec::len)
                             + wino
                             + f.bias.as_ref().map_or(0, Vec::len))
                             + int8

@@ -119,7 +119,7 @@ impl Runner {
                                     lo: &lb.lo,
                                 }),
                             },
-                            (_, _, Some(f)) => Some(Weights::F32(&f.packed)),
+                            (_, _, Some(f)) if runs_direct(c) => Some(Weights::F32(packed(f, c))),
                             _ => None,
                         };
                         let wino = match (&path, &lowbit, folded) {
@@ -342,6 +342,14 @@ fn int8_weights<'a>(
         .as_ref()
 }
 
+/// The folded weight in the direct kernel's layout, packed on first use.
+fn packed<'a>(f: &'a FoldedConv, c: &ConvLayer) -> &'a [f32] {
+    f.packed.get_or_init(|| {
+        let o = c.shape[0];
+        crate::engine::kernels::direct_conv::pack_weights(&f.weight, o, f.weight.len() / o.max(1))
+    })
+}
+
 /// The folded weight transformed for the Winograd kernel (3×3 convs only).
 fn winograd_weights<'a>(f: &'a FoldedConv, c: &ConvLayer) -> Option<&'a [f32]> {
     let [o, ci, kh, kw] = c.shape;
@@ -389,11 +397,23 @@ fn runs_winograd(c: &ConvLayer) -> bool {
         && crate::engine::ops::conv::winograd_available()
 }
 
+/// Whether the direct kernel runs f32 conv `c` on this CPU (everything the
+/// Winograd kernel and the 1×1 stride-1 GEMM do not).
+fn runs_direct(c: &ConvLayer) -> bool {
+    direct_available(c) && !runs_winograd(c)
+}
+
+/// Whether the direct kernel can run conv `c` here (ungrouped, not 1×1
+/// stride 1).
+fn direct_available(c: &ConvLayer) -> bool {
+    crate::engine::kernels::direct_conv::available()
+        && c.geom.groups <= 1
+        && !(c.shape[2] == 1 && c.shape[3] == 1 && c.geom.stride <= 1)
+}
+
 /// The kernel `Runner::step` will use for conv `c` on this CPU.
 pub fn conv_path(c: &ConvLayer) -> ConvPath {
-    let direct = crate::engine::kernels::direct_conv::available()
-        && c.geom.groups <= 1
-        && !(c.shape[2] == 1 && c.shape[3] == 1 && c.geom.stride <= 1);
+    let direct = direct_available(c);
     let winograd = direct && runs_winograd(c);
     let fp32 = match (winograd, direct) {
         (true, _) => ConvPath::Fp32Winograd,

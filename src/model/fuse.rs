@@ -7,7 +7,13 @@ use crate::model::graph::{Graph, Op};
 impl Graph {
     /// The graph with BN folded and add/ReLU fused, ready for fast inference.
     pub fn fused(&self) -> Graph {
-        let mut g = self.clone();
+        self.clone().into_fused()
+    }
+
+    /// `fused` without keeping the original (no copy of its weights: what
+    /// a freshly loaded model wants).
+    pub fn into_fused(self) -> Graph {
+        let mut g = self;
         fold_batchnorm(&mut g);
         fuse_add(&mut g);
         fuse_relu(&mut g);

@@ -81,8 +81,10 @@ pub struct ConvLayer {
 pub struct FoldedConv {
     pub weight: Vec<f32>,
     pub bias: Option<Vec<f32>>,
-    /// `weight` in the direct-convolution kernel's layout.
-    pub packed: Vec<f32>,
+    /// `weight` in the direct-convolution kernel's layout, built on first
+    /// use by a layer that kernel runs (most layers never need it: a copy
+    /// of every layer made up front was a third of a loaded model's peak).
+    pub packed: std::sync::OnceLock<Vec<f32>>,
     /// `weight` as int8 codes (W8A8 layers), built on first use; the flag
     /// says whether the values were exactly on an int8 grid.
     pub int8:
@@ -201,13 +203,10 @@ impl Graph {
         for n in &mut self.nodes {
             if let Op::Conv(c) = &mut n.op {
                 let (w, b) = crate::model::exec::fold_conv(c);
-                let o = c.shape[0];
-                let packed =
-                    crate::engine::kernels::direct_conv::pack_weights(&w, o, w.len() / o.max(1));
                 c.folded = Some(std::sync::Arc::new(FoldedConv {
                     weight: w.into_owned(),
                     bias: b,
-                    packed,
+                    packed: Default::default(),
                     int8: Default::default(),
                     lowbit: Default::default(),
                     winograd: Default::default(),
