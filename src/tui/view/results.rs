@@ -22,27 +22,53 @@ pub const COLUMNS: [&str; 12] = [
 ];
 
 /// The kernel a run's latency was measured on, short ("int8 avx512-vnni ×19"
-/// → "int8 vnni"), "+" when layers ran on more than one.
+/// → "int8 vnni"), "+" when some layers ran on another kind (a W4 model
+/// whose layers use both the Winograd and the direct 4-bit kernels is
+/// still "w4 packed").
 fn short_kernels(path: &str) -> String {
-    let mut parts = path.split(", ");
-    let first = parts.next().unwrap_or("");
-    let short = [
-        ("int8 avx512-vnni", "int8 vnni"),
-        ("int8 avx2", "int8 avx2"),
-        ("int8 portable", "int8"),
-        ("w8a8 simulated", "w8a8 sim"),
-        ("w4 weight-only", "w4 packed"),
-        ("fp32 direct", "fp32 direct"),
-        ("fp32 winograd", "fp32 winograd"),
-        ("fp32 im2col", "fp32 gemm"),
-    ]
-    .iter()
-    .find(|(long, _)| first.starts_with(long))
-    .map_or(first.split(" ×").next().unwrap_or(""), |(_, s)| s);
-    if parts.next().is_some() {
-        format!("{short} +")
+    let name = |part: &str| -> String {
+        [
+            ("int8 avx512-vnni", "int8 vnni"),
+            ("int8 avx2", "int8 avx2"),
+            ("int8 portable", "int8"),
+            ("w8a8 simulated", "w8a8 sim"),
+            ("w4 weight-only", "w4 packed"),
+            ("fp32 direct", "fp32 direct"),
+            ("fp32 winograd", "fp32 winograd"),
+            ("fp32 im2col", "fp32 gemm"),
+        ]
+        .iter()
+        .find(|(long, _)| part.starts_with(long))
+        .map_or(part.split(" ×").next().unwrap_or(""), |(_, s)| s)
+        .to_string()
+    };
+    let mut parts = path.split(", ").map(name);
+    let first = parts.next().unwrap_or_default();
+    if parts.any(|p| p != first) {
+        format!("{first} +")
     } else {
-        short.to_string()
+        first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_kernels;
+
+    #[test]
+    fn kernels_are_shortened_and_mixed_kinds_marked() {
+        assert_eq!(short_kernels("int8 avx512-vnni ×19"), "int8 vnni");
+        assert_eq!(
+            short_kernels(
+                "w4 weight-only (winograd / direct avx512) ×17, w4 weight-only (direct avx512) ×2"
+            ),
+            "w4 packed"
+        );
+        assert_eq!(
+            short_kernels("w8a8 simulated in fp32 ×1, int8 avx512-vnni ×18"),
+            "w8a8 sim +"
+        );
+        assert_eq!(short_kernels("fp32 gemm"), "fp32 gemm");
     }
 }
 
