@@ -51,27 +51,6 @@ fn short_kernels(path: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::short_kernels;
-
-    #[test]
-    fn kernels_are_shortened_and_mixed_kinds_marked() {
-        assert_eq!(short_kernels("int8 avx512-vnni ×19"), "int8 vnni");
-        assert_eq!(
-            short_kernels(
-                "w4 weight-only (winograd / direct avx512) ×17, w4 weight-only (direct avx512) ×2"
-            ),
-            "w4 packed"
-        );
-        assert_eq!(
-            short_kernels("w8a8 simulated in fp32 ×1, int8 avx512-vnni ×18"),
-            "w8a8 sim +"
-        );
-        assert_eq!(short_kernels("fp32 gemm"), "fp32 gemm");
-    }
-}
-
 /// Which of [`COLUMNS`] fit `width` cells: below 110 the kernels and
 /// calibration size go, below 96 the model name too.
 fn columns_for_width(width: u16) -> [bool; 12] {
@@ -213,4 +192,25 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         );
     let mut ts = TableState::default().with_selected(Some(s.result_cursor.min(order.len() - 1)));
     f.render_stateful_widget(table, area, &mut ts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_kernels;
+
+    #[test]
+    fn kernels_are_shortened_and_mixed_kinds_marked() {
+        assert_eq!(short_kernels("int8 avx512-vnni ×19"), "int8 vnni");
+        assert_eq!(
+            short_kernels(
+                "w4 weight-only (winograd / direct avx512) ×17, w4 weight-only (direct avx512) ×2"
+            ),
+            "w4 packed"
+        );
+        assert_eq!(
+            short_kernels("w8a8 simulated in fp32 ×1, int8 avx512-vnni ×18"),
+            "w8a8 sim +"
+        );
+        assert_eq!(short_kernels("fp32 gemm"), "fp32 gemm");
+    }
 }
