@@ -24,7 +24,7 @@ def qscope(path, threads):
     out = subprocess.run([a.qscope, "bench", "--model", path, "--threads", str(threads), "--batch", str(a.batch),
                           "--seconds", "1.5", "--json"], check=True, capture_output=True, text=True).stdout
     r = json.loads(out)
-    return r["images_per_s"], r["latency_ms_median"], r["gflops"], r["path"]
+    return r["images_per_s"], r["latency_ms_median"], r["gflops"], r["path"], r.get("weight_bytes", 0)
 
 
 def ort(path, threads):
@@ -38,8 +38,8 @@ def best(a_, b):
     return b if a_ is None else (max(a_[0], b[0]), min(a_[1], b[1])) + tuple(b[2:])
 
 
-print(f"| model | threads | engine | images/s (batch {a.batch}) | batch-1 ms | vs ORT FP32 (thr / lat) | vs ORT INT8 (thr / lat) | GFLOP/s | kernels |")
-print("|---|---|---|---|---|---|---|---|---|")
+print(f"| model | threads | engine | images/s (batch {a.batch}) | batch-1 ms | vs ORT FP32 (thr / lat) | vs ORT INT8 (thr / lat) | GFLOP/s | weights held MiB | kernels |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for spec in a.models:
     name, files = spec.split("=")
     fp32, w8, w4 = files.split(",")
@@ -55,5 +55,6 @@ for spec in a.models:
         for key, r in res.items():
             gf = f"{r[2]:.0f}" if len(r) > 2 else ""
             kernels = r[3].split(";")[0] if len(r) > 3 else ""
+            held = f"{r[4] / 2**20:.2f}" if len(r) > 4 else ""
             print(f"| {name} | {threads} | {key} | {r[0]:.0f} | {r[1]:.3f} | {r[0] / f[0]:.2f}× / {f[1] / r[1]:.2f}× "
-                  f"| {r[0] / i8[0]:.2f}× / {i8[1] / r[1]:.2f}× | {gf} | {kernels} |", flush=True)
+                  f"| {r[0] / i8[0]:.2f}× / {i8[1] / r[1]:.2f}× | {gf} | {held} | {kernels} |", flush=True)
