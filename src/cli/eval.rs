@@ -32,6 +32,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let mut graph = qscope::model::load(&a.model)?.into_fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
+    // After the path switch: it decides which layers run from codes.
     graph.release_f32_weights();
     let root = DatasetRoot::open(&a.data)?;
     let split = root.split(SplitKind::Test)?;

@@ -129,8 +129,8 @@ pub enum CodeOrder {
 
 /// Folded weights `[O, d]` as 4-bit codes, if every row lies on an affine
 /// grid of at most 16 levels (RTN/GPTQ/AWQ at ≤ 4 bits, BN folded or not),
-/// laid out in `order` (Winograd order only for 3×3 layers; Direct
-/// otherwise).
+/// laid out in `order` (asked for Winograd order, a layer that is not 3×3
+/// gets the direct kernel's).
 pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], order: CodeOrder) -> Option<LowBitWeights> {
     let o = shape[0];
     let d = weight.len() / o.max(1);
