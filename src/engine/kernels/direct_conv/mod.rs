@@ -242,9 +242,10 @@ pub fn decode_rows_into(
     if out.len() < rows * d {
         out.resize(rows * d, 0.0);
     }
+    let isa = isa();
     for (r, dst) in out[..rows * d].chunks_exact_mut(d).enumerate() {
         let row = &codes[r * rb..(r + 1) * rb];
-        match isa() {
+        match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512 checked; `row` holds ⌈d/2⌉ bytes, `dst` d floats.
             Some(Isa::Avx512) => unsafe { decode_row_avx512(row, step[r], lo[r], dst) },

@@ -26,7 +26,8 @@ pub(super) unsafe fn build_planes_of(
 ) {
     let (hp, p, pad) = (g.hp(), g.pitch(), g.pad);
     let ph = hp * p;
-    let [(even_ph, even_at, ne), (odd_ph, odd_at, no)] = g.row_split();
+    let row_split = g.row_split();
+    let [(even_ph, even_at, _), (odd_ph, odd_at, _)] = row_split;
     assert!(len >= g.planes_len() && img.len() >= g.c * g.h * g.w);
     let (rows, in_rows) = g.input_rows(rows);
     // Lane mask of the first n lanes (maskload/maskstore read the sign bit).
@@ -59,16 +60,7 @@ pub(super) unsafe fn build_planes_of(
             let src = img.as_ptr().add((ch * g.h + y) * g.w);
             let e = cp.add(even_ph * ph + r * p);
             let o = cp.add(odd_ph * ph + r * p);
-            if pad == 1 && g.w.is_multiple_of(2) {
-                // The usual case, as in the AVX-512 body: one zero at each end.
-                *o = 0.0;
-                *e.add(ne) = 0.0;
-            } else {
-                clear(e, 0, even_at);
-                clear(e, even_at + ne, p);
-                clear(o, 0, odd_at);
-                clear(o, odd_at + no, p);
-            }
+            super::clear_row_ends(g, row_split, p, (e, o), clear);
             let (e, o) = (e.add(even_at), o.add(odd_at));
             let mut k = 0;
             while k < g.w {

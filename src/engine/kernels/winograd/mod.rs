@@ -202,6 +202,32 @@ impl WinoGeom {
     }
 }
 
+/// Zero the padding around one input row in its two phase rows `e` and
+/// `o` (laid out by `split`, [`WinoGeom::row_split`]; `p` the pitch), with
+/// the calling body's masked `clear(row, from, to)`. Shared by the ISA
+/// bodies' plane builders.
+#[inline(always)]
+pub(super) unsafe fn clear_row_ends(
+    g: &WinoGeom,
+    [(_, even_at, ne), (_, odd_at, no)]: [(usize, usize, usize); 2],
+    p: usize,
+    (e, o): (*mut f32, *mut f32),
+    clear: impl Fn(*mut f32, usize, usize),
+) {
+    if g.pad == 1 && g.w.is_multiple_of(2) {
+        // The usual case: padded column 0 is index 0 of phase 0 (where odd
+        // source columns go from index 1 on), padded column w + 1 the last
+        // index of phase 1 (even columns).
+        *o = 0.0;
+        *e.add(ne) = 0.0;
+    } else {
+        clear(e, 0, even_at);
+        clear(e, even_at + ne, p);
+        clear(o, 0, odd_at);
+        clear(o, odd_at + no, p);
+    }
+}
+
 /// `U = G g Gᵀ` for every (output, input) channel pair, laid out
 /// `[16 ξ][⌈O/8⌉][C][8]` (zero-padded channels) so the GEMM broadcasts
 /// consecutive values. `w(o, c, k)` is tap `k = 3·ky + kx` of the filter.
