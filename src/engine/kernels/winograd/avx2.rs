@@ -3,7 +3,7 @@
 //! vectors. A vector is 8 tiles of one tile row (rows of 8k tiles) or two
 //! rows (4 tiles per row), so every load and store is a whole vector.
 //! Callers check every bound these rely on.
-use super::{Part, Rows, WinoGeom, OR, TB};
+use super::{Part, Rows, SliceWeights, SlicedPart, WinoGeom, OR, SLICE, TB};
 use crate::engine::kernels::direct_conv::Epilogue;
 use std::arch::x86_64::*;
 
@@ -126,13 +126,44 @@ pub(super) unsafe fn run_part(p: &Part, scratch: &mut [f32]) {
                 let ub = u.block(xi, ob, g.c);
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
                 let vb = vb0.add(xi * g.c * TB);
-                gemm(vb, ub, g.c, nt, mb);
+                gemm(vb, ub, g.c, nt, mb, false);
             }
             match kind {
                 ROW => output_transform::<ROW>(g, mbuf, ob, t0, nt, out, epi),
                 FOUR => output_transform::<FOUR>(g, mbuf, ob, t0, nt, out, epi),
                 _ => output_transform::<ANY>(g, mbuf, ob, t0, nt, out, epi),
             }
+        }
+    }
+}
+
+/// [`SlicedPart`] (see [`super::conv_image_4bit`]).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn run_sliced(p: &SlicedPart, scratch: &mut [f32], u_of: SliceWeights) {
+    let (g, out, epi) = (p.g, p.out, p.epi);
+    let kind = row_kind(g);
+    let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
+    let (t0, nt) = g.block_tiles(p.blk);
+    inputs_of_block(g, p.planes, t0, nt, vbuf);
+    let vb0 = vbuf.as_ptr();
+    for ob in p.obs.clone() {
+        let mut c0 = 0;
+        while c0 < g.c {
+            let c1 = (c0 + SLICE).min(g.c);
+            let us = u_of(ob, c0..c1);
+            // Later slices add to the earlier ones' products: the same
+            // multiply-adds in the same order as one pass over `c`.
+            for xi in 0..16 {
+                let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
+                let vb = vb0.add((xi * g.c + c0) * TB);
+                gemm(vb, us.add(xi * (c1 - c0) * OR), c1 - c0, nt, mb, c0 > 0);
+            }
+            c0 = c1;
+        }
+        match kind {
+            ROW => output_transform::<ROW>(g, mbuf, ob, t0, nt, out, epi),
+            FOUR => output_transform::<FOUR>(g, mbuf, ob, t0, nt, out, epi),
+            _ => output_transform::<ANY>(g, mbuf, ob, t0, nt, out, epi),
         }
     }
 }
@@ -226,14 +257,21 @@ unsafe fn input_transform<const KIND: u8>(
 }
 
 /// `M[r][tiles] = Σ_c U[c][r] · V[c][tiles]` for one ξ: 4 channels × 16
-/// tiles per register tile (8 accumulators of the 16 ymm registers).
+/// tiles per register tile (8 accumulators of the 16 ymm registers); with
+/// `add`, onto the `M` there (a later slice of channels).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn gemm(v: *const f32, u: *const f32, c: usize, nt: usize, m: *mut f32) {
+unsafe fn gemm(v: *const f32, u: *const f32, c: usize, nt: usize, m: *mut f32, add: bool) {
     for half in 0..OR / 4 {
         for pair in 0..nt / (2 * L8) {
             let col = pair * 2 * L8;
             let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            if add {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let row = m.add((half * 4 + r) * TB + col);
+                    *a = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(L8))];
+                }
+            }
             for ch in 0..c {
                 let x0 = _mm256_loadu_ps(v.add(ch * TB + col));
                 let x1 = _mm256_loadu_ps(v.add(ch * TB + col + L8));

@@ -2,7 +2,7 @@
 //! scheme): phase planes, the input transform, the GEMM register tiles and
 //! the output transform with the fused epilogue. Callers check every bound
 //! these rely on.
-use super::{Part, Rows, WinoGeom, LANES, OR, TB};
+use super::{Part, Rows, SliceWeights, SlicedPart, WinoGeom, LANES, OR, SLICE, TB};
 use crate::engine::kernels::direct_conv::Epilogue;
 
 /// The zero-padded input split by column parity: channel c, phase φ, padded
@@ -139,11 +139,11 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
                 let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
                 let vb = vb0.add(xi * g.c * TB);
                 if nt == TB {
-                    gemm_tile::<2>(vb, ub, g.c, mb);
+                    gemm_tile::<2>(vb, ub, g.c, mb, false);
                 } else if pair {
-                    gemm_pair(vb, ub, ub.add(g.c * OR), g.c, mb);
+                    gemm_pair(vb, ub, ub.add(g.c * OR), g.c, mb, false);
                 } else {
-                    gemm_tile::<1>(vb, ub, g.c, mb);
+                    gemm_tile::<1>(vb, ub, g.c, mb, false);
                 }
             }
             output_transform::<KIND>(g, mbuf, 0, ob, t0, nt, out, epi);
@@ -153,6 +153,61 @@ unsafe fn part_rows<const KIND: usize>(p: &Part, scratch: &mut [f32]) {
             }
             ob += 1;
         }
+    }
+}
+
+/// [`SlicedPart`] (see [`super::conv_image_4bit`]).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn run_sliced(p: &SlicedPart, scratch: &mut [f32], u_of: SliceWeights) {
+    match p.g.rows() {
+        Some(Rows::Wide) => sliced_rows::<0>(p, scratch, u_of),
+        Some(Rows::Eight) => sliced_rows::<1>(p, scratch, u_of),
+        Some(Rows::Four) => sliced_rows::<2>(p, scratch, u_of),
+        Some(Rows::Any) => sliced_rows::<3>(p, scratch, u_of),
+        None => unreachable!("checked by supported()"),
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn sliced_rows<const KIND: usize>(p: &SlicedPart, scratch: &mut [f32], u_of: SliceWeights) {
+    let (g, out, epi, obs) = (p.g, p.out, p.epi, &p.obs);
+    let (vbuf, mbuf) = scratch.split_at_mut(16 * g.c * TB);
+    let (t0, nt) = g.block_tiles(p.blk);
+    input_transform::<KIND>(g, p.planes, t0, nt, vbuf);
+    let vb0 = vbuf.as_ptr();
+    let mut ob = obs.start;
+    while ob < obs.end {
+        // One vector of tiles: two channel blocks at once, as in `part_rows`.
+        let pair = nt == LANES && ob + 1 < obs.end;
+        let mut c0 = 0;
+        while c0 < g.c {
+            let c1 = (c0 + SLICE).min(g.c);
+            let cq = c1 - c0;
+            let us = u_of(ob, c0..c1);
+            let us1 = if pair { u_of(ob + 1, c0..c1) } else { us };
+            // Products of later slices add to the earlier ones' in M: the
+            // same multiply-adds in the same order as one pass over `c`.
+            let add = c0 > 0;
+            for xi in 0..16 {
+                let mb = mbuf.as_mut_ptr().add(xi * OR * TB);
+                let vb = vb0.add((xi * g.c + c0) * TB);
+                let ub = us.add(xi * cq * OR);
+                if nt == TB {
+                    gemm_tile::<2>(vb, ub, cq, mb, add);
+                } else if pair {
+                    gemm_pair(vb, ub, us1.add(xi * cq * OR), cq, mb, add);
+                } else {
+                    gemm_tile::<1>(vb, ub, cq, mb, add);
+                }
+            }
+            c0 = c1;
+        }
+        output_transform::<KIND>(g, mbuf, 0, ob, t0, nt, out, epi);
+        if pair {
+            output_transform::<KIND>(g, mbuf, LANES, ob + 1, t0, nt, out, epi);
+            ob += 1;
+        }
+        ob += 1;
     }
 }
 
@@ -273,12 +328,26 @@ unsafe fn input_transform<const KIND: usize>(
 }
 
 /// `M[r][tiles] = Σ_c U[c][r] · V[c][tiles]` for 8 output channels and
-/// `NV` vectors of tiles, one ξ.
+/// `NV` vectors of tiles, one ξ; with `add`, onto the `M` there (a later
+/// slice of channels).
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn gemm_tile<const NV: usize>(v: *const f32, u: *const f32, c: usize, m: *mut f32) {
+unsafe fn gemm_tile<const NV: usize>(
+    v: *const f32,
+    u: *const f32,
+    c: usize,
+    m: *mut f32,
+    add: bool,
+) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); NV]; OR];
+    if add {
+        for (r, a) in acc.iter_mut().enumerate() {
+            for (k, x) in a.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(m.add(r * TB + k * LANES));
+            }
+        }
+    }
     for ch in 0..c {
         let x: [__m512; NV] = std::array::from_fn(|k| _mm512_loadu_ps(v.add(ch * TB + k * LANES)));
         let w = u.add(ch * OR);
@@ -300,9 +369,23 @@ unsafe fn gemm_tile<const NV: usize>(v: *const f32, u: *const f32, c: usize, m: 
 /// are stored one vector to the right of block `u0`'s.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn gemm_pair(v: *const f32, u0: *const f32, u1: *const f32, c: usize, m: *mut f32) {
+unsafe fn gemm_pair(
+    v: *const f32,
+    u0: *const f32,
+    u1: *const f32,
+    c: usize,
+    m: *mut f32,
+    add: bool,
+) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 2]; OR];
+    if add {
+        for (r, a) in acc.iter_mut().enumerate() {
+            for (k, x) in a.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(m.add(r * TB + k * LANES));
+            }
+        }
+    }
     for ch in 0..c {
         let x = _mm512_loadu_ps(v.add(ch * TB));
         let (w0, w1) = (u0.add(ch * OR), u1.add(ch * OR));
