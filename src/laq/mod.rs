@@ -1,5 +1,5 @@
 //! Label-aware quantization (ALGORITHMS.md §10): class-subset generation by
-//! inter-class distance. Features of the model under study ([D] the cheap
+//! inter-class distance. Features of the model under study (\[D\] the cheap
 //! option) → UMAP to 2-D (seeded) → a Gaussian per class → symmetrised KL
 //! between every pair → greedy subsets spanning the median-distance range.
 pub mod chart;

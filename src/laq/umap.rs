@@ -1,6 +1,6 @@
 //! UMAP to 2-D, following umap-learn 0.5's defaults (n_neighbors 15,
 //! min_dist 0.1 → a = 1.577, b = 0.8951, learning rate 1, negative sample
-//! rate 5, 200 epochs above 10,000 points and 500 below) with two [D] choices:
+//! rate 5, 200 epochs above 10,000 points and 500 below) with two \[D\] choices:
 //! exact kNN (from a GEMM; the data here is ≤ 50k points) and a seeded random
 //! initial layout in [−10, 10]² instead of the spectral one, so runs are
 //! reproducible and no eigen-solver is needed.

@@ -4,7 +4,7 @@
 //! computed exactly from the input Gram matrix, `‖(W_eff − W)X‖² =
 //! tr(E·H·Eᵀ)`, instead of re-running the convolution 20 times.
 //! The study's variant additionally multiplies the top 1 % input channels (by
-//! `s_X`) by `s_sal` and uses the symmetric `max|w|/2^{b−1}` grid ([D]).
+//! `s_X`) by `s_sal` and uses the symmetric `max|w|/2^{b−1}` grid (\[D\]).
 use crate::quant::grid::RowGrid;
 
 #[derive(Clone, Debug)]
@@ -148,7 +148,7 @@ pub fn awq(
     r
 }
 
-/// The Duke study's grid ([D] clamped, per channel): `Δ = max|w|/2^{b−1}`,
+/// The Duke study's grid (\[D\] clamped, per channel): `Δ = max|w|/2^{b−1}`,
 /// codes in `[−2^{b−1}, 2^{b−1}−1]`.
 pub fn seed_grid(row: &[f32], bits: u8) -> RowGrid {
     let half = (1u32 << (bits - 1)) as f32;

@@ -1,5 +1,5 @@
 //! Per-layer bit widths: uniform, the LAQ mixed presets "5+3" / "3+5" (split
-//! by cumulative parameter count, ALGORITHMS.md §8 [D]), "first and last at 8",
+//! by cumulative parameter count, ALGORITHMS.md §8 \[D\]), "first and last at 8",
 //! and explicit `name=bits` overrides.
 use crate::model::Graph;
 use crate::{Error, Result};

@@ -2,7 +2,7 @@
 //! picks among them. Each allocation costs a few forward or backward passes,
 //! against CoRa-O's hundreds of Adam steps.
 //!
-//! [D] Measured on held-out train images (ResNet-20, 3-bit RTN, 5/10/20 %
+//! \[D\] Measured on held-out train images (ResNet-20, 3-bit RTN, 5/10/20 %
 //! budgets) no single closed-form rule is best at every budget: residual
 //! energy and output energy win at small budgets, the reference's same-
 //! fraction rule (⌊C_in·β⌋) at 20 %, where it gives late layers large ranks.

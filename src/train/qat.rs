@@ -1,5 +1,5 @@
 //! Quantization-aware training set-up and finish: BN folded into the weights
-//! with frozen statistics from step 0 ([D], Jacob et al.), weights fake-
+//! with frozen statistics from step 0 (\[D\], Jacob et al.), weights fake-
 //! quantized per channel (`torch_sym`) at the bit map's widths, activations
 //! per tensor with EMA ranges when `act_bits` is set; afterwards the trained
 //! weights are quantized for real and packed like any post-training result.

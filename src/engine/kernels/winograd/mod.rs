@@ -593,7 +593,7 @@ const V_BYTES: usize = 512 * 1024;
 /// spinning team; 1 runs on the caller). Each part decodes and transforms
 /// only the output-channel blocks it computes:
 /// - A part of one tile block (8×8 maps, or a tile-block split) runs
-///   slice by slice of input channels ([`SlicedPart`]): each slice of
+///   slice by slice of input channels (`SlicedPart`): each slice of
 ///   weights is written to and read from L1. In 32 KB chunks of output
 ///   channels, the GEMM's pass over the inputs (64 KB on a 64-channel 8×8
 ///   map) evicted the chunk buffer before the next chunk was written, and
@@ -601,7 +601,7 @@ const V_BYTES: usize = 512 * 1024;
 ///   from 0.490 to 0.479 ms on AVX-512 (FP32 0.467), 0.912 to 0.888 ms on
 ///   AVX2 (FP32 0.858).
 /// - A part of several tile blocks transforms them once up front, then
-///   each chunk of weights that stays in L1 ([`CHUNK_BYTES`]) and runs it
+///   each chunk of weights that stays in L1 (`CHUNK_BYTES`) and runs it
 ///   against all of them. (A part whose weights fit one chunk, or whose
 ///   inputs would not stay in L2, runs as [`conv_image`] on its whole
 ///   transform.)
