@@ -742,11 +742,13 @@ fn f64_transform(o: usize, c: usize, w: impl Fn(usize, usize, usize) -> f64) -> 
 
 /// A single image with 4-bit weights (`conv_image_4bit`: each part decodes
 /// and transforms only its own channel blocks, in L1-sized chunks when they
-/// do not fit one) equals the kernel on the whole layer's transform bit for
-/// bit, on 1–3 threads and both ISAs: a one-tile-block map (split by
-/// channel blocks), many-block and odd maps, layers of one chunk and of
-/// several (with an odd channel count), and one streamed whole
-/// (`streams_weights`).
+/// do not fit one, or by 16-channel input slices when the part has one
+/// tile block) equals the kernel on the whole layer's transform bit for
+/// bit, on 1–3 threads and both ISAs: one-tile-block maps (split by
+/// channel blocks; one slice, several, an odd last one; odd and even
+/// counts of channel blocks), many-block and odd maps (a tile-block split
+/// leaves one block per part), layers of one chunk and of several, and one
+/// streamed whole (`streams_weights`).
 #[test]
 fn winograd_split_with_4_bit_weights_equals_one_thread() {
     use qscope::engine::kernels::direct_conv::{self, Epilogue as DEpi};

@@ -690,32 +690,33 @@ pub fn conv_image_4bit(
                                 epi: &epi,
                             };
                             sliced_on_isa(&this, &mut s, &mut u_of);
-                        }
-                        let mut ob = if sliced { obs.end } else { obs.start };
-                        while ob < obs.end {
-                            let end = if stream {
-                                (ob + chunk).min(obs.end)
-                            } else {
-                                obs.end
-                            };
-                            let nib = w.from_block(ob, g.c);
-                            let u = transform_nibbles_into(nib, (end - ob) * OR, g.c, &mut own);
-                            let this = Part {
-                                g,
-                                planes: &planes,
-                                u: UView {
-                                    u,
-                                    nob: end - ob,
-                                    base: ob,
-                                },
-                                out: shared.0,
-                                epi: &epi,
-                                blocks: blocks.clone(),
-                                obs: ob..end,
-                                v: if stream { Some(&v[..v_len]) } else { None },
-                            };
-                            part_on_isa(&this, &mut s);
-                            ob = end;
+                        } else {
+                            let mut ob = obs.start;
+                            while ob < obs.end {
+                                let end = if stream {
+                                    (ob + chunk).min(obs.end)
+                                } else {
+                                    obs.end
+                                };
+                                let nib = w.from_block(ob, g.c);
+                                let u = transform_nibbles_into(nib, (end - ob) * OR, g.c, &mut own);
+                                let this = Part {
+                                    g,
+                                    planes: &planes,
+                                    u: UView {
+                                        u,
+                                        nob: end - ob,
+                                        base: ob,
+                                    },
+                                    out: shared.0,
+                                    epi: &epi,
+                                    blocks: blocks.clone(),
+                                    obs: ob..end,
+                                    v: if stream { Some(&v[..v_len]) } else { None },
+                                };
+                                part_on_isa(&this, &mut s);
+                                ob = end;
+                            }
                         }
                     }
                     #[cfg(not(target_arch = "x86_64"))]
