@@ -520,6 +520,16 @@ enum Lhs<'a> {
     },
 }
 
+impl Lhs<'_> {
+    /// `dst = W·rhs` for this `rows × d` weight matrix.
+    fn gemm(self, rows: usize, d: usize, rhs: MatRef, dst: &mut [f32]) {
+        match self {
+            Lhs::F32(w) => sgemm(w, rhs, dst, false, 1),
+            Lhs::Codes { codes, step, lo } => codes_gemm((codes, step, lo), rows, d, rhs, dst),
+        }
+    }
+}
+
 /// Decoded 4-bit channels per GEMM call of one image: at most this many
 /// bytes of f32, so they are still in L2 when the GEMM reads them.
 const CODES_CHUNK_BYTES: usize = 512 * 1024;
@@ -686,12 +696,7 @@ fn compute_rows(
                 row_stride: s.h * s.w,
                 col_stride: 1,
             };
-            match wg {
-                Lhs::F32(wg) => sgemm(wg, rhs, dst_g, false, 1),
-                Lhs::Codes { codes, step, lo } => {
-                    codes_gemm((codes, step, lo), og, dcol, rhs, dst_g)
-                }
-            }
+            wg.gemm(og, dcol, rhs, dst_g);
         } else {
             COLUMNS.with(|cell| {
                 let mut col = cell.borrow_mut();
@@ -709,12 +714,7 @@ fn compute_rows(
                     &mut col,
                 );
                 let rhs = MatRef::row_major(&col[..dcol * cols], dcol, cols);
-                match wg {
-                    Lhs::F32(wg) => sgemm(wg, rhs, dst_g, false, 1),
-                    Lhs::Codes { codes, step, lo } => {
-                        codes_gemm((codes, step, lo), og, dcol, rhs, dst_g)
-                    }
-                }
+                wg.gemm(og, dcol, rhs, dst_g);
             });
         }
     }
