@@ -376,14 +376,26 @@ fn lowbit_weights<'a>(
         .as_deref()
 }
 
-/// The layout of conv `c`'s 4-bit codes: for the kernel that runs it.
+/// The layout of conv `c`'s 4-bit codes: for the kernel that decodes them
+/// (`w4_kernel`, as `conv_path` picks it).
 fn code_order(c: &ConvLayer) -> CodeOrder {
-    if runs_winograd(c) {
-        CodeOrder::Winograd
-    } else if (c.shape[2], c.shape[3], c.geom.stride.max(1)) == (1, 1, 1) && c.geom.groups <= 1 {
-        CodeOrder::Rows
-    } else {
-        CodeOrder::Direct
+    let direct = direct_available(c);
+    match w4_kernel(direct, direct && runs_winograd(c)) {
+        W4Kernel::Winograd => CodeOrder::Winograd,
+        W4Kernel::Direct => CodeOrder::Direct,
+        W4Kernel::Gemm => CodeOrder::Rows,
+    }
+}
+
+/// The kernel that decodes a 4-bit layer's codes, given whether the direct
+/// and the Winograd kernels run it: 1×1 stride-1 layers decode them for the
+/// GEMM the f32 model runs; the others run the kernel an f32 model would,
+/// reading codes.
+fn w4_kernel(direct: bool, winograd: bool) -> W4Kernel {
+    match (winograd, direct) {
+        (true, _) => W4Kernel::Winograd,
+        (_, true) => W4Kernel::Direct,
+        _ => W4Kernel::Gemm,
     }
 }
 
@@ -444,16 +456,9 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
             _ => ConvPath::SimW8A8,
         };
     }
-    // 1×1 stride-1 layers decode their codes for the GEMM the f32 model
-    // runs; the others run the kernels an f32 model would, reading codes.
-    let kernel = match (winograd, direct) {
-        (true, _) => W4Kernel::Winograd,
-        (_, true) => W4Kernel::Direct,
-        _ => W4Kernel::Gemm,
-    };
     let decodable = crate::engine::kernels::direct_conv::available() && c.geom.groups <= 1;
     if decodable && lowbit_weights(f, c).is_some() {
-        return ConvPath::W4(kernel);
+        return ConvPath::W4(w4_kernel(direct, winograd));
     }
     fp32
 }
