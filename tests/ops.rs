@@ -268,6 +268,50 @@ fn results_do_not_depend_on_thread_count() {
     assert_eq!(run(1), run(4));
 }
 
+/// A split int8 image is quantized group by group by all parts
+/// (`qconv::split_image`): a partial last channel group, stride 2 (the
+/// column split) and more parts than some layers have groups, on 1–3
+/// threads, equal one thread bit for bit.
+#[test]
+fn int8_split_quantizes_the_input_in_parts_exactly() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
+    let mut rng = Rng::new(11);
+    for (c, o, s, stride) in [(18, 40, 48, 2), (5, 24, 96, 1), (64, 64, 16, 1)] {
+        let x = random_input(1, c, s, 7);
+        let ho = s / stride;
+        let res = random_input(1, o, ho, 8);
+        let codes: Vec<i8> = (0..o * c * 9)
+            .map(|_| (rng.below(255) as i32 - 127) as i8)
+            .collect();
+        let w8 = Int8Weights::new(&codes, vec![0.01; o], [o, c, 3, 3]);
+        assert!(o * ho * ho * c * 9 >= 1_000_000, "too small to be split");
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("pool")
+                .install(|| {
+                    conv2d_int8(
+                        &x,
+                        &w8,
+                        ConvGeom::new(stride, 1),
+                        0.05,
+                        None,
+                        Some(&res),
+                        true,
+                        None,
+                    )
+                    .expect("int8")
+                })
+        };
+        let one = run(1);
+        for t in [2, 3, 2, 3] {
+            assert!(run(t) == one, "c {c}, stride {stride}: {t} threads differ");
+        }
+    }
+}
+
 #[test]
 fn batch_one_split_over_the_spinning_team_equals_one_thread() {
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());

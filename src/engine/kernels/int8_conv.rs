@@ -186,12 +186,97 @@ const PAD_WORD: u32 = 0x8080_8080;
 /// phase-split layout (`buf` has `input_words()·4` bytes). Rows of four
 /// channels are quantized into words in one vectorized pass, then placed.
 pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was detected just above.
-        return unsafe { quantize_image_avx512(g, img, scale, buf) };
+    let gw = g.unit_len();
+    let (units, tail) = buf.split_at_mut(g.groups() * gw);
+    tail.fill(PAD_WORD);
+    with_scratch(g, |mut s| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected just above.
+            return unsafe { quantize_units_avx512(g, img, scale, units, s) };
+        }
+        for (cg, unit) in units.chunks_exact_mut(gw).enumerate() {
+            quantize_group_body::<false>(g, img, scale, cg, unit, s.reborrow());
+        }
+    })
+}
+
+/// Every group of `quantize_image` in one AVX-512 function (a dispatch
+/// per group cost 1 % of an int8 pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_units_avx512(
+    g: &Geometry,
+    img: &[f32],
+    scale: f32,
+    units: &mut [u32],
+    mut s: Scratch,
+) {
+    for (cg, unit) in units.chunks_exact_mut(g.unit_len()).enumerate() {
+        quantize_group_body::<true>(g, img, scale, cg, unit, s.reborrow());
     }
-    quantize_image_body::<false>(g, img, scale, buf)
+}
+
+/// Runs `f` with this thread's row buffers for `g`.
+fn with_scratch<R>(g: &Geometry, f: impl FnOnce(Scratch) -> R) -> R {
+    ROW_SCRATCH.with(|cell| {
+        let (zeros, words) = &mut *cell.borrow_mut();
+        if zeros.len() < g.w {
+            zeros.resize(g.w, 0.0);
+            words.resize(g.w, 0);
+        }
+        f(Scratch {
+            zeros: &zeros[..g.w],
+            words: &mut words[..g.w],
+        })
+    })
+}
+
+/// Words past the last group's unit (the junk tail of the last tile):
+/// `quantize_image` fills them; a caller quantizing group by group
+/// ([`quantize_group`]) fills them itself.
+pub fn fill_tail(g: &Geometry, buf: &mut [u32]) {
+    buf[g.groups() * g.unit_len()..].fill(PAD_WORD);
+}
+
+/// Channel group `cg` (channels `4·cg ..`) of `quantize_image` into its
+/// unit `unit` (`buf[cg·unit_len ..][..unit_len]`), padding included:
+/// groups can be quantized by different threads.
+pub fn quantize_group(g: &Geometry, img: &[f32], scale: f32, cg: usize, unit: &mut [u32]) {
+    assert!(
+        unit.len() == g.unit_len() && cg < g.groups(),
+        "int8 conv: input unit size"
+    );
+    with_scratch(g, |s| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected just above.
+            return unsafe { quantize_group_avx512(g, img, scale, cg, unit, s) };
+        }
+        quantize_group_body::<false>(g, img, scale, cg, unit, s)
+    })
+}
+
+thread_local! {
+    static ROW_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Row buffers of [`quantize_group`], `g.w` long: a row's words before
+/// a strided split, and zeros for channels past `c`. Reused: allocating
+/// them per group cost 3 % of an int8 pass.
+struct Scratch<'a> {
+    zeros: &'a [f32],
+    words: &'a mut [u32],
+}
+
+impl Scratch<'_> {
+    fn reborrow(&mut self) -> Scratch<'_> {
+        Scratch {
+            zeros: self.zeros,
+            words: &mut *self.words,
+        }
+    }
 }
 
 /// The body compiled for AVX-512: the padding fill, row quantization and
@@ -199,79 +284,84 @@ pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
 /// scalar split they took 6 % of an int8 pass).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn quantize_image_avx512(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
-    quantize_image_body::<true>(g, img, scale, buf)
+unsafe fn quantize_group_avx512(
+    g: &Geometry,
+    img: &[f32],
+    scale: f32,
+    cg: usize,
+    unit: &mut [u32],
+    s: Scratch,
+) {
+    quantize_group_body::<true>(g, img, scale, cg, unit, s)
 }
 
 #[inline(always)]
-fn quantize_image_body<const AVX512: bool>(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
+fn quantize_group_body<const AVX512: bool>(
+    g: &Geometry,
+    img: &[f32],
+    scale: f32,
+    cg: usize,
+    unit: &mut [u32],
+    Scratch { zeros, words }: Scratch,
+) {
     let s = g.stride.max(1);
-    let gw = g.unit_len();
     if s == 1 {
-        // Only what the rows leave: pad rows, pad columns, the tail slack.
+        // Only what the rows leave: pad rows, pad columns.
         let (hq, wq) = g.phase();
-        for cg in 0..g.groups() {
-            let unit = &mut buf[cg * gw..(cg + 1) * gw];
-            unit[..g.pad * wq].fill(PAD_WORD);
-            unit[(g.pad + g.h) * wq..hq * wq].fill(PAD_WORD);
-            for py in g.pad..g.pad + g.h {
-                let row = &mut unit[py * wq..(py + 1) * wq];
-                // Paired stores, not two memset calls per row (5 % of a pass).
-                for i in 0..g.pad {
-                    row[i] = PAD_WORD;
-                    row[g.pad + g.w + i] = PAD_WORD;
-                }
+        unit[..g.pad * wq].fill(PAD_WORD);
+        unit[(g.pad + g.h) * wq..hq * wq].fill(PAD_WORD);
+        for py in g.pad..g.pad + g.h {
+            let row = &mut unit[py * wq..(py + 1) * wq];
+            // Paired stores, not two memset calls per row (5 % of a pass).
+            for i in 0..g.pad {
+                row[i] = PAD_WORD;
+                row[g.pad + g.w + i] = PAD_WORD;
             }
         }
-        buf[g.groups() * gw..].fill(PAD_WORD);
     } else {
-        buf.fill(PAD_WORD);
+        unit.fill(PAD_WORD);
     }
     let inv = 1.0 / scale;
-    let zeros = vec![0f32; g.w];
-    let mut words = vec![0u32; g.w];
-    for cg in 0..g.groups() {
-        for y in 0..g.h {
-            let rows: [&[f32]; 4] = std::array::from_fn(|k| {
-                let ch = 4 * cg + k;
-                if ch < g.c {
-                    &img[(ch * g.h + y) * g.w..][..g.w]
-                } else {
-                    &zeros[..]
-                }
-            });
-            let py = y + g.pad;
-            let base = cg * gw + g.row_base(py);
-            let quantize = |rows, out: &mut [u32]| {
-                #[cfg(target_arch = "x86_64")]
-                if AVX512 {
-                    // SAFETY: AVX512 is only set by `quantize_image_avx512`.
-                    return unsafe { quantize_words_avx512(rows, inv, out) };
-                }
-                quantize_words(rows, inv, out)
-            };
-            if s == 1 {
-                quantize(rows, &mut buf[base + g.pad..][..g.w]);
-                continue;
+    for y in 0..g.h {
+        let rows: [&[f32]; 4] = std::array::from_fn(|k| {
+            let ch = 4 * cg + k;
+            if ch < g.c {
+                &img[(ch * g.h + y) * g.w..][..g.w]
+            } else {
+                zeros
             }
-            quantize(rows, &mut words);
+        });
+        let py = y + g.pad;
+        let base = g.row_base(py);
+        let quantize = |rows, out: &mut [u32]| {
             #[cfg(target_arch = "x86_64")]
-            if AVX512 && s == 2 {
-                let phase_of = |x: usize| base + g.col_offset(x + g.pad);
-                let (e, o) = (phase_of(0), phase_of(1));
-                let (ne, no) = (g.w.div_ceil(2), g.w / 2);
-                assert!(e + ne <= buf.len() && o + no <= buf.len() && e.abs_diff(o) >= ne.max(no));
-                // SAFETY: AVX-512 (see above); both runs inside `buf`, disjoint (asserted).
-                unsafe {
-                    let p = buf.as_mut_ptr();
-                    super::conv_geometry::deinterleave2_avx512(&words, p.add(e), p.add(o));
-                }
-                continue;
+            if AVX512 {
+                // SAFETY: AVX512 is only set by `quantize_group_avx512`.
+                return unsafe { quantize_words_avx512(rows, inv, out) };
             }
-            for (x, &w) in words.iter().enumerate() {
-                let px = x + g.pad;
-                buf[base + g.col_offset(px)] = w;
+            quantize_words(rows, inv, out)
+        };
+        if s == 1 {
+            quantize(rows, &mut unit[base + g.pad..][..g.w]);
+            continue;
+        }
+        quantize(rows, words);
+        #[cfg(target_arch = "x86_64")]
+        if AVX512 && s == 2 {
+            let phase_of = |x: usize| base + g.col_offset(x + g.pad);
+            let (e, o) = (phase_of(0), phase_of(1));
+            let (ne, no) = (g.w.div_ceil(2), g.w / 2);
+            assert!(e + ne <= unit.len() && o + no <= unit.len() && e.abs_diff(o) >= ne.max(no));
+            // SAFETY: AVX-512 (see above); both runs inside `unit`, disjoint (asserted).
+            unsafe {
+                let p = unit.as_mut_ptr();
+                super::conv_geometry::deinterleave2_avx512(words, p.add(e), p.add(o));
             }
+            continue;
+        }
+        for (x, &w) in words.iter().enumerate() {
+            let px = x + g.pad;
+            unit[base + g.col_offset(px)] = w;
         }
     }
 }

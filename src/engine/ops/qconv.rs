@@ -7,6 +7,7 @@ use crate::engine::ops::ConvGeom;
 use crate::engine::tensor::{contiguous, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A conv's weights as int8 codes, packed for the kernel.
 #[derive(Clone, Debug)]
@@ -150,10 +151,12 @@ pub fn conv2d_int8(
     let threads = crate::engine::threads();
     // As in the f32 path: small layers at batch 1 stay on one thread.
     let small = o * plane * c * kh * kw < 8_000_000;
-    // int8 layers are ~4× quicker than f32 ones, so a batch-1 split over
-    // the spinning team pays off only from ~4× the f32 size (measured: the
-    // 2.4 M-MAC layers of ResNet-20 ran 0.33 → 0.42 ms per image when split).
-    let split = if n == 1 && threads > 1 && o * plane * c * kh * kw >= 4_000_000 {
+    // Batch 1 splits from 1 M MACs (every 3×3 layer of the CIFAR ResNets),
+    // with the input quantized by all parts (`split_image`). Quantizing on
+    // the caller first, the split saved little, and from 4 M only it never
+    // ran: W8A8 ResNet-20 on 2 threads took 0.25 ms, as on 1 (AMD Zen 4);
+    // now 0.18 ms.
+    let split = if n == 1 && threads > 1 && o * plane * c * kh * kw >= 1_000_000 {
         threads.min(o.div_ceil(OB))
     } else if n >= threads || small {
         1
@@ -161,61 +164,66 @@ pub fn conv2d_int8(
         threads.div_ceil(n)
     };
     let per_part = o.div_ceil(OB).div_ceil(split).max(1) * OB;
+    // Output channels `k·per_part ..` of image `b` into `dst`.
+    let run = |b: usize, k: usize, dst: &mut [f32], xq: &[u32]| {
+        let o0 = k * per_part;
+        let sub = Geometry {
+            o: dst.len() / plane,
+            ..g
+        };
+        let epi = int8_conv::Epilogue {
+            comp: &w.comp[o0..],
+            mult: &mult[o0..],
+            bias: bias.map(|b| &b[o0..]),
+            residual: res.as_ref().map(|r| &r[b * per_out + o0 * plane..]),
+            relu,
+        };
+        TILE.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.len() < sub.tile_len() {
+                t.resize(sub.tile_len(), 0);
+            }
+            int8_conv::conv_image(
+                &sub,
+                xq,
+                &words[o0 / OB * d * OB * per_group..],
+                &offsets,
+                dst,
+                &mut t,
+                epi,
+                kernel,
+            );
+        });
+    };
+    if split > 1 && n == 1 {
+        INPUT.with(|cell| {
+            split_image(
+                &g,
+                &xs,
+                act_scale,
+                &mut cell.borrow_mut(),
+                out_slice,
+                per_part * plane,
+                threads,
+                &|k, dst, xq| run(0, k, dst, xq),
+            )
+        });
+        return Ok(out);
+    }
     let image = |b: usize, img_out: &mut [f32], xq: &mut Vec<u32>| {
         xq.resize(g.input_words(), 0);
         int8_conv::quantize_image(&g, &xs[b * per_in..(b + 1) * per_in], act_scale, xq);
         let xq = &xq[..];
-        {
-            let run = |(k, dst): (usize, &mut [f32])| {
-                let o0 = k * per_part;
-                let sub = Geometry {
-                    o: dst.len() / plane,
-                    ..g
-                };
-                let epi = int8_conv::Epilogue {
-                    comp: &w.comp[o0..],
-                    mult: &mult[o0..],
-                    bias: bias.map(|b| &b[o0..]),
-                    residual: res.as_ref().map(|r| &r[b * per_out + o0 * plane..]),
-                    relu,
-                };
-                TILE.with(|t| {
-                    let mut t = t.borrow_mut();
-                    if t.len() < sub.tile_len() {
-                        t.resize(sub.tile_len(), 0);
-                    }
-                    int8_conv::conv_image(
-                        &sub,
-                        xq,
-                        &words[o0 / OB * d * OB * per_group..],
-                        &offsets,
-                        dst,
-                        &mut t,
-                        epi,
-                        kernel,
-                    );
-                });
-            };
-            if split > 1 && n == 1 {
-                let parts: Vec<std::sync::Mutex<&mut [f32]>> = img_out
-                    .chunks_mut(per_part * plane)
-                    .map(std::sync::Mutex::new)
-                    .collect();
-                crate::engine::team::run(parts.len(), threads, &|k| {
-                    let mut dst = parts[k].lock().unwrap_or_else(|e| e.into_inner());
-                    run((k, &mut dst));
-                });
-            } else if split > 1 {
-                img_out
-                    .par_chunks_mut(per_part * plane)
-                    .enumerate()
-                    .for_each(run);
-            } else {
-                run((0, img_out));
-            }
+        if split > 1 {
+            img_out
+                .par_chunks_mut(per_part * plane)
+                .enumerate()
+                .for_each(|(k, dst)| run(b, k, dst, xq));
+        } else {
+            run(b, 0, img_out, xq);
         }
     };
-    if split > 1 && n > 1 {
+    if split > 1 {
         // Nested parallelism: a thread waiting on its channel blocks may
         // steal another image, so the input buffer cannot be thread-local.
         out_slice
@@ -229,4 +237,78 @@ pub fn conv2d_int8(
             .for_each(|(b, dst)| INPUT.with(|cell| image(b, dst, &mut cell.borrow_mut())));
     }
     Ok(out)
+}
+
+/// The quantized input, shared by the parts of one split image.
+struct SharedWords(*mut u32, usize);
+// SAFETY: parts write disjoint units (each claimed by one part), and read
+// the whole only after every unit is written (see `split_image`).
+unsafe impl Sync for SharedWords {}
+
+/// Marks a failed part, so the others stop waiting for its groups.
+struct FailFlag<'a>(&'a AtomicBool);
+impl Drop for FailFlag<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// One image split over the spinning team by output channels (`out` in
+/// chunks of `chunk`), in one team call: every part first quantizes channel
+/// groups of the input (its own share first, then any group no part has
+/// claimed yet), waits until all groups are written, then computes its
+/// channels with `run(part, out chunk, quantized input)`. Quantizing on the
+/// caller alone before the split left the other core idle for 1.4–2.1 µs
+/// per ResNet-20 layer. A part waits only for groups other parts have
+/// claimed and are quantizing, so a team that runs the parts one after the
+/// other (busy with another caller) still finishes.
+#[allow(clippy::too_many_arguments)]
+fn split_image(
+    g: &Geometry,
+    img: &[f32],
+    act_scale: f32,
+    xq: &mut Vec<u32>,
+    out: &mut [f32],
+    chunk: usize,
+    threads: usize,
+    run: &(dyn Fn(usize, &mut [f32], &[u32]) + Sync),
+) {
+    xq.resize(g.input_words(), 0);
+    int8_conv::fill_tail(g, xq);
+    let (gw, groups) = (g.unit_len(), g.groups());
+    let shared = SharedWords(xq.as_mut_ptr(), xq.len());
+    let claimed: Vec<AtomicBool> = (0..groups).map(|_| AtomicBool::new(false)).collect();
+    let (done, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let parts: Vec<std::sync::Mutex<&mut [f32]>> =
+        out.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
+    let np = parts.len();
+    crate::engine::team::run(np, threads, &|k| {
+        #[allow(clippy::redundant_locals)]
+        let shared = &shared;
+        let _guard = FailFlag(&failed);
+        for cg in (k * groups / np..(k + 1) * groups / np).chain(0..groups) {
+            if !claimed[cg].swap(true, Ordering::Relaxed) {
+                // SAFETY: the claim makes this part the unit's only writer;
+                // units are disjoint and inside `xq` (`input_words()`), and
+                // nobody reads them before `done` counts every group.
+                let unit = unsafe { std::slice::from_raw_parts_mut(shared.0.add(cg * gw), gw) };
+                int8_conv::quantize_group(g, img, act_scale, cg, unit);
+                done.fetch_add(1, Ordering::Release);
+            }
+        }
+        // Every group is claimed by a part that is writing it now.
+        while done.load(Ordering::Acquire) < groups {
+            if failed.load(Ordering::Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        // SAFETY: every unit's writes happened before the Acquire load that
+        // saw `done == groups`; nothing writes `xq` any more in this call.
+        let xq = unsafe { std::slice::from_raw_parts(shared.0, shared.1) };
+        let mut dst = parts[k].lock().unwrap_or_else(|e| e.into_inner());
+        run(k, &mut dst, xq);
+    });
 }
