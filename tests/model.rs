@@ -43,6 +43,15 @@ fn folding_batchnorm_and_fusing_preserve_outputs() {
             !fused.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm(_))),
             "every BN follows a conv and folds"
         );
+        // Option-A shortcuts come after conv2 in the checkpoint's order;
+        // they move before it so the add and ReLU still fuse.
+        assert!(
+            !fused
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::BatchNorm(_) | Op::Add | Op::Relu)),
+            "{sc:?}: every add and ReLU fuses into a conv"
+        );
         for batch in [1, 5] {
             let x = random_input(batch, 3, 32, 4);
             let a = forward(&g, x.clone()).expect("plain");

@@ -65,7 +65,7 @@ impl Tensors {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Shortcut {
     /// akamaster: parameter-free option A, classifier `linear`.
     OptionA,

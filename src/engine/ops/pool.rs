@@ -95,11 +95,15 @@ pub fn avg_pool(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor, Stri
 pub fn global_avg_pool(x: &Tensor) -> Tensor {
     let (n, c, h, w) = x.dim();
     let area = (h * w).max(1) as f32;
-    let mut out = Tensor::zeros((n, c, 1, 1));
-    for b in 0..n {
-        for ch in 0..c {
-            out[[b, ch, 0, 0]] = x.slice(ndarray::s![b, ch, .., ..]).sum() / area;
-        }
+    if h * w == 0 {
+        return Tensor::zeros((n, c, 1, 1));
     }
-    out
+    // Each plane summed as ndarray sums a contiguous slice (the same
+    // eightfold unrolled order as before), without building an ndarray
+    // slice per plane: that took 3 µs of ResNet-20's batch-1 pass.
+    let sums = crate::engine::tensor::contiguous(x)
+        .chunks_exact(h * w)
+        .map(|plane| ndarray::ArrayView1::from(plane).sum() / area)
+        .collect();
+    Tensor::from_shape_vec((n, c, 1, 1), sums).expect("one value per plane")
 }

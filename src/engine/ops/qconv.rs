@@ -239,6 +239,9 @@ pub fn conv2d_int8(
     Ok(out)
 }
 
+/// Computes part `k`'s output channels into its chunk from the quantized input.
+type PartFn<'a> = &'a (dyn Fn(usize, &mut [f32], &[u32]) + Sync);
+
 /// The quantized input, shared by the parts of one split image.
 struct SharedWords(*mut u32, usize);
 // SAFETY: parts write disjoint units (each claimed by one part), and read
@@ -273,7 +276,7 @@ fn split_image(
     out: &mut [f32],
     chunk: usize,
     threads: usize,
-    run: &(dyn Fn(usize, &mut [f32], &[u32]) + Sync),
+    run: PartFn,
 ) {
     xq.resize(g.input_words(), 0);
     int8_conv::fill_tail(g, xq);
