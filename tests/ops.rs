@@ -177,6 +177,27 @@ fn linear_pools_and_shortcut_match_direct_loops() {
     assert_eq!(sc[[0, 1, 1, 2]], x[[0, 0, 2, 4]]);
     assert_eq!(sc[[2, 6, 2, 0]], x[[2, 5, 4, 0]]);
     assert_eq!(sc[[2, 8, 0, 0]], 0.0);
+    // Every element against the definition, on odd and unequal sizes.
+    for (h, w, stride) in [(5, 7, 2), (6, 5, 3), (4, 4, 1)] {
+        let x = random_input(2, 3, 1, 4)
+            .broadcast((2, 3, h, w))
+            .expect("b")
+            .to_owned()
+            + &Tensor::from_shape_fn((2, 3, h, w), |(b, c, y, z)| {
+                (b * 1000 + c * 100 + y * 10 + z) as f32
+            });
+        let sc = ops::shortcut_pad(&x, stride, 2, 1);
+        let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+        assert_eq!(sc.dim(), (2, 6, ho, wo));
+        for ((b, c, y, z), &v) in sc.indexed_iter() {
+            let want = if (2..5).contains(&c) {
+                x[[b, c - 2, y * stride, z * stride]]
+            } else {
+                0.0
+            };
+            assert_eq!(v, want, "{h}x{w} stride {stride} at {:?}", (b, c, y, z));
+        }
+    }
 }
 
 /// Max and average pooling against the window loop they replace, over
