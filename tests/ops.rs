@@ -264,6 +264,15 @@ fn pools_match_a_naive_window_loop() {
     assert!(ap.iter().all(|&v| v == 0.0));
 }
 
+/// `f` on a rayon pool of `t` threads.
+fn on_threads<R: Send>(t: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,20 +280,16 @@ fn results_do_not_depend_on_thread_count() {
     let mut rng = Rng::new(8);
     let w: Vec<f32> = (0..16 * 8 * 9).map(|_| rng.normal() as f32).collect();
     let run = |t: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .expect("pool")
-            .install(|| {
-                ops::conv2d(
-                    &x,
-                    &w,
-                    [16, 8, 3, 3],
-                    ConvGeom::new(1, 1),
-                    Epilogue::default(),
-                )
-                .expect("conv")
-            })
+        on_threads(t, || {
+            ops::conv2d(
+                &x,
+                &w,
+                [16, 8, 3, 3],
+                ConvGeom::new(1, 1),
+                Epilogue::default(),
+            )
+            .expect("conv")
+        })
     };
     assert_eq!(run(1), run(4));
 }
@@ -308,23 +313,19 @@ fn int8_split_quantizes_the_input_in_parts_exactly() {
         let w8 = Int8Weights::new(&codes, vec![0.01; o], [o, c, 3, 3]);
         assert!(o * ho * ho * c * 9 >= 1_000_000, "too small to be split");
         let run = |t: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .expect("pool")
-                .install(|| {
-                    conv2d_int8(
-                        &x,
-                        &w8,
-                        ConvGeom::new(stride, 1),
-                        0.05,
-                        None,
-                        Some(&res),
-                        true,
-                        None,
-                    )
-                    .expect("int8")
-                })
+            on_threads(t, || {
+                conv2d_int8(
+                    &x,
+                    &w8,
+                    ConvGeom::new(stride, 1),
+                    0.05,
+                    None,
+                    Some(&res),
+                    true,
+                    None,
+                )
+                .expect("int8")
+            })
         };
         let one = run(1);
         for t in [2, 3, 2, 3] {
@@ -349,30 +350,26 @@ fn batch_one_split_over_the_spinning_team_equals_one_thread() {
         .collect();
     let w8 = Int8Weights::new(&codes, vec![0.01; o], [o, c, 3, 3]);
     let run = |t: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .expect("pool")
-            .install(|| {
-                let epi = Epilogue {
-                    bias: None,
-                    residual: Some(&res),
-                    relu: true,
-                };
-                let f = ops::conv2d(&x, &w, [o, c, 3, 3], ConvGeom::new(1, 1), epi).expect("conv");
-                let q = conv2d_int8(
-                    &x,
-                    &w8,
-                    ConvGeom::new(1, 1),
-                    0.05,
-                    None,
-                    Some(&res),
-                    true,
-                    None,
-                )
-                .expect("int8");
-                (f, q)
-            })
+        on_threads(t, || {
+            let epi = Epilogue {
+                bias: None,
+                residual: Some(&res),
+                relu: true,
+            };
+            let f = ops::conv2d(&x, &w, [o, c, 3, 3], ConvGeom::new(1, 1), epi).expect("conv");
+            let q = conv2d_int8(
+                &x,
+                &w8,
+                ConvGeom::new(1, 1),
+                0.05,
+                None,
+                Some(&res),
+                true,
+                None,
+            )
+            .expect("int8");
+            (f, q)
+        })
     };
     let one = run(1);
     for _ in 0..20 {
