@@ -186,50 +186,9 @@ const PAD_WORD: u32 = 0x8080_8080;
 /// phase-split layout (`buf` has `input_words()·4` bytes). Rows of four
 /// channels are quantized into words in one vectorized pass, then placed.
 pub fn quantize_image(g: &Geometry, img: &[f32], scale: f32, buf: &mut [u32]) {
-    let gw = g.unit_len();
-    let (units, tail) = buf.split_at_mut(g.groups() * gw);
+    let (units, tail) = buf.split_at_mut(g.groups() * g.unit_len());
     tail.fill(PAD_WORD);
-    with_scratch(g, |mut s| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was detected just above.
-            return unsafe { quantize_units_avx512(g, img, scale, units, s) };
-        }
-        for (cg, unit) in units.chunks_exact_mut(gw).enumerate() {
-            quantize_group_body::<false>(g, img, scale, cg, unit, s.reborrow());
-        }
-    })
-}
-
-/// Every group of `quantize_image` in one AVX-512 function, not a
-/// feature check and call per group.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn quantize_units_avx512(
-    g: &Geometry,
-    img: &[f32],
-    scale: f32,
-    units: &mut [u32],
-    mut s: Scratch,
-) {
-    for (cg, unit) in units.chunks_exact_mut(g.unit_len()).enumerate() {
-        quantize_group_body::<true>(g, img, scale, cg, unit, s.reborrow());
-    }
-}
-
-/// Runs `f` with this thread's row buffers for `g`.
-fn with_scratch<R>(g: &Geometry, f: impl FnOnce(Scratch) -> R) -> R {
-    ROW_SCRATCH.with(|cell| {
-        let (zeros, words) = &mut *cell.borrow_mut();
-        if zeros.len() < g.w {
-            zeros.resize(g.w, 0.0);
-            words.resize(g.w, 0);
-        }
-        f(Scratch {
-            zeros: &zeros[..g.w],
-            words: &mut words[..g.w],
-        })
-    })
+    quantize_units(g, img, scale, 0, units);
 }
 
 /// Words past the last group's unit (the junk tail of the last tile):
@@ -247,14 +206,49 @@ pub fn quantize_group(g: &Geometry, img: &[f32], scale: f32, cg: usize, unit: &m
         unit.len() == g.unit_len() && cg < g.groups(),
         "int8 conv: input unit size"
     );
-    with_scratch(g, |s| {
+    quantize_units(g, img, scale, cg, unit);
+}
+
+/// Groups `first ..` into `units` (whole units, one per group), with this
+/// thread's row buffers and one feature check for all of them.
+fn quantize_units(g: &Geometry, img: &[f32], scale: f32, first: usize, units: &mut [u32]) {
+    ROW_SCRATCH.with(|cell| {
+        let (zeros, words) = &mut *cell.borrow_mut();
+        if zeros.len() < g.w {
+            zeros.resize(g.w, 0.0);
+            words.resize(g.w, 0);
+        }
+        let mut s = Scratch {
+            zeros: &zeros[..g.w],
+            words: &mut words[..g.w],
+        };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the feature was detected just above.
-            return unsafe { quantize_group_avx512(g, img, scale, cg, unit, s) };
+            return unsafe { quantize_units_avx512(g, img, scale, first, units, s) };
         }
-        quantize_group_body::<false>(g, img, scale, cg, unit, s)
+        for (k, unit) in units.chunks_exact_mut(g.unit_len()).enumerate() {
+            quantize_group_body::<false>(g, img, scale, first + k, unit, s.reborrow());
+        }
     })
+}
+
+/// `quantize_units` compiled for AVX-512: the padding fill, row
+/// quantization and stride-2 column split inline and vectorize (as
+/// separate calls with a scalar split they took 6 % of an int8 pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_units_avx512(
+    g: &Geometry,
+    img: &[f32],
+    scale: f32,
+    first: usize,
+    units: &mut [u32],
+    mut s: Scratch,
+) {
+    for (k, unit) in units.chunks_exact_mut(g.unit_len()).enumerate() {
+        quantize_group_body::<true>(g, img, scale, first + k, unit, s.reborrow());
+    }
 }
 
 thread_local! {
@@ -262,7 +256,7 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Row buffers of [`quantize_group`], `g.w` long: a row's words before
+/// Row buffers of [`quantize_units`], `g.w` long: a row's words before
 /// a strided split, and zeros for channels past `c`. Kept per thread, so
 /// quantizing group by group allocates nothing.
 struct Scratch<'a> {
@@ -277,22 +271,6 @@ impl Scratch<'_> {
             words: &mut *self.words,
         }
     }
-}
-
-/// The body compiled for AVX-512: the padding fill, row quantization and
-/// stride-2 column split inline and vectorize (as separate calls with a
-/// scalar split they took 6 % of an int8 pass).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn quantize_group_avx512(
-    g: &Geometry,
-    img: &[f32],
-    scale: f32,
-    cg: usize,
-    unit: &mut [u32],
-    s: Scratch,
-) {
-    quantize_group_body::<true>(g, img, scale, cg, unit, s)
 }
 
 #[inline(always)]
@@ -336,7 +314,7 @@ fn quantize_group_body<const AVX512: bool>(
         let quantize = |rows, out: &mut [u32]| {
             #[cfg(target_arch = "x86_64")]
             if AVX512 {
-                // SAFETY: AVX512 is only set by `quantize_group_avx512`.
+                // SAFETY: AVX512 is only set by `quantize_units_avx512`.
                 return unsafe { quantize_words_avx512(rows, inv, out) };
             }
             quantize_words(rows, inv, out)
