@@ -353,3 +353,87 @@ fn simulated_activation_quantizer_rounds_ties_to_even() {
         assert!(*g == want, "{v}: {g} vs {want}");
     }
 }
+
+fn on_threads<R: Send>(t: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
+/// The integer Winograd kernel (3×3 stride-1 layers on AVX2-only CPUs)
+/// must give the direct kernel's accumulators, so the same floats: every
+/// tile layout (rows of 16 and 8 tiles, two rows of 4, gathered odd
+/// sizes), padding 0–2, odd channel counts, a partial output block, the
+/// team split of one image and a batch, and a layer at the overflow edge
+/// (all codes ±max, inputs saturated).
+#[test]
+fn integer_winograd_equals_the_direct_int8_kernel_bit_for_bit() {
+    if !Kernel::Avx2Pairs.supported() {
+        eprintln!("skipping: no AVX2 on this CPU");
+        return;
+    }
+    // (c, o, size, pad, saturated)
+    let cases = [
+        (16, 16, 32, 1, false),
+        (5, 13, 16, 1, false),
+        (64, 24, 8, 1, false),
+        (3, 8, 7, 1, false),
+        (7, 9, 11, 2, false),
+        (8, 8, 10, 0, false),
+        (32, 16, 14, 1, false),
+        (600, 8, 4, 1, true),
+    ];
+    for (i, &(c, o, size, pad, saturated)) in cases.iter().enumerate() {
+        let case = Case {
+            c,
+            o,
+            k: 3,
+            stride: 1,
+            pad,
+            size,
+        };
+        let (mut codes, scale, shape) = weights(&case, 127, 300 + i as u64);
+        if saturated {
+            codes.iter_mut().for_each(|q| *q = -128);
+        }
+        let mut w = Int8Weights::new(&codes, scale, shape);
+        // The direct kernel an AVX2-only CPU would pick for 8-bit weights.
+        w.kernel = Kernel::Avx2Pairs;
+        let geom = ConvGeom::new(1, pad);
+        assert!(w.runs_winograd(geom), "case {i}");
+        let ho = size + 2 * pad - 2;
+        let bias: Vec<f32> = (0..o).map(|k| 0.1 * k as f32 - 0.5).collect();
+        for (n, threads) in [(1, 1), (1, 2), (3, 2)] {
+            let x = random_input(n, c, size, 40 + i as u64).mapv(|v| {
+                if saturated {
+                    v.abs() + 10.0
+                } else {
+                    4.0 * v
+                }
+            });
+            let residual = random_input(n, o, ho, 50 + i as u64);
+            let run = |k| {
+                on_threads(threads, || {
+                    conv2d_int8(
+                        &x,
+                        &w,
+                        geom,
+                        0.02,
+                        Some(&bias),
+                        Some(&residual),
+                        i % 2 == 0,
+                        k,
+                    )
+                    .expect("int8 conv")
+                })
+            };
+            let (winograd, direct) = (run(None), run(Some(Kernel::Avx2Pairs)));
+            assert!(
+                winograd.iter().zip(&direct).all(|(a, b)| a == b),
+                "case {i}, batch {n}, {threads} threads: winograd differs from direct"
+            );
+        }
+    }
+}

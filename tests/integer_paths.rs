@@ -187,13 +187,16 @@ fn w4_on_odd_widths_matches_the_simulation() {
     single_images_equal_the_batch(&q.graph, &x, 4);
 }
 
-/// What an AVX2-only CPU runs: 8-bit weights on the 16-bit-pair kernel and
-/// 7-bit ("reduce range") weights on `vpmaddubsw`, each against the
-/// simulation with the same bounds as the VNNI path.
+/// What an AVX2-only CPU runs: the integer Winograd kernel on 3×3
+/// stride-1 layers and, on the others (or everywhere with Winograd off),
+/// 8-bit weights on the 16-bit-pair kernel and 7-bit ("reduce range")
+/// weights on `vpmaddubsw`, each against the simulation with the same
+/// bounds as the VNNI path.
 #[test]
 fn avx2_int8_kernels_match_the_simulation() {
     use qscope::engine::kernels::direct_conv::force_avx2;
     use qscope::engine::kernels::int8_conv::Kernel;
+    use qscope::engine::ops::conv::set_winograd;
     if !Kernel::Avx2Pairs.supported() {
         eprintln!("skipping: no AVX2");
         return;
@@ -202,14 +205,38 @@ fn avx2_int8_kernels_match_the_simulation() {
     let (g, calib, x) = sample();
     // Lowering picks the kernel, so the switch is on before the first forward.
     force_avx2(true);
-    for (bits, kernel) in [(8, "int8 avx2-madd16"), (7, "int8 avx2-maddubs")] {
+    for (bits, kernel, winograd) in [
+        (8, "int8 avx2-madd16", true),
+        (8, "int8 avx2-madd16", false),
+        (7, "int8 avx2-maddubs", false),
+    ] {
+        set_winograd(winograd);
         let q = quantized(&g, &calib, Method::SmoothQuant, bits);
         let summary = path_summary(&q.graph);
         let (real, sim) = both_paths(&q.graph, &x);
         let (d, changed) = compare(&real, &sim);
         eprintln!("{bits}-bit on {summary}: max logit difference {d:e}, {changed} changed");
+        // The same model on the direct kernels only: the same logits, bit
+        // for bit (the Winograd kernel ends at the same accumulators).
+        let direct_only = winograd.then(|| {
+            set_winograd(false);
+            forward(&q.graph, x.clone()).expect("direct int8")
+        });
         force_avx2(false);
-        assert!(summary.starts_with(&format!("{kernel} ×")), "{summary}");
+        set_winograd(true);
+        if let Some(direct) = direct_only {
+            assert!(
+                common::same_bits(&real, &direct),
+                "winograd and direct logits differ"
+            );
+        }
+        let want = if winograd {
+            // The 3×3 stride-1 layers, then the stride-2 ones.
+            format!("int8 winograd avx2-madd16 ×17, {kernel} ×2")
+        } else {
+            format!("{kernel} ×")
+        };
+        assert!(summary.starts_with(&want), "{summary}");
         assert!(d < 0.03, "{bits}-bit: logits differ by {d} of their range");
         assert!(
             changed <= 3,

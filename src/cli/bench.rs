@@ -20,8 +20,9 @@ pub struct BenchArgs {
     /// Run quantized layers as the f32 simulation instead of their integer kernels.
     #[arg(long)]
     pub simulate: bool,
-    /// Use the AVX2 kernels (f32 direct, int8 maddubs for ≤ 7-bit weights) even on an
-    /// AVX-512 CPU: what AVX2-only machines get. 8-bit W8A8 layers then run simulated.
+    /// Use the AVX2 kernels (f32 direct and Winograd; int8 integer Winograd for 3×3
+    /// stride-1 layers, else maddubs for ≤ 7-bit weights or 16-bit pairs) even on an
+    /// AVX-512 CPU: what AVX2-only machines get.
     #[arg(long)]
     pub avx2: bool,
 }

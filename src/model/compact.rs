@@ -29,7 +29,10 @@ impl Graph {
             // kernels read it, or a transform or layout built from it);
             // layers that run from codes drop it, and the direct kernel's
             // layout if a run without integer paths built it.
-            let integer = matches!(path, ConvPath::W4(_) | ConvPath::Int8(_));
+            let integer = matches!(
+                path,
+                ConvPath::W4(_) | ConvPath::Int8(_) | ConvPath::Int8Winograd
+            );
             freed += 4 * std::mem::take(&mut c.weight).len();
             let Some(folded) = c.folded.as_mut() else {
                 continue;

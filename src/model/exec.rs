@@ -81,7 +81,7 @@ impl Runner {
                 };
                 let input = get(node.inputs[0])?;
                 match (conv_path(c), &c.folded, c.act_scale) {
-                    (ConvPath::Int8(_), Some(f), Some(s)) => {
+                    (ConvPath::Int8(_) | ConvPath::Int8Winograd, Some(f), Some(s)) => {
                         let (w8, _) = &**int8_weights(f, c)
                             .ok_or_else(|| shape_err("int8 weights missing".into()))?;
                         ops::qconv::conv2d_int8(
@@ -274,6 +274,9 @@ fn integer_paths() -> bool {
 pub enum ConvPath {
     /// W8A8 on the int8 kernel.
     Int8(Kernel),
+    /// Integer Winograd (`winograd::int16`) on the int8 codes: 3×3 stride-1
+    /// layers on AVX2-only CPUs.
+    Int8Winograd,
     /// W8A8 as f32 simulation (integer paths off, or no fast int8 kernel here).
     SimW8A8,
     /// Weight-only ≤ 4-bit codes, decoded per call by the kernel that runs
@@ -303,6 +306,7 @@ impl ConvPath {
     pub fn name(self) -> String {
         match self {
             ConvPath::Int8(k) => format!("int8 {}", k.name()),
+            ConvPath::Int8Winograd => "int8 winograd avx2-madd16".into(),
             ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
             ConvPath::W4(W4Kernel::Direct) => format!("w4 weight-only (direct {})", direct_isa()),
             ConvPath::W4(W4Kernel::Gemm) => "w4 weight-only (decoded + gemm)".into(),
@@ -452,6 +456,7 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
             // Only weights that are exactly on an int8 grid (a W16A8 model
             // would otherwise be silently requantized), and not on the
             // scalar kernel, which is slower than the f32 simulation.
+            Some(w) if w.1 && w.0.runs_winograd(c.geom) => ConvPath::Int8Winograd,
             Some(w) if w.1 && w.0.kernel != Kernel::Portable => ConvPath::Int8(w.0.kernel),
             _ => ConvPath::SimW8A8,
         };

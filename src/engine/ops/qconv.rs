@@ -3,6 +3,7 @@
 //! Parallel across images, and across output-channel blocks when there are
 //! fewer images than threads (batch-1 latency), like the f32 direct path.
 use crate::engine::kernels::int8_conv::{self, Geometry, Kernel, OB};
+use crate::engine::kernels::winograd;
 use crate::engine::ops::ConvGeom;
 use crate::engine::tensor::{contiguous, Tensor};
 use rayon::prelude::*;
@@ -24,6 +25,9 @@ pub struct Int8Weights {
     /// `packed` split into 16-bit pairs, made on first use by the
     /// `Avx2Pairs` kernel (8-bit weights on AVX2-only CPUs).
     pairs: std::sync::OnceLock<Vec<i32>>,
+    /// A 3×3 layer's integer Winograd weights (`winograd::int16`), made on
+    /// first use on AVX2-only CPUs.
+    winograd: std::sync::OnceLock<Vec<i32>>,
 }
 
 impl Int8Weights {
@@ -32,6 +36,7 @@ impl Int8Weights {
     pub fn bytes(&self) -> usize {
         4 * (self.scale.len() + self.packed.len() + self.comp.len())
             + self.pairs.get().map_or(0, |p| 4 * p.len())
+            + self.winograd.get().map_or(0, |u| 4 * u.len())
     }
     /// `codes` `[O, C, kh, kw]` with per-row `scale`.
     pub fn new(codes: &[i8], scale: Vec<f32>, shape: [usize; 4]) -> Self {
@@ -45,7 +50,41 @@ impl Int8Weights {
             max_abs,
             kernel: Kernel::detect(max_abs),
             pairs: std::sync::OnceLock::new(),
+            winograd: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Code of output channel `o`, input channel `c`, tap `k`, read back
+    /// from the packed words (`int8_conv::pack_weights`).
+    fn code(&self, o: usize, c: usize, k: usize) -> i32 {
+        let [_, ci, kh, kw] = self.shape;
+        let taps = kh * kw;
+        let d = ci.div_ceil(4) * taps;
+        let word = self.packed[((o / OB) * d + (c / 4) * taps + k) * OB + o % OB];
+        word.to_le_bytes()[c % 4] as i8 as i32
+    }
+
+    /// Whether a conv with these weights runs on the integer Winograd kernel
+    /// (`winograd::int16`): a 3×3 stride-1 layer whose direct kernel would
+    /// be one of the AVX2 ones, on a CPU with AVX2. (On AVX-512 VNNI the
+    /// direct kernel's `vpdpbusd` does 64 multiply-adds per instruction,
+    /// more than Winograd saves.)
+    pub fn runs_winograd(&self, geom: ConvGeom) -> bool {
+        let [_, c, kh, kw] = self.shape;
+        matches!(self.kernel, Kernel::Avx2 | Kernel::Avx2Pairs)
+            && (kh, kw, geom.stride.max(1), geom.groups.max(1)) == (3, 3, 1, 1)
+            && geom.pad <= 2
+            && c <= winograd::int16::MAX_C
+            && winograd::int16::is_available()
+            && crate::engine::ops::conv::winograd_enabled()
+    }
+
+    /// The integer Winograd weights, made on first use.
+    fn winograd_weights(&self) -> &[i32] {
+        self.winograd.get_or_init(|| {
+            let [o, c, _, _] = self.shape;
+            winograd::int16::transform_weights(o, c, |o, c, k| self.code(o, c, k))
+        })
     }
 
     /// The packed words `kernel` reads.
@@ -128,6 +167,7 @@ pub fn conv2d_int8(
             ));
         }
     }
+    let explicit = kernel;
     let kernel = kernel.unwrap_or(w.kernel);
     if !kernel.supported() || (kernel == Kernel::Avx2 && w.max_abs > int8_conv::AVX2_MAX_W) {
         return Err(format!(
@@ -143,12 +183,49 @@ pub fn conv2d_int8(
     // Every element is written below (direct tiles, GEMM with β = 0).
     let mut out = crate::engine::tensor::uninit((n, o, ho, wo));
     let out_slice = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
-    let offsets = int8_conv::tap_offsets(&g);
     let plane = ho * wo;
     let per_in = c * h * wd;
     let per_out = o * plane;
-    let d = g.groups() * kh * kw;
     let threads = crate::engine::threads();
+    let wg = winograd::WinoGeom {
+        c,
+        h,
+        w: wd,
+        o,
+        pad: geom.pad,
+    };
+    // An explicit `kernel` runs the direct kernel (tests compare the two).
+    if explicit.is_none() && w.runs_winograd(geom) && winograd::int16::fits(&wg) {
+        let u = w.winograd_weights();
+        // One image is shared by the team from 1 M multiply-adds, as below.
+        let team = if n == 1 && o * plane * c * 9 >= 1_000_000 {
+            threads
+        } else {
+            1
+        };
+        let image = |b: usize, dst: &mut [f32]| {
+            let epi = int8_conv::Epilogue {
+                comp: &w.comp,
+                mult: &mult,
+                bias,
+                residual: res.as_ref().map(|r| &r[b * per_out..(b + 1) * per_out]),
+                relu,
+            };
+            let img = &xs[b * per_in..(b + 1) * per_in];
+            winograd::int16::conv_image(&wg, img, act_scale, u, dst, epi, team);
+        };
+        if n > 1 {
+            out_slice
+                .par_chunks_mut(per_out)
+                .enumerate()
+                .for_each(|(b, dst)| image(b, dst));
+        } else {
+            image(0, out_slice);
+        }
+        return Ok(out);
+    }
+    let offsets = int8_conv::tap_offsets(&g);
+    let d = g.groups() * kh * kw;
     // As in the f32 path: small layers at batch 1 stay on one thread.
     let small = o * plane * c * kh * kw < 8_000_000;
     // Batch 1 splits from 1 M MACs (every 3×3 layer of the CIFAR ResNets),

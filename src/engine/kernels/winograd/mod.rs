@@ -27,6 +27,7 @@ use super::direct_conv::Epilogue;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod int16;
 mod nibbles;
 pub use nibbles::{pack_nibbles, transform_nibbles_into, Nibbles};
 #[cfg(target_arch = "x86_64")]
