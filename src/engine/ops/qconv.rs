@@ -2,6 +2,8 @@
 //! kernel's u8 layout, run the int8 kernel, dequantize in the epilogue.
 //! Parallel across images, and across output-channel blocks when there are
 //! fewer images than threads (batch-1 latency), like the f32 direct path.
+//! On AVX2-only CPUs, 3×3 stride-1 layers run the integer Winograd kernel
+//! instead (`winograd::int16`), with the same results.
 use crate::engine::kernels::int8_conv::{self, Geometry, Kernel, OB};
 use crate::engine::kernels::winograd;
 use crate::engine::ops::ConvGeom;
