@@ -4,7 +4,7 @@
 //! the same code). Tolerance 2e-6 of the output range: f32 rounding measures
 //! ≤ 4e-7, and an accumulator off by a single unit already gives 1e-5.
 mod common;
-use common::{max_rel_diff, random_input, same_bits};
+use common::{max_rel_diff, on_threads, random_input, same_bits};
 use qscope::engine::kernels::int8_conv::Kernel;
 use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
 use qscope::engine::ops::{self, ConvGeom, Epilogue};
@@ -352,14 +352,6 @@ fn simulated_activation_quantizer_rounds_ties_to_even() {
         // Equal as floats (the two zeros may differ in sign, which is harmless).
         assert!(*g == want, "{v}: {g} vs {want}");
     }
-}
-
-fn on_threads<R: Send>(t: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build()
-        .expect("pool")
-        .install(f)
 }
 
 /// The integer Winograd kernel (3×3 stride-1 layers on AVX2-only CPUs)

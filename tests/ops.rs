@@ -2,7 +2,7 @@
 //! in f64). Tolerance: 1e-5 relative to the output's max magnitude (f32 GEMM
 //! accumulation order differs from the naive sum).
 mod common;
-use common::{max_rel_diff, random_input, same_bits};
+use common::{max_rel_diff, on_threads, random_input, same_bits};
 use qscope::engine::ops::{self, ConvGeom, Epilogue};
 use qscope::engine::Tensor;
 use qscope::model::lower::CodeOrder;
@@ -262,15 +262,6 @@ fn pools_match_a_naive_window_loop() {
     let ap = ops::avg_pool(&empty, 1, 1, 1).expect("pool");
     assert_eq!(ap.dim(), (1, 2, 2, 5));
     assert!(ap.iter().all(|&v| v == 0.0));
-}
-
-/// `f` on a rayon pool of `t` threads.
-fn on_threads<R: Send>(t: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build()
-        .expect("pool")
-        .install(f)
 }
 
 #[test]

@@ -191,3 +191,12 @@ pub fn bottleneck_resnet(
     t.add(&mut rng, "fc.bias", &[classes], 0.1);
     t
 }
+
+/// `f` on a rayon pool of `t` threads.
+pub fn on_threads<R: Send>(t: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .expect("pool")
+        .install(f)
+}

@@ -232,26 +232,9 @@ unsafe fn input_transform<const KIND: u8>(
             let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
                 std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j, idx))
             });
-            let r: [[__m256; 4]; 4] = std::array::from_fn(|j| {
-                [
-                    _mm256_sub_ps(d[0][j], d[2][j]),
-                    _mm256_add_ps(d[1][j], d[2][j]),
-                    _mm256_sub_ps(d[2][j], d[1][j]),
-                    _mm256_sub_ps(d[1][j], d[3][j]),
-                ]
+            input_tile!(d, _mm256_add_ps, _mm256_sub_ps, |xi, x| {
+                _mm256_storeu_ps(v.add((xi * g.c + ch) * TB + grp * L8), x)
             });
-            for a in 0..4 {
-                let vals = [
-                    _mm256_sub_ps(r[0][a], r[2][a]),
-                    _mm256_add_ps(r[1][a], r[2][a]),
-                    _mm256_sub_ps(r[2][a], r[1][a]),
-                    _mm256_sub_ps(r[1][a], r[3][a]),
-                ];
-                for (b, &x) in vals.iter().enumerate() {
-                    let xi = 4 * a + b;
-                    _mm256_storeu_ps(v.add((xi * g.c + ch) * TB + grp * L8), x);
-                }
-            }
         }
     }
 }
@@ -315,17 +298,10 @@ unsafe fn output_transform<const KIND: u8>(
         for grp in 0..nt / L8 {
             let mv: [__m256; 16] =
                 std::array::from_fn(|xi| _mm256_loadu_ps(m.add((xi * OR + r) * TB + grp * L8)));
-            let s: [[__m256; 4]; 2] = [
-                std::array::from_fn(|j| _mm256_add_ps(_mm256_add_ps(mv[j], mv[4 + j]), mv[8 + j])),
-                std::array::from_fn(|j| {
-                    _mm256_sub_ps(_mm256_sub_ps(mv[4 + j], mv[8 + j]), mv[12 + j])
-                }),
-            ];
+            let y = output_tile!(mv, _mm256_add_ps, _mm256_sub_ps);
             let t = t0 + grp * L8;
             let (ty, tx) = (t / tw, t % tw);
-            for (dy, sr) in s.iter().enumerate() {
-                let y0 = _mm256_add_ps(_mm256_add_ps(sr[0], sr[1]), sr[2]);
-                let y1 = _mm256_sub_ps(_mm256_sub_ps(sr[1], sr[2]), sr[3]);
+            for (dy, [y0, y1]) in y.into_iter().enumerate() {
                 if KIND == ANY {
                     // Lane by lane, skipping what lies outside the output.
                     let (mut a, mut b) = ([0f32; L8], [0f32; L8]);

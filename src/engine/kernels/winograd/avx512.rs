@@ -301,28 +301,9 @@ unsafe fn input_transform<const KIND: usize>(
             let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
                 std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j, idx))
             });
-            // Bᵀ d: combine rows.
-            let r: [[__m512; 4]; 4] = std::array::from_fn(|j| {
-                [
-                    _mm512_sub_ps(d[0][j], d[2][j]),
-                    _mm512_add_ps(d[1][j], d[2][j]),
-                    _mm512_sub_ps(d[2][j], d[1][j]),
-                    _mm512_sub_ps(d[1][j], d[3][j]),
-                ]
+            input_tile!(d, _mm512_add_ps, _mm512_sub_ps, |xi, x| {
+                _mm512_storeu_ps(v.add((xi * g.c + ch) * TB + grp * LANES), x)
             });
-            // (Bᵀ d) B: combine columns; r[j][a] is row a, column j.
-            for a in 0..4 {
-                let vals = [
-                    _mm512_sub_ps(r[0][a], r[2][a]),
-                    _mm512_add_ps(r[1][a], r[2][a]),
-                    _mm512_sub_ps(r[2][a], r[1][a]),
-                    _mm512_sub_ps(r[1][a], r[3][a]),
-                ];
-                for (b, &x) in vals.iter().enumerate() {
-                    let xi = 4 * a + b;
-                    _mm512_storeu_ps(v.add((xi * g.c + ch) * TB + grp * LANES), x);
-                }
-            }
         }
     }
 }
@@ -477,26 +458,16 @@ unsafe fn output_transform<const KIND: usize>(
         for grp in 0..nt / LANES {
             let mv: [__m512; 16] =
                 std::array::from_fn(|xi| _mm512_loadu_ps(m.add((xi * OR + r) * TB + grp * LANES)));
-            // Aᵀ M: rows 0 and 1, per column j.
-            let s: [[__m512; 4]; 2] = [
-                std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(mv[j], mv[4 + j]), mv[8 + j])),
-                std::array::from_fn(|j| {
-                    _mm512_sub_ps(_mm512_sub_ps(mv[4 + j], mv[8 + j]), mv[12 + j])
-                }),
-            ];
+            let y = output_tile!(mv, _mm512_add_ps, _mm512_sub_ps);
             let t = t0 + grp * LANES;
             let (ty, tx) = (t / tw, t % tw);
             if KIND == 3 {
-                for (dy, sr) in s.iter().enumerate() {
-                    let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
-                    let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
-                    scatter_outputs(g, t, dy, [y0, y1], bias, dst, res, epi.relu);
+                for (dy, y0y1) in y.into_iter().enumerate() {
+                    scatter_outputs(g, t, dy, y0y1, bias, dst, res, epi.relu);
                 }
                 continue;
             }
-            for (dy, sr) in s.iter().enumerate() {
-                let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
-                let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
+            for (dy, [y0, y1]) in y.into_iter().enumerate() {
                 // Outputs of tiles 0–7 and 8–15, each run left to right.
                 let z = [
                     _mm512_permutex2var_ps(y0, lo_idx, y1),

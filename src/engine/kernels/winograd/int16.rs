@@ -381,7 +381,6 @@ mod avx2 {
     /// `V = Bᵀ q B` of tiles `t0 .. t0 + nt`, two channels per word, into
     /// `vbuf` (`[16 ξ][⌈C/2⌉][TB]`). |V| ≤ 4·127: no i16 overflow.
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::needless_range_loop)]
     unsafe fn input_transform<const KIND: u8>(
         g: &WinoGeom,
         planes: &[i32],
@@ -404,26 +403,9 @@ mod avx2 {
                 let d: [[__m256i; 4]; 4] = std::array::from_fn(|i| {
                     std::array::from_fn(|j| load_taps::<KIND>(base, g, t, i, j, idx))
                 });
-                let r: [[__m256i; 4]; 4] = std::array::from_fn(|j| {
-                    [
-                        _mm256_sub_epi16(d[0][j], d[2][j]),
-                        _mm256_add_epi16(d[1][j], d[2][j]),
-                        _mm256_sub_epi16(d[2][j], d[1][j]),
-                        _mm256_sub_epi16(d[1][j], d[3][j]),
-                    ]
+                input_tile!(d, _mm256_add_epi16, _mm256_sub_epi16, |xi, x| {
+                    _mm256_storeu_si256(v.add((xi * c2 + cp) * TB + grp * L8).cast(), x)
                 });
-                for a in 0..4 {
-                    let vals = [
-                        _mm256_sub_epi16(r[0][a], r[2][a]),
-                        _mm256_add_epi16(r[1][a], r[2][a]),
-                        _mm256_sub_epi16(r[2][a], r[1][a]),
-                        _mm256_sub_epi16(r[1][a], r[3][a]),
-                    ];
-                    for (b, &x) in vals.iter().enumerate() {
-                        let xi = 4 * a + b;
-                        _mm256_storeu_si256(v.add((xi * c2 + cp) * TB + grp * L8).cast(), x);
-                    }
-                }
             }
         }
     }
@@ -484,17 +466,11 @@ mod avx2 {
                 let mv: [__m256i; 16] = std::array::from_fn(|xi| {
                     _mm256_loadu_si256(m.add((xi * OR + r) * TB + grp * L8).cast())
                 });
-                let add = |a, b| _mm256_add_epi32(a, b);
-                let sub = |a, b| _mm256_sub_epi32(a, b);
-                let s: [[__m256i; 4]; 2] = [
-                    std::array::from_fn(|j| add(add(mv[j], mv[4 + j]), mv[8 + j])),
-                    std::array::from_fn(|j| sub(sub(mv[4 + j], mv[8 + j]), mv[12 + j])),
-                ];
+                let y = output_tile!(mv, _mm256_add_epi32, _mm256_sub_epi32);
                 let t = t0 + grp * L8;
                 let (ty, tx) = (t / tw, t % tw);
-                for (dy, sr) in s.iter().enumerate() {
-                    let y0 = _mm256_srai_epi32::<2>(add(add(sr[0], sr[1]), sr[2]));
-                    let y1 = _mm256_srai_epi32::<2>(sub(sub(sr[1], sr[2]), sr[3]));
+                for (dy, [y0, y1]) in y.into_iter().enumerate() {
+                    let (y0, y1) = (_mm256_srai_epi32::<2>(y0), _mm256_srai_epi32::<2>(y1));
                     if KIND == ANY {
                         // Lane by lane, skipping what lies outside the output.
                         let (mut a, mut b) = ([0i32; L8], [0i32; L8]);

@@ -25,6 +25,61 @@
 //! `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`, `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
 use super::direct_conv::Epilogue;
 
+/// `Bᵀ d B` of one 4×4 patch of vectors `d[i][j]` (tap row i, column j),
+/// with a body's vector add and subtract (f32 or i16 lanes), each of the
+/// 16 values handed to `store(ξ, value)` as soon as it is made. A macro,
+/// so the intrinsics expand inside each body's `target_feature` function.
+/// (Built as one 16-value array, `ξ = 4a + b` decoded per value, it was
+/// not unrolled: ResNet-20 FP32 went from 0.49 to 0.55 ms.)
+macro_rules! input_tile {
+    ($d:expr, $add:path, $sub:path, $store:expr) => {{
+        let d = $d;
+        let store = $store;
+        // Bᵀ d: combine rows; r[j][a] is row a, column j.
+        let r: [[_; 4]; 4] = std::array::from_fn(|j| {
+            [
+                $sub(d[0][j], d[2][j]),
+                $add(d[1][j], d[2][j]),
+                $sub(d[2][j], d[1][j]),
+                $sub(d[1][j], d[3][j]),
+            ]
+        });
+        // (Bᵀ d) B: combine columns.
+        for a in 0..4 {
+            let vals = [
+                $sub(r[0][a], r[2][a]),
+                $add(r[1][a], r[2][a]),
+                $sub(r[2][a], r[1][a]),
+                $sub(r[1][a], r[3][a]),
+            ];
+            for (b, &x) in vals.iter().enumerate() {
+                store(4 * a + b, x);
+            }
+        }
+    }};
+}
+
+/// `Aᵀ M A` of one vector of tiles from its 16 products `m[ξ]`, with a
+/// body's vector add and subtract: `[dy][dx]`, the tiles' 2×2 outputs.
+macro_rules! output_tile {
+    ($m:expr, $add:path, $sub:path) => {{
+        let m = $m;
+        // Aᵀ M: rows 0 and 1, per column j.
+        let s: [[_; 4]; 2] = [
+            std::array::from_fn(|j| $add($add(m[j], m[4 + j]), m[8 + j])),
+            std::array::from_fn(|j| $sub($sub(m[4 + j], m[8 + j]), m[12 + j])),
+        ];
+        // (Aᵀ M) A: columns 0 and 1.
+        let cols = |sr: [_; 4]| {
+            [
+                $add($add(sr[0], sr[1]), sr[2]),
+                $sub($sub(sr[1], sr[2]), sr[3]),
+            ]
+        };
+        [cols(s[0]), cols(s[1])]
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod int16;
