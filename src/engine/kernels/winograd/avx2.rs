@@ -11,9 +11,9 @@ const L8: usize = 8;
 /// How a vector of 8 tiles is loaded and stored: one tile row (rows of 8k
 /// tiles), two rows of 4, or gathered / stored lane by lane (any other
 /// geometry, edge tiles masked).
-const ROW: u8 = 0;
-const FOUR: u8 = 1;
-const ANY: u8 = 2;
+pub(super) const ROW: u8 = 0;
+pub(super) const FOUR: u8 = 1;
+pub(super) const ANY: u8 = 2;
 
 /// `super::build_planes_of` on AVX2: 16 source columns per step.
 #[target_feature(enable = "avx2,fma")]
@@ -98,7 +98,7 @@ pub(super) unsafe fn build_planes_of(
 }
 
 /// Rows of 8k tiles (Wide and Eight) load whole vectors from one row.
-fn row_kind(g: &WinoGeom) -> u8 {
+pub(super) fn row_kind(g: &WinoGeom) -> u8 {
     match g.rows() {
         Some(Rows::Wide | Rows::Eight) => ROW,
         Some(Rows::Four) => FOUR,
@@ -285,71 +285,91 @@ unsafe fn output_transform<const KIND: u8>(
     epi: &Epilogue,
 ) {
     let (ho, wo) = g.out();
-    let tw = g.tiles().1;
     let plane = ho * wo;
-    let zero = _mm256_setzero_ps();
     let valid = (g.o - ob * OR).min(OR);
     let m = mbuf.as_ptr();
     for r in 0..valid {
         let oc = ob * OR + r;
-        let bias = _mm256_set1_ps(epi.bias.map_or(0.0, |b| b[oc]));
+        let bias = epi.bias.map_or(0.0, |b| b[oc]);
         let dst = out.add(oc * plane);
         let res = epi.residual.map(|x| x.as_ptr().add(oc * plane));
         for grp in 0..nt / L8 {
             let mv: [__m256; 16] =
                 std::array::from_fn(|xi| _mm256_loadu_ps(m.add((xi * OR + r) * TB + grp * L8)));
             let y = output_tile!(mv, _mm256_add_ps, _mm256_sub_ps);
-            let t = t0 + grp * L8;
-            let (ty, tx) = (t / tw, t % tw);
-            for (dy, [y0, y1]) in y.into_iter().enumerate() {
-                if KIND == ANY {
-                    // Lane by lane, skipping what lies outside the output.
-                    let (mut a, mut b) = ([0f32; L8], [0f32; L8]);
-                    _mm256_storeu_ps(a.as_mut_ptr(), y0);
-                    _mm256_storeu_ps(b.as_mut_ptr(), y1);
-                    for l in 0..L8 {
-                        let Some((oy, ox)) = g.tile_output(t + l, dy) else {
-                            continue;
-                        };
-                        for (dx, v) in [a[l], b[l]].into_iter().enumerate() {
-                            if ox + dx >= wo {
-                                continue;
-                            }
-                            let at = oy * wo + ox + dx;
-                            let mut y = v + epi.bias.map_or(0.0, |b| b[oc]);
-                            if let Some(rp) = res {
-                                y += *rp.add(at);
-                            }
-                            if epi.relu {
-                                y = y.max(0.0);
-                            }
-                            *dst.add(at) = y;
-                        }
-                    }
-                    continue;
-                }
-                // Tiles 0–3 and 4–7, each run left to right.
-                let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
-                let z = [
-                    _mm256_permute2f128_ps::<0x20>(lo, hi),
-                    _mm256_permute2f128_ps::<0x31>(lo, hi),
-                ];
-                for (half, &zv) in z.iter().enumerate() {
-                    let at = if KIND == FOUR {
-                        (2 * (ty + half) + dy) * wo
-                    } else {
-                        (2 * ty + dy) * wo + 2 * tx + L8 * half
-                    };
-                    let mut y = _mm256_add_ps(zv, bias);
-                    if let Some(rp) = res {
-                        y = _mm256_add_ps(y, _mm256_loadu_ps(rp.add(at)));
-                    }
-                    if epi.relu {
-                        y = _mm256_max_ps(y, zero);
-                    }
-                    _mm256_storeu_ps(dst.add(at), y);
-                }
+            for (dy, y) in y.into_iter().enumerate() {
+                store_row::<KIND>(g, t0 + grp * L8, dy, y, bias, dst, res, epi.relu);
             }
         }
+    }
+}
+
+/// Row `dy` of the 2×2 outputs of 8 tiles from tile `t` on (columns 0 and
+/// 1 in `y0`, `y1`) into the output plane `dst` (`[Ho, Wo]`) as
+/// `relu?((y + bias) + residual)`, skipping what lies outside the output.
+/// Shared with the integer body (`int16`), which passes its dequantized
+/// sums: the direct int8 kernel's epilogue in the same order.
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_row<const KIND: u8>(
+    g: &WinoGeom,
+    t: usize,
+    dy: usize,
+    [y0, y1]: [__m256; 2],
+    bias: f32,
+    dst: *mut f32,
+    res: Option<*const f32>,
+    relu: bool,
+) {
+    let wo = g.out().1;
+    if KIND == ANY {
+        // Lane by lane, skipping what lies outside the output.
+        let (mut a, mut b) = ([0f32; L8], [0f32; L8]);
+        _mm256_storeu_ps(a.as_mut_ptr(), y0);
+        _mm256_storeu_ps(b.as_mut_ptr(), y1);
+        for l in 0..L8 {
+            let Some((oy, ox)) = g.tile_output(t + l, dy) else {
+                continue;
+            };
+            for (dx, v) in [a[l], b[l]].into_iter().enumerate() {
+                if ox + dx >= wo {
+                    continue;
+                }
+                let at = oy * wo + ox + dx;
+                let mut y = v + bias;
+                if let Some(rp) = res {
+                    y += *rp.add(at);
+                }
+                if relu {
+                    y = y.max(0.0);
+                }
+                *dst.add(at) = y;
+            }
+        }
+        return;
+    }
+    let tw = g.tiles().1;
+    let (ty, tx) = (t / tw, t % tw);
+    // Tiles 0–3 and 4–7, each run left to right.
+    let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
+    let z = [
+        _mm256_permute2f128_ps::<0x20>(lo, hi),
+        _mm256_permute2f128_ps::<0x31>(lo, hi),
+    ];
+    for (half, &zv) in z.iter().enumerate() {
+        let at = if KIND == FOUR {
+            (2 * (ty + half) + dy) * wo
+        } else {
+            (2 * ty + dy) * wo + 2 * tx + L8 * half
+        };
+        let mut y = _mm256_add_ps(zv, _mm256_set1_ps(bias));
+        if let Some(rp) = res {
+            y = _mm256_add_ps(y, _mm256_loadu_ps(rp.add(at)));
+        }
+        if relu {
+            y = _mm256_max_ps(y, _mm256_setzero_ps());
+        }
+        _mm256_storeu_ps(dst.add(at), y);
     }
 }

@@ -18,7 +18,7 @@
 //! is the direct kernel's accumulator, and the same float epilogue
 //! (`(acc·mult + bias) + residual`, ReLU) makes the outputs equal bit for
 //! bit (`tests/int8.rs`).
-use super::{part_ranges, partition, rows_of, Rows, WinoGeom, OR, TB};
+use super::{part_ranges, partition, rows_of, WinoGeom, OR, TB};
 use crate::engine::kernels::int8_conv::Epilogue;
 
 /// Most input channels for which `4·Σ w·q` cannot overflow i32:
@@ -183,21 +183,11 @@ unsafe impl Sync for SharedOut {}
 mod avx2 {
     //! The AVX2 body: the f32 AVX2 body's loops (`../avx2.rs`) on words of
     //! two i16 codes.
-    use super::{Epilogue, Rows, WinoGeom, OR, TB};
+    use super::super::avx2::{row_kind, store_row, ANY, FOUR, ROW};
+    use super::{Epilogue, WinoGeom, OR, TB};
     use std::arch::x86_64::*;
 
     const L8: usize = 8;
-    const ROW: u8 = 0;
-    const FOUR: u8 = 1;
-    const ANY: u8 = 2;
-
-    fn row_kind(g: &WinoGeom) -> u8 {
-        match g.rows() {
-            Some(Rows::Wide | Rows::Eight) => ROW,
-            Some(Rows::Four) => FOUR,
-            _ => ANY,
-        }
-    }
 
     /// Lane mask of the first `n` lanes (maskload/maskstore read the sign bit).
     #[target_feature(enable = "avx2")]
@@ -439,7 +429,9 @@ mod avx2 {
     }
 
     /// `Aᵀ M A` (wrapping i32: exact at the end, see the module), shifted
-    /// right by 2, then the direct int8 kernel's epilogue.
+    /// right by 2, scaled, then stored by the f32 body's `store_row`, which
+    /// adds the bias and residual and applies the ReLU: the direct int8
+    /// kernel's epilogue, in the same order.
     #[target_feature(enable = "avx2")]
     unsafe fn output_transform<const KIND: u8>(
         g: &WinoGeom,
@@ -451,75 +443,24 @@ mod avx2 {
         epi: &Epilogue,
     ) {
         let (ho, wo) = g.out();
-        let tw = g.tiles().1;
         let plane = ho * wo;
-        let zero = _mm256_setzero_ps();
         let valid = (g.o - ob * OR).min(OR);
         let m = mbuf.as_ptr();
         for r in 0..valid {
             let oc = ob * OR + r;
-            let (mult_s, bias_s) = (epi.mult[oc], epi.bias.map_or(0.0, |b| b[oc]));
-            let (mult, bias) = (_mm256_set1_ps(mult_s), _mm256_set1_ps(bias_s));
+            let mult = _mm256_set1_ps(epi.mult[oc]);
+            let bias = epi.bias.map_or(0.0, |b| b[oc]);
             let dst = out.add(oc * plane);
             let res = epi.residual.map(|x| x.as_ptr().add(oc * plane));
+            let scaled = |y| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32::<2>(y)), mult);
             for grp in 0..nt / L8 {
                 let mv: [__m256i; 16] = std::array::from_fn(|xi| {
                     _mm256_loadu_si256(m.add((xi * OR + r) * TB + grp * L8).cast())
                 });
                 let y = output_tile!(mv, _mm256_add_epi32, _mm256_sub_epi32);
-                let t = t0 + grp * L8;
-                let (ty, tx) = (t / tw, t % tw);
                 for (dy, [y0, y1]) in y.into_iter().enumerate() {
-                    let (y0, y1) = (_mm256_srai_epi32::<2>(y0), _mm256_srai_epi32::<2>(y1));
-                    if KIND == ANY {
-                        // Lane by lane, skipping what lies outside the output.
-                        let (mut a, mut b) = ([0i32; L8], [0i32; L8]);
-                        _mm256_storeu_si256(a.as_mut_ptr().cast(), y0);
-                        _mm256_storeu_si256(b.as_mut_ptr().cast(), y1);
-                        for l in 0..L8 {
-                            let Some((oy, ox)) = g.tile_output(t + l, dy) else {
-                                continue;
-                            };
-                            for (dx, acc) in [a[l], b[l]].into_iter().enumerate() {
-                                if ox + dx >= wo {
-                                    continue;
-                                }
-                                let at = oy * wo + ox + dx;
-                                let mut y = acc as f32 * mult_s + bias_s;
-                                if let Some(rp) = res {
-                                    y += *rp.add(at);
-                                }
-                                if epi.relu {
-                                    y = y.max(0.0);
-                                }
-                                *dst.add(at) = y;
-                            }
-                        }
-                        continue;
-                    }
-                    let deq = |y| _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(y), mult), bias);
-                    let (y0, y1) = (deq(y0), deq(y1));
-                    // Tiles 0–3 and 4–7, each run left to right.
-                    let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
-                    let z = [
-                        _mm256_permute2f128_ps::<0x20>(lo, hi),
-                        _mm256_permute2f128_ps::<0x31>(lo, hi),
-                    ];
-                    for (half, &zv) in z.iter().enumerate() {
-                        let at = if KIND == FOUR {
-                            (2 * (ty + half) + dy) * wo
-                        } else {
-                            (2 * ty + dy) * wo + 2 * tx + L8 * half
-                        };
-                        let mut y = zv;
-                        if let Some(rp) = res {
-                            y = _mm256_add_ps(y, _mm256_loadu_ps(rp.add(at)));
-                        }
-                        if epi.relu {
-                            y = _mm256_max_ps(y, zero);
-                        }
-                        _mm256_storeu_ps(dst.add(at), y);
-                    }
+                    let y = [scaled(y0), scaled(y1)];
+                    store_row::<KIND>(g, t0 + grp * L8, dy, y, bias, dst, res, epi.relu);
                 }
             }
         }
