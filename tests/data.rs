@@ -127,6 +127,46 @@ fn mnist_idx_plain_and_gzipped() {
     assert_eq!(root.split(SplitKind::Train).expect("train").len(), 20);
 }
 
+/// A folder with one split only (a CIFAR test batch, MNIST's t10k files)
+/// opens; that split reads, and asking for the other names the file that
+/// is missing.
+#[test]
+fn a_single_split_of_cifar_or_mnist_opens_and_names_the_missing_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rec = vec![7u8];
+    rec.extend(std::iter::repeat_n(9u8, 3072));
+    std::fs::write(dir.path().join("test_batch.bin"), &rec).expect("w");
+    let root = DatasetRoot::open(dir.path()).expect("open");
+    assert_eq!(root.split(SplitKind::Test).expect("test").labels, vec![7]);
+    let e = root
+        .split(SplitKind::Train)
+        .expect_err("no train")
+        .to_string();
+    assert!(e.contains("data_batch_1.bin"), "{e}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut images = vec![0, 0, 8, 3];
+    for d in [2u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend(std::iter::repeat_n(5u8, 2 * 784));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend(2u32.to_be_bytes());
+    labels.extend([4, 2]);
+    std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), images).expect("w");
+    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), labels).expect("w");
+    let root = DatasetRoot::open(dir.path()).expect("open");
+    assert_eq!(
+        root.split(SplitKind::Test).expect("test").labels,
+        vec![4, 2]
+    );
+    let e = root
+        .split(SplitKind::Train)
+        .expect_err("no train")
+        .to_string();
+    assert!(e.contains("train-images-idx3-ubyte"), "{e}");
+}
+
 #[test]
 fn missing_empty_and_unreadable_inputs_are_named() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -70,6 +70,13 @@ fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A split's file, or where it was expected: a folder holding only one
+/// split still opens (evaluating on a test batch alone is common), and
+/// asking for the missing one is an error naming the missing file.
+fn file_or_expected(dir: &Path, name: &str) -> PathBuf {
+    find_file(dir, name).unwrap_or_else(|| dir.join(name))
+}
+
 impl DatasetRoot {
     pub fn open(root: &Path) -> Result<Self> {
         if !root.exists() {
@@ -85,13 +92,16 @@ impl DatasetRoot {
             } else {
                 root.join(sub)
             };
-            if dir.join("data_batch_1.bin").is_file() && dir.join("test_batch.bin").is_file() {
+            if dir.join("data_batch_1.bin").is_file() || dir.join("test_batch.bin").is_file() {
                 let names = read_names(&dir.join("batches.meta.txt"))
                     .unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect());
-                let train = (1..=5)
+                let mut train: Vec<PathBuf> = (1..=5)
                     .map(|i| dir.join(format!("data_batch_{i}.bin")))
                     .filter(|p| p.is_file())
                     .collect();
+                if train.is_empty() {
+                    train.push(dir.join("data_batch_1.bin"));
+                }
                 return Ok(DatasetRoot {
                     root: root.to_path_buf(),
                     train: SplitSource::CifarBin {
@@ -107,7 +117,7 @@ impl DatasetRoot {
                     single_split: false,
                 });
             }
-            if dir.join("train.bin").is_file() && dir.join("test.bin").is_file() {
+            if dir.join("train.bin").is_file() || dir.join("test.bin").is_file() {
                 let names = read_names(&dir.join("fine_label_names.txt"))
                     .unwrap_or_else(|| (0..100).map(|i| format!("class{i:02}")).collect());
                 return Ok(DatasetRoot {
@@ -126,12 +136,15 @@ impl DatasetRoot {
                 });
             }
         }
-        if let (Some(ti), Some(tl), Some(vi), Some(vl)) = (
-            find_file(root, "train-images-idx3-ubyte"),
-            find_file(root, "train-labels-idx1-ubyte"),
-            find_file(root, "t10k-images-idx3-ubyte"),
-            find_file(root, "t10k-labels-idx1-ubyte"),
-        ) {
+        let idx_train = find_file(root, "train-images-idx3-ubyte").is_some();
+        if idx_train || find_file(root, "t10k-images-idx3-ubyte").is_some() {
+            let [ti, tl, vi, vl] = [
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+            ]
+            .map(|n| file_or_expected(root, n));
             let names = read_names(&root.join("classes.txt"))
                 .unwrap_or_else(|| (0..10).map(|i| i.to_string()).collect());
             return Ok(DatasetRoot {
