@@ -130,6 +130,34 @@ fn bad_specs_get_clear_errors() {
     assert!(err(s).contains("missing.safetensors"));
 }
 
+/// The calibration batch's memory is estimated from the model's largest
+/// activation (the pipeline holds about six per image), defaults stay
+/// within it, and a size that cannot fit in free memory is refused with
+/// a reason instead of the process being killed.
+#[test]
+fn calibration_memory_is_bounded_before_anything_is_allocated() {
+    use qscope::jobs::calib_memory::{bytes_per_image, check, default_cap};
+    let g = qscope::model::load(&sample("resnet20.safetensors")).expect("load");
+    // ResNet-20's largest activation: 16 × 32 × 32 floats.
+    assert_eq!(bytes_per_image(&g), 6 * 4 * 16 * 32 * 32);
+    let cap = default_cap(&g);
+    assert!(
+        cap >= 16 && cap as u64 * bytes_per_image(&g) <= 2 << 30,
+        "{cap}"
+    );
+    assert!(check(&g, 64).is_ok());
+    if qscope::util::available_memory_bytes().is_some() {
+        // 10⁹ images: 393 TB.
+        let e = check(&g, 1_000_000_000)
+            .expect_err("cannot fit")
+            .to_string();
+        assert!(
+            e.contains("1000000000 images") && e.contains("use at most"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn subset_calibration_reports_sub_accuracy_at_least_all() {
     let mut s = spec(Some((Method::Gpfq, 4)));

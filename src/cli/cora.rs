@@ -66,9 +66,17 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
                     "note: calibrating on all {n} train images (default {DEFAULT_CALIB}; --calib sets it)"
                 );
             }
-            n
+            let cap = qscope::jobs::calib_memory::default_cap(&graph);
+            if n > cap {
+                eprintln!(
+                    "note: calibrating on {cap} images, as many as this model's activations fit in memory \
+                     (default {DEFAULT_CALIB}; --calib sets it)"
+                );
+            }
+            n.min(cap)
         }
     };
+    qscope::jobs::calib_memory::check(&graph, calib.min(1024))?;
     let idx = sample_spread(&train, &all, calib, a.seed)?;
     let pre = Preprocess::for_model(&graph.meta);
     let base = match a.base.as_str() {

@@ -111,7 +111,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
 }
 
 /// The default calibration size, lowered to what the chosen classes' train
-/// split holds (with a note), so the defaults work on small datasets.
+/// split holds and to what fits in memory for this model (with a note), so
+/// the defaults work on small datasets and on 224×224 models.
 fn fit_default_calib(spec: &JobSpec) -> anyhow::Result<usize> {
     let root = DatasetRoot::open(&spec.data)?;
     let train = root.split(SplitKind::Train)?;
@@ -123,6 +124,16 @@ fn fit_default_calib(spec: &JobSpec) -> anyhow::Result<usize> {
             "note: calibrating on all {n} train images of the chosen classes (default {}; --calib sets it)",
             spec.calib
         );
+    }
+    let graph = qscope::model::load(&spec.model)?;
+    let cap = qscope::jobs::calib_memory::default_cap(&graph);
+    if n > cap {
+        eprintln!(
+            "note: calibrating on {cap} images, as many as this model's activations fit in memory \
+             (default {}; --calib sets it)",
+            spec.calib
+        );
+        return Ok(cap);
     }
     Ok(n)
 }

@@ -1,6 +1,7 @@
 //! Jobs: a serialisable `JobSpec` in, `JobEvent`s out, a `RunResult` saved
 //! atomically. The dashboard and the CLI build the same spec and call the same
 //! `run`; nothing here knows about terminals.
+pub mod calib_memory;
 pub mod event;
 pub mod runner;
 pub mod spec;

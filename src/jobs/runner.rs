@@ -145,6 +145,8 @@ pub fn run(
             });
             let train = root.split(SplitKind::Train)?;
             let idx = sample_spread(&train, &classes, spec.calib, spec.seed)?;
+            // Before the batch and the pipeline's activations are allocated.
+            super::calib_memory::check(&graph, idx.len())?;
             let calib = pre.batch(&train, &idx);
             let mut cfg = cfg.clone();
             cfg.seed = spec.seed;

@@ -196,6 +196,7 @@ pub fn run(
             record(&mut cells, "ft", "fp", r)?;
         }
         let n = default_calib(&train, classes, cfg.calib);
+        crate::jobs::calib_memory::check(graph, n)?;
         let cidx = sample_spread(&train, classes, n, cfg.seed)?;
         let calib = pre.batch(&train, &cidx);
         for b in &cfg.bits {
