@@ -1,8 +1,10 @@
 //! Winograd F(2×2, 3×3) on the int8 codes of a W8A8 3×3 stride-1
 //! convolution, for AVX2-only CPUs. There the direct int8 kernel needs
 //! three instructions per 32 multiply-adds (`vpmaddubsw`, `vpmaddwd`,
-//! `vpaddd`), or four per 16 for full 8-bit weights, and ran little or no
-//! faster than f32 Winograd, which does 2.25× fewer multiply-adds.
+//! `vpaddd`) for 7-bit weights, four for full 8-bit ones (two `vpmaddwd`
+//! on values widened to 16 bits, two adds), and ran at most 1.2× faster
+//! than f32 Winograd, which does 2.25× fewer multiply-adds. Here each
+//! `vpmaddwd` + `vpaddd` pair does 16 of Winograd's multiply-adds.
 //!
 //! Same tiles, phase planes, blocks and transforms as the f32 kernel (the
 //! parent module), on integers:
@@ -18,7 +20,7 @@
 //! is the direct kernel's accumulator, and the same float epilogue
 //! (`(acc·mult + bias) + residual`, ReLU) makes the outputs equal bit for
 //! bit (`tests/int8.rs`).
-use super::{part_ranges, partition, rows_of, WinoGeom, OR, TB};
+use super::{part_ranges, partition, rows_of, SharedOut, WinoGeom, OR, TB};
 use crate::engine::kernels::int8_conv::Epilogue;
 
 /// Most input channels for which `4·Σ w·q` cannot overflow i32:
@@ -173,11 +175,6 @@ pub fn conv_image(
     };
     crate::engine::team::run(parts.0 * parts.1, threads, &part);
 }
-
-struct SharedOut(*mut f32);
-// SAFETY: parts write disjoint (tile block × channel block) regions.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
