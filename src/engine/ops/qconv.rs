@@ -113,7 +113,9 @@ thread_local! {
 /// `x: [N, C, H, W]` → `[N, O, Ho, Wo]`: `relu?((Σ w·q(x))·s_x·s_w + bias (+ residual))`,
 /// where `q(x) = clamp(round(x·(1/s_x)), −127, 127)`, ties to even, as in
 /// the simulation (`exec::fake_quant`). `kernel` overrides the
-/// weights' own choice (tests compare kernels).
+/// weights' own choice and always runs that direct kernel (tests compare
+/// kernels); `None` may run the integer Winograd kernel instead
+/// ([`Int8Weights::runs_winograd`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_int8(
     x: &Tensor,
