@@ -29,6 +29,8 @@ fn short_kernels(path: &str) -> String {
     let name = |part: &str| -> String {
         [
             ("int8 avx512-vnni", "int8 vnni"),
+            // Integer Winograd (3×3 stride 1) and direct layers alike.
+            ("int8 winograd avx2", "int8 avx2"),
             ("int8 avx2", "int8 avx2"),
             ("int8 portable", "int8"),
             ("w8a8 simulated", "w8a8 sim"),
@@ -212,5 +214,9 @@ mod tests {
             "w8a8 sim +"
         );
         assert_eq!(short_kernels("fp32 gemm"), "fp32 gemm");
+        assert_eq!(
+            short_kernels("int8 winograd avx2-madd16 ×17, int8 avx2-madd16 ×2"),
+            "int8 avx2"
+        );
     }
 }
