@@ -256,3 +256,57 @@ fn pointwise_batch1(bencher: divan::Bencher, o: usize, c: usize, s: usize, w4: b
         })
     });
 }
+
+/// W8A8 3×3 convolutions on AVX2-only CPUs' kernels (run here even on
+/// AVX-512): the integer Winograd kernel against the direct ones, 8-bit
+/// weights on 16-bit pairs and 7-bit on `vpmaddubsw`. Counted as direct
+/// multiply-adds (×2): GOP/s, Winograd's effective.
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8), (128, 14), (256, 7)])]
+fn int8_conv3x3_batch64_avx2_winograd(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    int8_conv3x3(bencher, c, s, None);
+}
+
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8), (128, 14), (256, 7)])]
+fn int8_conv3x3_batch64_avx2_pairs(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    use qscope::engine::kernels::int8_conv::Kernel;
+    int8_conv3x3(bencher, c, s, Some(Kernel::Avx2Pairs));
+}
+
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8), (128, 14), (256, 7)])]
+fn int8_conv3x3_batch64_avx2_maddubs(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    use qscope::engine::kernels::int8_conv::Kernel;
+    int8_conv3x3(bencher, c, s, Some(Kernel::Avx2));
+}
+
+fn int8_conv3x3(
+    bencher: divan::Bencher,
+    c: usize,
+    s: usize,
+    direct: Option<qscope::engine::kernels::int8_conv::Kernel>,
+) {
+    use qscope::engine::kernels::int8_conv::Kernel;
+    use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
+    if !Kernel::Avx2Pairs.supported() {
+        return;
+    }
+    qscope::engine::ops::conv::set_winograd(true);
+    let mut rng = qscope::util::Rng::new(2);
+    // 7-bit codes for the maddubs kernel, 8-bit for the others.
+    let max = if direct == Some(Kernel::Avx2) {
+        64
+    } else {
+        127
+    };
+    let codes: Vec<i8> = (0..c * c * 9)
+        .map(|_| (rng.below(2 * max + 1) as i32 - max as i32) as i8)
+        .collect();
+    let mut w = Int8Weights::new(&codes, vec![0.01; c], [c, c, 3, 3]);
+    w.kernel = Kernel::Avx2Pairs;
+    let x = input(64, c, s);
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * 64 * c * c * 9 * s * s))
+        .bench_local(|| {
+            conv2d_int8(&x, &w, ConvGeom::new(1, 1), 0.02, None, None, true, direct)
+                .expect("int8 conv")
+        });
+}
