@@ -27,12 +27,17 @@ pub struct EvalArgs {
     /// Run quantized layers as the f32 simulation instead of their integer kernels.
     #[arg(long)]
     pub simulate: bool,
+    /// Use the AVX2 kernels even on an AVX-512 CPU (as `bench --avx2`): the
+    /// accuracy AVX2-only machines get.
+    #[arg(long)]
+    pub avx2: bool,
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let mut graph = qscope::model::load(&a.model)?.into_fused();
     qscope::model::exec::set_integer_paths(!a.simulate);
-    // After the path switch: it decides which layers run from codes.
+    qscope::engine::kernels::direct_conv::force_avx2(a.avx2);
+    // After the path switches: they decide which layers run from codes.
     graph.release_f32_weights();
     let root = DatasetRoot::open(&a.data)?;
     let split = root.split(SplitKind::Test)?;
