@@ -2,7 +2,8 @@
 //! transforms and dispatch here; the bodies in `avx512.rs` and, for CPUs
 //! without AVX-512, `avx2.rs`; 4-bit codes to transformed weights (per
 //! call) in `nibbles.rs`, in chunks that stay in L1 for one image
-//! (`conv_image_4bit`).
+//! (`conv_image_4bit`); the same algorithm on int8 codes (W8A8 on AVX2-only
+//! CPUs) in `int16.rs`.
 //!
 //! Each 2×2 block of outputs ("tile") is `Aᵀ [Σ_c U_c ⊙ V_c] A`, with
 //! `U = G g Gᵀ` (the 3×3 filter, 4×4 after transform, computed once per
