@@ -184,28 +184,31 @@ pub(super) unsafe fn inputs_of_block(
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+/// Tap (i, j) of 8 tiles from `t` on, as 32-bit words of the phase planes
+/// at `cp` (one channel's, or one channel pair's for the integer body,
+/// which shares this): the f32 body reinterprets them as floats.
+#[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn load_taps<const KIND: u8>(
-    cp: *const f32,
+pub(super) unsafe fn load_taps<const KIND: u8>(
+    cp: *const i32,
     g: &WinoGeom,
     t: usize,
     i: usize,
     j: usize,
     idx: __m256i,
-) -> __m256 {
+) -> __m256i {
     let (p, tw) = (g.pitch(), g.tiles().1);
     let base = cp.add((j % 2) * g.hp() * p + j / 2);
     if KIND == ANY {
-        return _mm256_i32gather_ps::<4>(base.add(i * p), idx);
+        return _mm256_i32gather_epi32::<4>(base.add(i * p), idx);
     }
     let (ty, tx) = (t / tw, t % tw);
     let at = |ty: usize| base.add((2 * ty + i) * p);
     if KIND == FOUR {
-        let lo = _mm256_castps128_ps256(_mm_loadu_ps(at(ty)));
-        _mm256_insertf128_ps::<1>(lo, _mm_loadu_ps(at(ty + 1)))
+        let lo = _mm256_castsi128_si256(_mm_loadu_si128(at(ty).cast()));
+        _mm256_inserti128_si256::<1>(lo, _mm_loadu_si128(at(ty + 1).cast()))
     } else {
-        _mm256_loadu_ps(at(ty).add(tx))
+        _mm256_loadu_si256(at(ty).add(tx).cast())
     }
 }
 
@@ -230,7 +233,9 @@ unsafe fn input_transform<const KIND: u8>(
                 _mm256_setzero_si256()
             };
             let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
-                std::array::from_fn(|j| load_taps::<KIND>(cp, g, t, i, j, idx))
+                std::array::from_fn(|j| {
+                    _mm256_castsi256_ps(load_taps::<KIND>(cp.cast(), g, t, i, j, idx))
+                })
             });
             input_tile!(d, _mm256_add_ps, _mm256_sub_ps, |xi, x| {
                 _mm256_storeu_ps(v.add((xi * g.c + ch) * TB + grp * L8), x)

@@ -180,7 +180,7 @@ pub fn conv_image(
 mod avx2 {
     //! The AVX2 body: the f32 AVX2 body's loops (`../avx2.rs`) on words of
     //! two i16 codes.
-    use super::super::avx2::{row_kind, store_row, ANY, FOUR, ROW};
+    use super::super::avx2::{load_taps, row_kind, store_row, ANY, FOUR, ROW};
     use super::{Epilogue, WinoGeom, OR, TB};
     use std::arch::x86_64::*;
 
@@ -337,31 +337,6 @@ mod avx2 {
                     _ => output_transform::<ANY>(g, mbuf, ob, t0, nt, out, epi),
                 }
             }
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn load_taps<const KIND: u8>(
-        cp: *const i32,
-        g: &WinoGeom,
-        t: usize,
-        i: usize,
-        j: usize,
-        idx: __m256i,
-    ) -> __m256i {
-        let (p, tw) = (g.pitch(), g.tiles().1);
-        let base = cp.add((j % 2) * g.hp() * p + j / 2);
-        if KIND == ANY {
-            return _mm256_i32gather_epi32::<4>(base.add(i * p), idx);
-        }
-        let (ty, tx) = (t / tw, t % tw);
-        let at = |ty: usize| base.add((2 * ty + i) * p);
-        if KIND == FOUR {
-            let lo = _mm256_castsi128_si256(_mm_loadu_si128(at(ty).cast()));
-            _mm256_inserti128_si256::<1>(lo, _mm_loadu_si128(at(ty + 1).cast()))
-        } else {
-            _mm256_loadu_si256(at(ty).add(tx).cast())
         }
     }
 
