@@ -146,6 +146,44 @@ fn stage19_batch1_w4(bencher: divan::Bencher, (c, s, t): (usize, usize, usize)) 
     stage19_batch1(bencher, c, s, t, true);
 }
 
+/// The same stage in W8A8 on the AVX2 kernels (integer Winograd), to
+/// compare with `stage19_batch1_fp32` under `--avx2`-like conditions.
+#[divan::bench(args = STAGES)]
+fn stage19_batch1_int8_avx2(bencher: divan::Bencher, (c, s, t): (usize, usize, usize)) {
+    use qscope::engine::kernels::int8_conv::Kernel;
+    use qscope::engine::ops::qconv::{conv2d_int8, Int8Weights};
+    if !Kernel::Avx2Pairs.supported() {
+        return;
+    }
+    qscope::engine::ops::conv::set_winograd(true);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .expect("pool");
+    let layers: Vec<Int8Weights> = (0..19)
+        .map(|l| {
+            let codes: Vec<i8> = (0..c * c * 9)
+                .map(|i| ((i * 7919 + l) % 255) as i32 - 127)
+                .map(|v| v as i8)
+                .collect();
+            let mut w = Int8Weights::new(&codes, vec![0.001; c], [c, c, 3, 3]);
+            w.kernel = Kernel::Avx2Pairs;
+            w
+        })
+        .collect();
+    let x = input(1, c, s);
+    bencher
+        .counter(divan::counter::ItemsCount::new(19usize))
+        .bench_local(|| {
+            pool.install(|| {
+                for w in &layers {
+                    let y = conv2d_int8(&x, w, ConvGeom::new(1, 1), 0.02, None, None, true, None);
+                    divan::black_box(y.expect("conv"));
+                }
+            })
+        });
+}
+
 const STAGES: [(usize, usize, usize); 6] = [
     (16, 32, 1),
     (32, 16, 1),

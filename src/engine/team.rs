@@ -160,3 +160,50 @@ pub fn run(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
         panic!("a parallel part of an engine op panicked");
     }
 }
+
+/// `parts` parts on the team that share some preparation: every part first
+/// runs `stage(g)` for groups `g < groups` (its own share first, then any
+/// group no part has claimed yet), waits until every group is done, then
+/// runs `part(k)`. Preparing on the caller alone left the other cores idle
+/// (int8 input quantization: 1.4–2.1 µs per ResNet-20 layer). A part waits
+/// only for groups that running parts have claimed, so a team that runs
+/// the parts one after the other (busy with another caller) still
+/// finishes; a panicking part releases the others, which then skip their
+/// `part` (the panic is raised by `run`).
+pub fn run_staged(
+    parts: usize,
+    threads: usize,
+    groups: usize,
+    stage: &(dyn Fn(usize) + Sync),
+    part: &(dyn Fn(usize) + Sync),
+) {
+    use std::sync::atomic::AtomicBool;
+    /// Marks a failed part, so the others stop waiting for its groups.
+    struct FailFlag<'a>(&'a AtomicBool);
+    impl Drop for FailFlag<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Release);
+            }
+        }
+    }
+    let claimed: Vec<AtomicBool> = (0..groups).map(|_| AtomicBool::new(false)).collect();
+    let (done, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    run(parts, threads, &|k| {
+        let _guard = FailFlag(&failed);
+        for g in (k * groups / parts..(k + 1) * groups / parts).chain(0..groups) {
+            if !claimed[g].swap(true, Relaxed) {
+                stage(g);
+                done.fetch_add(1, Release);
+            }
+        }
+        // Every group is claimed by a part that is running it now.
+        while done.load(Acquire) < groups {
+            if failed.load(Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        part(k);
+    });
+}

@@ -10,7 +10,6 @@ use crate::engine::ops::ConvGeom;
 use crate::engine::tensor::{contiguous, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A conv's weights as int8 codes, packed for the kernel.
 #[derive(Clone, Debug)]
@@ -329,25 +328,10 @@ struct SharedWords(*mut u32, usize);
 // the whole only after every unit is written (see `split_image`).
 unsafe impl Sync for SharedWords {}
 
-/// Marks a failed part, so the others stop waiting for its groups.
-struct FailFlag<'a>(&'a AtomicBool);
-impl Drop for FailFlag<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-}
-
 /// One image split over the spinning team by output channels (`out` in
-/// chunks of `chunk`), in one team call: every part first quantizes channel
-/// groups of the input (its own share first, then any group no part has
-/// claimed yet), waits until all groups are written, then computes its
-/// channels with `run(part, out chunk, quantized input)`. Quantizing on the
-/// caller alone before the split left the other core idle for 1.4–2.1 µs
-/// per ResNet-20 layer. A part waits only for groups other parts have
-/// claimed and are quantizing, so a team that runs the parts one after the
-/// other (busy with another caller) still finishes.
+/// chunks of `chunk`), in one team call (`team::run_staged`): every part
+/// first quantizes channel groups of the input, then, once all are written,
+/// computes its channels with `run(part, out chunk, quantized input)`.
 #[allow(clippy::too_many_arguments)]
 fn split_image(
     g: &Geometry,
@@ -361,38 +345,27 @@ fn split_image(
 ) {
     xq.resize(g.input_words(), 0);
     int8_conv::fill_tail(g, xq);
-    let (gw, groups) = (g.unit_len(), g.groups());
+    let gw = g.unit_len();
     let shared = SharedWords(xq.as_mut_ptr(), xq.len());
-    let claimed: Vec<AtomicBool> = (0..groups).map(|_| AtomicBool::new(false)).collect();
-    let (done, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
     let parts: Vec<std::sync::Mutex<&mut [f32]>> =
         out.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
-    let np = parts.len();
-    crate::engine::team::run(np, threads, &|k| {
+    let quantize = |cg: usize| {
         #[allow(clippy::redundant_locals)]
         let shared = &shared;
-        let _guard = FailFlag(&failed);
-        for cg in (k * groups / np..(k + 1) * groups / np).chain(0..groups) {
-            if !claimed[cg].swap(true, Ordering::Relaxed) {
-                // SAFETY: the claim makes this part the unit's only writer;
-                // units are disjoint and inside `xq` (`input_words()`), and
-                // nobody reads them before `done` counts every group.
-                let unit = unsafe { std::slice::from_raw_parts_mut(shared.0.add(cg * gw), gw) };
-                int8_conv::quantize_group(g, img, act_scale, cg, unit);
-                done.fetch_add(1, Ordering::Release);
-            }
-        }
-        // Every group is claimed by a part that is writing it now.
-        while done.load(Ordering::Acquire) < groups {
-            if failed.load(Ordering::Acquire) {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-        // SAFETY: every unit's writes happened before the Acquire load that
-        // saw `done == groups`; nothing writes `xq` any more in this call.
+        // SAFETY: `run_staged` runs each group once, so this is the unit's
+        // only writer; units are disjoint and inside `xq` (`input_words()`),
+        // and nobody reads them before every group is done.
+        let unit = unsafe { std::slice::from_raw_parts_mut(shared.0.add(cg * gw), gw) };
+        int8_conv::quantize_group(g, img, act_scale, cg, unit);
+    };
+    let compute = |k: usize| {
+        #[allow(clippy::redundant_locals)]
+        let shared = &shared;
+        // SAFETY: every unit's writes happened before `run_staged` saw the
+        // last group done; nothing writes `xq` any more in this call.
         let xq = unsafe { std::slice::from_raw_parts(shared.0, shared.1) };
         let mut dst = parts[k].lock().unwrap_or_else(|e| e.into_inner());
         run(k, &mut dst, xq);
-    });
+    };
+    crate::engine::team::run_staged(parts.len(), threads, g.groups(), &quantize, &compute);
 }
