@@ -122,7 +122,12 @@ pub fn cpu_features() -> String {
         if f.is_empty() {
             return "portable".into();
         }
-        f.join("+")
+        let found = f.join("+");
+        if crate::engine::kernels::direct_conv::avx2_forced() {
+            // `--avx2`: say that the AVX-512 found is not what ran.
+            return format!("{found}, kernels limited to avx2");
+        }
+        found
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
