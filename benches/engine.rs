@@ -11,6 +11,14 @@ fn main() {
     divan::main();
 }
 
+/// A rayon pool of `threads` (the engine splits work by its size).
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+}
+
 fn input(n: usize, c: usize, s: usize) -> Tensor {
     let mut rng = qscope::util::Rng::new(1);
     Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32)
@@ -156,10 +164,7 @@ fn stage19_batch1_int8_avx2(bencher: divan::Bencher, (c, s, t): (usize, usize, u
         return;
     }
     qscope::engine::ops::conv::set_winograd(true);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build()
-        .expect("pool");
+    let pool = pool(t);
     let layers: Vec<Int8Weights> = (0..19)
         .map(|l| {
             let codes: Vec<i8> = (0..c * c * 9)
@@ -197,10 +202,7 @@ fn stage19_batch1(bencher: divan::Bencher, c: usize, s: usize, threads: usize, w
     use qscope::engine::kernels::winograd;
     use qscope::engine::ops::conv::{conv2d_with, WinoWeights};
     qscope::engine::ops::conv::set_winograd(true);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
+    let pool = pool(threads);
     let layers: Vec<_> = (0..19)
         .map(|l| {
             let w: Vec<f32> = (0..c * c * 9)
@@ -264,10 +266,7 @@ fn pointwise_batch1_w4(bencher: divan::Bencher, (o, c, s): (usize, usize, usize)
 fn pointwise_batch1(bencher: divan::Bencher, o: usize, c: usize, s: usize, w4: bool) {
     use qscope::engine::kernels::direct_conv::Weights;
     use qscope::engine::ops::conv::conv2d_with;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool");
+    let pool = pool(1);
     let w: Vec<f32> = (0..o * c)
         .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
         .collect();

@@ -20,7 +20,7 @@
 //! is the direct kernel's accumulator, and the same float epilogue
 //! (`(acc·mult + bias) + residual`, ReLU) makes the outputs equal bit for
 //! bit (`tests/int8.rs`).
-use super::{part_ranges, partition, rows_of, SharedOut, WinoGeom, OR, TB};
+use super::{at_least, part_ranges, partition, rows_of, SharedOut, WinoGeom, OR, TB};
 use crate::engine::kernels::int8_conv::Epilogue;
 
 /// Most input channels for which `4·Σ w·q` cannot overflow i32:
@@ -151,12 +151,8 @@ pub fn conv_image(
         PLANES.with(|pc| {
             SCRATCH.with(|sc| {
                 let (mut planes, mut s) = (pc.borrow_mut(), sc.borrow_mut());
-                if planes.len() < planes_len(g) {
-                    planes.resize(planes_len(g), 0);
-                }
-                if s.len() < scratch_len(g) {
-                    s.resize(scratch_len(g), 0);
-                }
+                at_least(&mut planes, planes_len(g));
+                at_least(&mut s, scratch_len(g));
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX2 and every size asserted above; planes and
                 // scratch are this thread's and as long as the geometry

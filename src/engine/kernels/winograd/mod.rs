@@ -560,9 +560,9 @@ fn rows_of(g: &WinoGeom, blocks: &std::ops::Range<usize>) -> std::ops::Range<usi
 }
 
 /// Grow a reused buffer to at least `len`.
-fn at_least(buf: &mut Vec<f32>, len: usize) {
+fn at_least<T: Copy + Default>(buf: &mut Vec<T>, len: usize) {
     if buf.len() < len {
-        buf.resize(len, 0.0);
+        buf.resize(len, T::default());
     }
 }
 
