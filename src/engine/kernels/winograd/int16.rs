@@ -20,7 +20,7 @@
 //! is the direct kernel's accumulator, and the same float epilogue
 //! (`(acc·mult + bias) + residual`, ReLU) makes the outputs equal bit for
 //! bit (`tests/int8.rs`).
-use super::{at_least, part_ranges, partition, rows_of, SharedOut, WinoGeom, OR, TB};
+use super::{at_least, partition, rows_of, run_parts, WinoGeom, OR, TB};
 use crate::engine::kernels::int8_conv::Epilogue;
 
 /// Most input channels for which `4·Σ w·q` cannot overflow i32:
@@ -139,14 +139,7 @@ pub fn conv_image(
     } else {
         (1, 1)
     };
-    let shared = SharedOut(out.as_mut_ptr());
-    let part = |k: usize| {
-        #[allow(clippy::redundant_locals)]
-        let shared = &shared;
-        let (blocks, obs) = part_ranges(g, parts, k);
-        if obs.is_empty() || blocks.is_empty() {
-            return;
-        }
+    run_parts(g, parts, threads, out, &|blocks, obs, dst| {
         let rows = rows_of(g, &blocks);
         PLANES.with(|pc| {
             SCRATCH.with(|sc| {
@@ -162,14 +155,13 @@ pub fn conv_image(
                 unsafe {
                     let len = planes.len();
                     avx2::build_planes_of(g, img, inv, planes.as_mut_ptr(), len, rows);
-                    avx2::run_part(g, &planes, u, shared.0, &epi, blocks, obs, &mut s);
+                    avx2::run_part(g, &planes, u, dst, &epi, blocks, obs, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (&mut s, &mut planes, shared, obs, blocks, rows, inv);
+                let _ = (&mut s, &mut planes, dst, obs, blocks, rows, inv);
             })
         });
-    };
-    crate::engine::team::run(parts.0 * parts.1, threads, &part);
+    });
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -525,6 +525,28 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+/// Each non-empty part of `parts` (`partition`) on the team, as
+/// `body(tile blocks, output-channel blocks, out)`: the parts write
+/// disjoint (block, channel) regions of `out`, one image's output, which
+/// stays borrowed until every part has finished.
+fn run_parts(
+    g: &WinoGeom,
+    parts: (usize, usize),
+    threads: usize,
+    out: &mut [f32],
+    body: &(dyn Fn(std::ops::Range<usize>, std::ops::Range<usize>, *mut f32) + Sync),
+) {
+    let shared = SharedOut(out.as_mut_ptr());
+    crate::engine::team::run(parts.0 * parts.1, threads, &|k| {
+        #[allow(clippy::redundant_locals)]
+        let shared = &shared;
+        let (blocks, obs) = part_ranges(g, parts, k);
+        if !obs.is_empty() && !blocks.is_empty() {
+            body(blocks, obs, shared.0);
+        }
+    });
+}
+
 /// Parts of one image on `threads`, as (tile-block parts, output-channel
 /// parts): tile blocks first; output-channel blocks when there are fewer
 /// tile blocks than threads (8×8 maps have one).
@@ -585,14 +607,7 @@ pub fn conv_image_split(
     check_u(g, u);
     check(g, img, out, &epi);
     let parts = partition(g, threads);
-    let shared = SharedOut(out.as_mut_ptr());
-    let part = |k: usize| {
-        #[allow(clippy::redundant_locals)]
-        let shared = &shared;
-        let (blocks, obs) = part_ranges(g, parts, k);
-        if obs.is_empty() || blocks.is_empty() {
-            return;
-        }
+    run_parts(g, parts, threads, out, &|blocks, obs, dst| {
         let rows = rows_of(g, &blocks);
         PLANES.with(|pc| {
             SCRATCH.with(|sc| {
@@ -615,7 +630,7 @@ pub fn conv_image_split(
                             nob: g.out_blocks(),
                             base: 0,
                         },
-                        out: shared.0,
+                        out: dst,
                         epi: &epi,
                         blocks,
                         obs,
@@ -624,11 +639,10 @@ pub fn conv_image_split(
                     part_on_isa(&this, &mut s);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (&mut s, &mut planes, shared, obs, blocks, rows);
+                let _ = (&mut s, &mut planes, dst, obs, blocks, rows);
             })
         });
-    };
-    crate::engine::team::run(parts.0 * parts.1, threads, &part);
+    });
 }
 
 /// 4-bit codes, scales and offsets for every output channel of `g`:
@@ -685,14 +699,7 @@ pub fn conv_image_4bit(
     };
     // Output-channel blocks per chunk.
     let chunk = (CHUNK_BYTES / (4 * 16 * g.c * OR)).max(1);
-    let shared = SharedOut(out.as_mut_ptr());
-    let part = |k: usize| {
-        #[allow(clippy::redundant_locals)]
-        let shared = &shared;
-        let (blocks, obs) = part_ranges(g, parts, k);
-        if obs.is_empty() || blocks.is_empty() {
-            return;
-        }
+    run_parts(g, parts, threads, out, &|blocks, obs, dst| {
         let v_len = blocks.len() * 16 * g.c * TB;
         let sliced = blocks.len() == 1;
         let stream = !sliced && obs.len() > chunk && (big || v_len * 4 <= V_BYTES);
@@ -743,7 +750,7 @@ pub fn conv_image_4bit(
                                 planes: &planes,
                                 blk: blocks.start,
                                 obs: obs.clone(),
-                                out: shared.0,
+                                out: dst,
                                 epi: &epi,
                             };
                             sliced_on_isa(&this, &mut s, &mut u_of);
@@ -765,7 +772,7 @@ pub fn conv_image_4bit(
                                         nob: end - ob,
                                         base: ob,
                                     },
-                                    out: shared.0,
+                                    out: dst,
                                     epi: &epi,
                                     blocks: blocks.clone(),
                                     obs: ob..end,
@@ -781,7 +788,7 @@ pub fn conv_image_4bit(
                         &mut s,
                         &mut planes,
                         &mut v,
-                        shared,
+                        dst,
                         obs,
                         blocks,
                         rows,
@@ -793,6 +800,5 @@ pub fn conv_image_4bit(
                 })
             })
         });
-    };
-    crate::engine::team::run(parts.0 * parts.1, threads, &part);
+    });
 }
