@@ -131,15 +131,27 @@ fn truncated_corrupt_and_wrong_dtype_files_give_errors_not_panics() {
     let good = dir.path().join("good.safetensors");
     cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3).write(&good, None);
     let bytes = std::fs::read(&good).expect("read");
-    for (name, data) in [
-        ("trunc.safetensors", bytes[..bytes.len() / 2].to_vec()),
-        ("garbage.safetensors", b"not a model at all".to_vec()),
-        ("empty.safetensors", vec![]),
+    // Each says what is wrong in words, not only the crate's error name.
+    for (name, data, says) in [
+        (
+            "trunc.safetensors",
+            bytes[..bytes.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "garbage.safetensors",
+            b"not a model at all".to_vec(),
+            "not a safetensors file",
+        ),
+        ("empty.safetensors", vec![], "too short"),
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, data).expect("write");
         let e = load(&p).expect_err("must fail").to_string();
-        assert!(e.contains(name) && e.contains("safetensors"), "{e}");
+        assert!(
+            e.contains(name) && e.contains("safetensors") && e.contains(says),
+            "{e}"
+        );
     }
     // An int64 weight where floats are expected.
     let p = dir.path().join("i64.safetensors");
@@ -168,6 +180,17 @@ fn layer_table_counts_params_and_macs() {
     let last_conv = &l[l.len() - 2];
     assert_eq!(last_conv.output_hw, (16, 16));
     assert_eq!(l.last().map(|x| x.params), Some(3 * 8 + 3));
+    // The one-line brief counts the same, and says how weights are stored.
+    let params = g.param_count() as f64 / 1e3;
+    let brief = g.brief();
+    assert!(
+        brief.starts_with("resnet")
+            && brief.contains(" · 3 classes · 3×32×32 · ")
+            && brief.contains(&format!("{params:.1} k params"))
+            && brief.ends_with("f32 weights"),
+        "{brief}"
+    );
+    assert_eq!(g.stored_bits("conv1"), None);
 }
 
 /// The benchmark's batch-1 figures are ordered (best ≤ median ≤ p90) and

@@ -168,7 +168,25 @@ fn exported_quantized_models_reload_to_the_same_logits() {
         .expect("q");
         let p = dir.path().join(format!("{}.safetensors", method.name()));
         qscope::model::export::save(&out.graph, &out.packed, &p).expect("save");
-        let back = load(&p).expect("reload").fused();
+        let reloaded = load(&p).expect("reload");
+        // The file says what each layer is stored as: its codes' bits (and
+        // int8 inputs for W8A8), as `qscope info` and the dashboard show.
+        let n = reloaded.layers().len();
+        let brief = reloaded.brief();
+        // GPFQ's "b bits" are 2^b + 1 levels (ALGORITHMS.md §1): b + 1 stored.
+        let stored = bits + u8::from(method == Method::Gpfq);
+        assert!(
+            brief.contains(&format!("{stored}-bit codes in {n} of {n} layers")),
+            "{}: {brief}",
+            method.name()
+        );
+        assert_eq!(
+            brief.contains(&format!("int8 inputs in {n} of {n} layers")),
+            method == Method::SmoothQuant,
+            "{brief}"
+        );
+        assert_eq!(reloaded.stored_bits("conv1"), Some(stored));
+        let back = reloaded.fused();
         let xin = normalised_like(&x, &g.meta.std, &out.graph.meta.std);
         let xin_back = normalised_like(&x, &g.meta.std, &back.meta.std);
         let a = forward(&out.graph, xin).expect("a");

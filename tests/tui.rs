@@ -2,7 +2,8 @@
 //! compared with a reviewed snapshot (insta); state updates driven by actions.
 //! The fixture state comes from real jobs on the bundled sample (RTN and
 //! GPTQ, small calibration), with timings fixed so snapshots are stable.
-use qscope::app::{update, Action, Effect, Key, Screen, SetupForm, State};
+use qscope::app::path_complete::{complete, erase_component, Entry};
+use qscope::app::{update, Action, Effect, Key, ModelInfo, Screen, SetupForm, State};
 use qscope::jobs::{run, JobEvent, JobSpec, RunResult};
 use qscope::quant::{Method, QuantConfig};
 use qscope::tui::{view, Theme};
@@ -149,12 +150,179 @@ fn replay(s: &mut State, id: u64, r: &RunResult) {
     }
 }
 
+/// The sample model's info as the event loop reports it (a real load).
+fn sample_model_info() -> Action {
+    let g = qscope::model::load(&sample("resnet20.safetensors")).expect("sample model");
+    Action::ModelInfo {
+        path: PathBuf::from("sample_models/resnet20.safetensors"),
+        info: Ok(ModelInfo {
+            brief: g.brief(),
+            classes: g.meta.num_classes,
+        }),
+    }
+}
+
 #[test]
 fn setup_screen() {
     let mut s = state();
     update(&mut s, Action::Key(Key::Up));
     update(&mut s, Action::Key(Key::Up));
+    update(&mut s, sample_model_info());
     insta::assert_snapshot!(draw(&s, 120, 40));
+}
+
+#[test]
+fn setup_shows_the_model_in_brief_its_load_error_and_a_class_mismatch() {
+    let mut s = state();
+    let screen = draw(&s, 120, 40);
+    assert!(screen.contains("loading the model…"), "{screen}");
+    update(&mut s, sample_model_info());
+    let screen = draw(&s, 120, 40);
+    // Computed from the file: 269 722 parameters, 40.6 M multiply-adds.
+    assert!(
+        screen.contains("resnet20 · 10 classes · 3×32×32 · 269.7 k params · 40.6 MMAC/image"),
+        "{screen}"
+    );
+    assert!(screen.contains("f32 weights"), "{screen}");
+    assert!(!screen.contains("accuracy will not mean much"), "{screen}");
+    // A 100-class dataset under a 10-class model is flagged before a job runs.
+    s.set_classes((0..100).map(|i| format!("c{i}")).collect());
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("the model has 10 classes, the dataset 100"),
+        "{screen}"
+    );
+    // A model that does not load: typed in, its error shown in the form
+    // and on the status line, naming the file.
+    for _ in 0..12 {
+        update(&mut s, Action::Key(Key::Up));
+    }
+    assert_eq!(s.setup.field(), qscope::app::Field::Model);
+    update(&mut s, Action::Key(Key::Char('e')));
+    update(&mut s, Action::Key(Key::Ctrl('u')));
+    for c in "/m/bad.safetensors".chars() {
+        update(&mut s, Action::Key(Key::Char(c)));
+    }
+    let fx = update(&mut s, Action::Key(Key::Enter));
+    let bad = PathBuf::from("/m/bad.safetensors");
+    assert_eq!(fx, vec![Effect::InspectModel(bad.clone())]);
+    let err = "/m/bad.safetensors: not a valid safetensors file: truncated".to_string();
+    update(
+        &mut s,
+        Action::ModelInfo {
+            path: bad,
+            info: Err(err.clone()),
+        },
+    );
+    assert_eq!(s.message.as_deref(), Some(err.as_str()));
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("cannot load: /m/bad.safetensors"),
+        "{screen}"
+    );
+    // Back to the sample: its info is still known, nothing to load again.
+    let fx = update(&mut s, Action::Key(Key::Left));
+    assert_eq!(
+        s.setup.models[s.setup.model],
+        PathBuf::from("sample_models/resnet20.safetensors")
+    );
+    assert!(fx.is_empty(), "{fx:?}");
+    // Typing a path already on the list chooses it rather than adding it.
+    update(&mut s, Action::Key(Key::Char('e')));
+    update(&mut s, Action::Key(Key::Ctrl('u')));
+    for c in "/m/bad.safetensors".chars() {
+        update(&mut s, Action::Key(Key::Char(c)));
+    }
+    update(&mut s, Action::Key(Key::Enter));
+    assert_eq!(s.setup.models.len(), 2);
+    assert_eq!(s.setup.model, 1);
+}
+
+#[test]
+fn typing_a_path_completes_it_clears_it_and_erases_folders() {
+    let mut s = state();
+    for _ in 0..11 {
+        update(&mut s, Action::Key(Key::Up));
+    }
+    assert_eq!(s.setup.field(), qscope::app::Field::Data);
+    update(&mut s, Action::Key(Key::Char('e')));
+    assert_eq!(s.setup.editing.as_deref(), Some("sample_models/cifar10"));
+    update(&mut s, Action::Key(Key::Ctrl('w')));
+    assert_eq!(s.setup.editing.as_deref(), Some("sample_models/"));
+    update(&mut s, Action::Key(Key::Ctrl('w')));
+    assert_eq!(s.setup.editing.as_deref(), Some(""));
+    for c in "sample_models/ci".chars() {
+        update(&mut s, Action::Key(Key::Char(c)));
+    }
+    // Tab asks the loop to list the folder (datasets: folders only)…
+    let fx = update(&mut s, Action::Key(Key::Tab));
+    assert_eq!(
+        fx,
+        vec![Effect::CompletePath {
+            typed: "sample_models/ci".into(),
+            models: false
+        }]
+    );
+    assert_eq!(
+        s.screen,
+        Screen::Setup,
+        "Tab while typing is not a tab switch"
+    );
+    // …and takes its answer only if nothing was typed meanwhile.
+    let entries = [Entry {
+        name: "cifar10".into(),
+        is_dir: true,
+    }];
+    let answer = |typed: &str| Action::PathCompleted {
+        typed: typed.into(),
+        completion: complete(typed, &entries),
+    };
+    update(&mut s, answer("sample_models/c"));
+    assert_eq!(s.setup.editing.as_deref(), Some("sample_models/ci"));
+    update(&mut s, answer("sample_models/ci"));
+    assert_eq!(s.setup.editing.as_deref(), Some("sample_models/cifar10/"));
+    // Ctrl letters never act as the letter: Ctrl-Q does not quit.
+    update(&mut s, Action::Key(Key::Esc));
+    update(&mut s, Action::Key(Key::Ctrl('q')));
+    assert!(!s.quit);
+}
+
+#[test]
+fn path_completion_is_a_shells() {
+    let e = |name: &str, is_dir: bool| Entry {
+        name: name.into(),
+        is_dir,
+    };
+    let dir = [
+        e("resnet20.safetensors", false),
+        e("resnet56.safetensors", false),
+        e("cifar10", true),
+        e(".hidden", true),
+    ];
+    // One match: the whole name, and `/` after a folder.
+    let c = complete("m/ci", &dir);
+    assert_eq!((c.text.as_str(), c.choices.len()), ("m/cifar10/", 0));
+    let c = complete("resnet2", &dir);
+    assert_eq!(c.text, "resnet20.safetensors");
+    // Several: their longest common prefix, and the choices listed.
+    let c = complete("m/r", &dir);
+    assert_eq!(c.text, "m/resnet");
+    assert_eq!(c.choices, ["resnet20.safetensors", "resnet56.safetensors"]);
+    // An empty name lists all but hidden entries; a dot reaches those.
+    let c = complete("m/", &dir);
+    assert_eq!(c.text, "m/");
+    assert_eq!(c.choices.len(), 3);
+    assert_eq!(complete("m/.h", &dir).text, "m/.hidden/");
+    // No match: unchanged. Common prefixes respect UTF-8.
+    assert_eq!(complete("m/x", &dir).text, "m/x");
+    let c = complete("é", &[e("éa", false), e("éb", false)]);
+    assert_eq!(c.text, "é");
+    let c = complete("", &[e("ñaa", false), e("ñab", false)]);
+    assert_eq!(c.text, "ña");
+    assert_eq!(erase_component("a/b/c.safetensors"), "a/b/");
+    assert_eq!(erase_component("a/b/"), "a/");
+    assert_eq!(erase_component("/"), "");
+    assert_eq!(erase_component("abc"), "");
 }
 
 #[test]
@@ -236,6 +404,19 @@ fn help_overlay_and_too_small_message() {
     let mut s = state();
     update(&mut s, Action::Key(Key::Char('?')));
     insta::assert_snapshot!("help", draw(&s, 100, 30));
+    // On the smallest supported terminal the list scrolls to its end.
+    let last = qscope::app::update::HELP.last().expect("help").1;
+    let first = draw(&s, 80, 24);
+    assert!(
+        first.contains("0 above,") && !first.contains(last),
+        "{first}"
+    );
+    for _ in 0..40 {
+        update(&mut s, Action::Key(Key::Down));
+    }
+    let end = draw(&s, 80, 24);
+    assert!(end.contains(last) && end.contains(", 0 below"), "{end}");
+    assert!(s.help, "scrolling keeps the help open");
     let small = draw(&state(), 60, 20);
     assert!(
         small.contains("Terminal too small: 60×20") && small.contains("80×24"),

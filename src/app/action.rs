@@ -18,6 +18,8 @@ pub enum Key {
     PageDown,
     Home,
     End,
+    /// A letter with Ctrl held (Ctrl-C never arrives: it quits).
+    Ctrl(char),
 }
 
 #[derive(Clone, Debug)]
@@ -34,6 +36,24 @@ pub enum Action {
     },
     /// The class names of the chosen dataset, or why they could not be read.
     Classes(Result<Vec<String>, String>),
+    /// Tab completion of the path `typed` (ignored if the text changed since).
+    PathCompleted {
+        typed: String,
+        completion: crate::app::path_complete::Completion,
+    },
+    /// What loading the model at `path` found, or why it failed.
+    ModelInfo {
+        path: std::path::PathBuf,
+        info: Result<ModelInfo, String>,
+    },
+}
+
+/// A loaded model, in brief, for the Setup screen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// `Graph::brief`: architecture, classes, input, size, storage.
+    pub brief: String,
+    pub classes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -51,5 +71,14 @@ pub enum Effect {
     SaveResult(u64),
     /// Read the class names of a dataset (the loop answers with `State::set_classes`).
     LoadClasses(std::path::PathBuf),
+    /// List the folder of a path being typed (the loop answers with
+    /// `Action::PathCompleted`); `models`: only folders and `.safetensors`
+    /// files can complete it, else only folders (datasets).
+    CompletePath {
+        typed: String,
+        models: bool,
+    },
+    /// Load a model in the background (the loop answers with `Action::ModelInfo`).
+    InspectModel(std::path::PathBuf),
     Quit,
 }

@@ -102,6 +102,9 @@ pub struct SetupForm {
     pub cora_budget: usize,
     /// Text being typed into the Model or Dataset field (`e` to edit).
     pub editing: Option<String>,
+    /// What loading each model found (`Action::ModelInfo`), by path: shown
+    /// while that model is the chosen one, so choosing it again is instant.
+    pub model_info: Vec<(PathBuf, Result<crate::app::ModelInfo, String>)>,
     /// Per-layer bit overrides set from the Layers screen (what-if).
     pub overrides: Vec<(String, u8)>,
     pub eval_limit: Option<usize>,
@@ -128,6 +131,7 @@ impl SetupForm {
             epochs: 1,
             cora_budget: 1,
             editing: None,
+            model_info: vec![],
             overrides: vec![],
             eval_limit: None,
         }
@@ -146,6 +150,15 @@ impl SetupForm {
             .map(|(n, _)| n.clone())
             .collect();
         (!names.is_empty()).then_some(names)
+    }
+
+    /// The chosen model's info, once loaded.
+    pub fn chosen_model_info(&self) -> Option<&Result<crate::app::ModelInfo, String>> {
+        let chosen = self.models.get(self.model)?;
+        self.model_info
+            .iter()
+            .find(|(p, _)| p == chosen)
+            .map(|(_, r)| r)
     }
 
     /// The value shown next to a field.

@@ -232,6 +232,8 @@ pub struct State {
     pub theme: usize,
     pub theme_names: Vec<String>,
     pub help: bool,
+    /// First help line shown (the list is longer than a small terminal).
+    pub help_scroll: usize,
     pub message: Option<String>,
     pub size: (u16, u16),
     pub quit: bool,
@@ -258,6 +260,7 @@ impl State {
             theme: 0,
             theme_names,
             help: false,
+            help_scroll: 0,
             message: None,
             size: (120, 40),
             quit: false,

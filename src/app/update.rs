@@ -25,6 +25,10 @@ pub const HELP: &[(&str, &str)] = &[
         "Setup e",
         "on Model/Dataset: type a path, Enter to accept, Esc to cancel",
     ),
+    (
+        "Setup Tab ^U ^W",
+        "typing a path: complete it / clear it / erase a folder",
+    ),
     ("Setup Enter", "queue the job (defaults: 4-bit GPTQ)"),
     ("Layers ↑/↓", "select a layer"),
     ("Layers Enter", "open the layer's histogram"),
@@ -61,6 +65,34 @@ pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
             s.message = Some(e);
             vec![]
         }
+        Action::PathCompleted { typed, completion } => {
+            // Only if nothing was typed while the folder was listed.
+            if s.setup.editing.as_deref() == Some(typed.as_str()) {
+                s.setup.editing = Some(completion.text);
+                if !completion.choices.is_empty() {
+                    s.message = Some(completion.choices.join("  "));
+                }
+            }
+            vec![]
+        }
+        Action::ModelInfo { path, info } => {
+            if let Err(e) = &info {
+                if s.setup.models.get(s.setup.model) == Some(&path) {
+                    s.message = Some(e.clone());
+                }
+            }
+            s.setup.model_info.retain(|(p, _)| *p != path);
+            s.setup.model_info.push((path, info));
+            vec![]
+        }
+    }
+}
+
+/// Load the chosen model's info unless it is already there.
+fn inspect_chosen(s: &State) -> Vec<Effect> {
+    match s.setup.models.get(s.setup.model) {
+        Some(p) if s.setup.chosen_model_info().is_none() => vec![Effect::InspectModel(p.clone())],
+        _ => vec![],
     }
 }
 
@@ -69,8 +101,12 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
         return edit_key(s, k);
     }
     if s.help {
-        if matches!(k, Key::Esc | Key::Char('?') | Key::Char('q') | Key::Enter) {
-            s.help = false;
+        match k {
+            Key::Esc | Key::Char('?') | Key::Char('q') | Key::Enter => s.help = false,
+            // The view clamps it to what the terminal's height leaves.
+            Key::Down | Key::PageDown => s.help_scroll = (s.help_scroll + 1).min(HELP.len()),
+            Key::Up | Key::PageUp => s.help_scroll = s.help_scroll.saturating_sub(1),
+            _ => {}
         }
         return vec![];
     }
@@ -87,6 +123,7 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
         }
         Key::Char('?') => {
             s.help = true;
+            s.help_scroll = 0;
             return vec![];
         }
         Key::Char('t') => {
@@ -149,6 +186,14 @@ fn edit_key(s: &mut State, k: Key) -> Vec<Effect> {
         Key::Backspace => {
             text.pop();
         }
+        Key::Ctrl('u') => text.clear(),
+        Key::Ctrl('w') => *text = crate::app::path_complete::erase_component(text),
+        Key::Tab => {
+            return vec![Effect::CompletePath {
+                typed: text.clone(),
+                models: s.setup.field() == Field::Model,
+            }]
+        }
         Key::Esc => s.setup.editing = None,
         Key::Enter => {
             let path = std::path::PathBuf::from(text.trim());
@@ -156,15 +201,22 @@ fn edit_key(s: &mut State, k: Key) -> Vec<Effect> {
             if path.as_os_str().is_empty() {
                 return vec![];
             }
+            // A path already on the list is chosen, not added twice.
+            let pick = |list: &mut Vec<std::path::PathBuf>| {
+                list.iter().position(|p| *p == path).unwrap_or_else(|| {
+                    list.push(path.clone());
+                    list.len() - 1
+                })
+            };
             return match s.setup.field() {
                 Field::Model => {
-                    s.setup.models.push(path);
-                    s.setup.model = s.setup.models.len() - 1;
-                    vec![]
+                    s.setup.model = pick(&mut s.setup.models);
+                    // Typed anew: load it again (the file may have changed).
+                    s.setup.model_info.retain(|(p, _)| *p != path);
+                    inspect_chosen(s)
                 }
                 _ => {
-                    s.setup.datasets.push(path.clone());
-                    s.setup.dataset = s.setup.datasets.len() - 1;
+                    s.setup.dataset = pick(&mut s.setup.datasets);
                     vec![Effect::LoadClasses(path)]
                 }
             };
@@ -187,6 +239,9 @@ fn setup_key(s: &mut State, k: Key) -> Vec<Effect> {
                 if let Some(p) = f.datasets.get(f.dataset) {
                     return vec![Effect::LoadClasses(p.clone())];
                 }
+            }
+            if f.field() == Field::Model {
+                return inspect_chosen(s);
             }
         }
         Key::Char(' ') if f.field() == Field::Classes => {

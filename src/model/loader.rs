@@ -10,6 +10,33 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+/// What a safetensors error means for someone holding the file (the
+/// crate's own names, e.g. `MetadataIncompleteBuffer`, say little).
+fn describe(e: &safetensors::SafeTensorError, len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    let what = match e {
+        E::HeaderTooSmall | E::InvalidHeaderLength => {
+            format!("too short for its header ({len} bytes): truncated, or not a safetensors file")
+        }
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization => {
+            "its header is not safetensors JSON (another format, or damaged)".into()
+        }
+        E::HeaderTooLarge => {
+            "not a safetensors file, or damaged (its first 8 bytes claim a header over 100 MB)"
+                .into()
+        }
+        E::MetadataIncompleteBuffer | E::InvalidOffset(_) | E::TensorInvalidInfo => format!(
+            "its tensors do not fill the file as its header says ({len} bytes): truncated or damaged"
+        ),
+        _ => String::new(),
+    };
+    if what.is_empty() {
+        format!("{e:?}")
+    } else {
+        format!("{what} [{e:?}]")
+    }
+}
+
 /// Named f32 tensors read from a file, with bookkeeping so that tensors the
 /// architecture does not use are reported instead of silently ignored.
 pub struct TensorStore {
@@ -30,8 +57,9 @@ impl TensorStore {
             path: path.to_path_buf(),
             reason,
         };
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e:?}")))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(describe(&e, bytes.len())))?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| bad(describe(&e, bytes.len())))?;
         let metadata: BTreeMap<String, String> = header
             .metadata()
             .clone()

@@ -91,4 +91,68 @@ impl Graph {
     pub fn macs_per_image(&self) -> u64 {
         self.layers().iter().map(|l| l.macs).sum()
     }
+
+    /// Bits of a layer's integer codes in a file qscope exported (its
+    /// `qscope.q.{layer}` metadata); `None` for a layer stored as f32.
+    pub fn stored_bits(&self, layer: &str) -> Option<u8> {
+        let spec = self.meta.file_metadata.get(&format!("qscope.q.{layer}"))?;
+        let v: serde_json::Value = serde_json::from_str(spec).ok()?;
+        v["bits"].as_u64().map(|b| b as u8)
+    }
+
+    /// Whether layer node `i` quantizes its input to int8 (W8A8).
+    pub fn quantizes_input(&self, i: usize) -> bool {
+        match &self.nodes[i].op {
+            Op::Conv(c) => c.act_scale.is_some(),
+            Op::Linear(l) => l.act_scale.is_some(),
+            _ => false,
+        }
+    }
+
+    /// One line about the model, for `qscope info` and the dashboard:
+    /// `resnet20 · 10 classes · 3×32×32 · 270 k params · 40.6 MMAC/image ·
+    /// 4-bit codes in 20 of 20 layers`.
+    pub fn brief(&self) -> String {
+        let m = &self.meta;
+        let layers = self.layers();
+        let bits: Vec<u8> = layers
+            .iter()
+            .filter_map(|l| self.stored_bits(&l.name))
+            .collect();
+        let a8 = layers
+            .iter()
+            .filter(|l| self.quantizes_input(l.node))
+            .count();
+        let params = self.param_count() as f64;
+        let params = if params >= 1e6 {
+            format!("{:.2} M", params / 1e6)
+        } else {
+            format!("{:.1} k", params / 1e3)
+        };
+        let mut s = format!(
+            "{} · {} classes · {}×{}×{} · {params} params · {:.1} MMAC/image",
+            m.arch,
+            m.num_classes,
+            m.input_channels,
+            m.input_size,
+            m.input_size,
+            self.macs_per_image() as f64 / 1e6
+        );
+        let n = layers.len();
+        match (bits.iter().min(), bits.iter().max()) {
+            (Some(lo), Some(hi)) => {
+                let range = if lo == hi {
+                    format!("{lo}")
+                } else {
+                    format!("{lo}–{hi}")
+                };
+                s += &format!(" · {range}-bit codes in {} of {n} layers", bits.len());
+            }
+            _ => s += " · f32 weights",
+        }
+        if a8 > 0 {
+            s += &format!(" · int8 inputs in {a8} of {n} layers");
+        }
+        s
+    }
 }

@@ -111,8 +111,14 @@ pub fn run_dashboard(opts: DashboardOptions) -> Result<()> {
 fn map_event(ev: Event) -> Option<Action> {
     match ev {
         Event::Key(k) if k.kind != KeyEventKind::Release => {
-            if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
-                return Some(Action::Key(Key::Char('q')));
+            if k.modifiers.contains(KeyModifiers::CONTROL) {
+                // Ctrl-C quits; other Ctrl letters edit a typed path, and
+                // must not act as the plain letter (Ctrl-Q is not `q`).
+                return match k.code {
+                    KeyCode::Char('c') => Some(Action::Key(Key::Char('q'))),
+                    KeyCode::Char(c) => Some(Action::Key(Key::Ctrl(c.to_ascii_lowercase()))),
+                    _ => None,
+                };
             }
             Some(Action::Key(match k.code {
                 KeyCode::Char(c) => Key::Char(c),
@@ -183,6 +189,42 @@ fn spawn_job(id: u64, spec: crate::jobs::JobSpec, cancel: Arc<AtomicBool>, tx: T
             }
         })
         .ok();
+}
+
+fn spawn_model_info(path: PathBuf, tx: Tx) {
+    std::thread::spawn(move || {
+        let info = crate::model::load(&path)
+            .map(|g| crate::app::ModelInfo {
+                brief: g.brief(),
+                classes: g.meta.num_classes,
+            })
+            .map_err(|e| e.to_string());
+        let _ = tx.send((Action::ModelInfo { path, info }, Instant::now()));
+    });
+}
+
+/// Tab on a typed path: list its folder (a local `read_dir`, quick enough
+/// for the UI thread, as in a shell) and complete against it.
+fn complete_path(typed: String, models: bool, tx: &Tx) {
+    use crate::app::path_complete::{complete, split, Entry};
+    let (dir, _) = split(&typed);
+    let listed = if dir.is_empty() { "." } else { dir };
+    let entries: Vec<Entry> = std::fs::read_dir(listed)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| Entry {
+                    name: e.file_name().to_string_lossy().into_owned(),
+                    // Follows symlinks, so a linked folder completes with `/`.
+                    is_dir: e.path().is_dir(),
+                })
+                // What the field can take: a model file, or a folder on
+                // the way to one (datasets are folders).
+                .filter(|e| e.is_dir || (models && e.name.ends_with(".safetensors")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let completion = complete(&typed, &entries);
+    let _ = tx.send((Action::PathCompleted { typed, completion }, Instant::now()));
 }
 
 fn spawn_classes(path: PathBuf, tx: Tx) {
@@ -267,6 +309,8 @@ fn apply(
                 });
             }
             Effect::LoadClasses(p) => spawn_classes(p, tx.clone()),
+            Effect::InspectModel(p) => spawn_model_info(p, tx.clone()),
+            Effect::CompletePath { typed, models } => complete_path(typed, models, tx),
             Effect::Quit => s.quit = true,
         }
     }
@@ -281,15 +325,14 @@ async fn event_loop(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Action, Instant)>();
     spawn_input(tx.clone());
     let mut cancels = HashMap::new();
+    let mut first = vec![];
     if let Some(p) = state.setup.datasets.get(state.setup.dataset).cloned() {
-        apply(
-            vec![Effect::LoadClasses(p)],
-            &mut state,
-            &tx,
-            &mut cancels,
-            store,
-        );
+        first.push(Effect::LoadClasses(p));
     }
+    if let Some(p) = state.setup.models.get(state.setup.model).cloned() {
+        first.push(Effect::InspectModel(p));
+    }
+    apply(first, &mut state, &tx, &mut cancels, store);
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
         let draw_start = Instant::now();

@@ -6,8 +6,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 
-pub fn render(f: &mut Frame, area: Rect, t: &Theme) {
-    let h = (HELP.len() as u16 + 4).min(area.height);
+/// The key list, scrolled by `scroll` lines when the terminal is too short
+/// for all of it (80×24 shows about 18 of them); the title says what is
+/// hidden and how to see it.
+pub fn render(f: &mut Frame, area: Rect, scroll: usize, t: &Theme) {
+    let h = (HELP.len() as u16 + 2).min(area.height);
+    let shown = (h as usize).saturating_sub(2);
+    let scroll = scroll.min(HELP.len().saturating_sub(shown));
+    let below = HELP.len().saturating_sub(scroll + shown);
     let w = 86.min(area.width);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
@@ -17,6 +23,7 @@ pub fn render(f: &mut Frame, area: Rect, t: &Theme) {
     };
     let lines: Vec<Line> = HELP
         .iter()
+        .skip(scroll)
         .map(|(k, d)| {
             Line::from(vec![
                 Span::styled(
@@ -27,10 +34,15 @@ pub fn render(f: &mut Frame, area: Rect, t: &Theme) {
             ])
         })
         .collect();
+    let title = if scroll + below == 0 {
+        " keys — Esc or ? to close ".to_string()
+    } else {
+        format!(" keys — Esc or ? to close · ↑/↓ scroll: {scroll} above, {below} below ")
+    };
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines)
-            .block(super::block(" keys — Esc or ? to close ", t))
+            .block(super::block(title, t))
             .style(Style::default().bg(t.bg).fg(t.fg)),
         r,
     );

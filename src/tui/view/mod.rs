@@ -89,7 +89,7 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
     }
     render_status(f, status, s, t);
     if s.help {
-        help::render(f, area, t);
+        help::render(f, area, s.help_scroll, t);
     }
 }
 
@@ -127,13 +127,20 @@ fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let theme = s.theme_names.get(s.theme).map_or("", String::as_str);
     // The timings are for the curious; on a narrow terminal the job's status
     // message needs the room.
-    let right = if area.width >= 100 {
-        format!(
-            "render {:.1} ms · key→draw {:.0} ms · {theme} · ? help ",
-            s.perf.render_ms, s.perf.key_to_draw_ms,
-        )
+    // (and a message that would not fit beside them makes way too).
+    let left: usize = spans.iter().map(|sp| sp.content.chars().count()).sum();
+    let fits = |r: &str| left + r.chars().count() <= area.width as usize;
+    let full = format!(
+        "render {:.1} ms · key→draw {:.0} ms · {theme} · ? help ",
+        s.perf.render_ms, s.perf.key_to_draw_ms,
+    );
+    let short = format!("{theme} · ? help ");
+    let right = if area.width >= 100 && fits(&full) {
+        full
+    } else if fits(&short) || s.message.is_none() {
+        short
     } else {
-        format!("{theme} · ? help ")
+        "? help ".to_string()
     };
     let [l, r] = Layout::horizontal([
         Constraint::Min(0),

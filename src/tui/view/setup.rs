@@ -33,6 +33,17 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 t.accent
             }),
         )];
+        // While typing, the end of a long path stays in view (the cursor).
+        let room = (left.width as usize).saturating_sub(2 + 22 + 4);
+        let value = if editing && value.chars().count() > room {
+            let tail: String = {
+                let n = value.chars().count();
+                value.chars().skip(n + 1 - room.max(1)).collect()
+            };
+            format!("…{tail}")
+        } else {
+            value
+        };
         if *field != Field::Start {
             let arrows = if focused && !editing {
                 ["◂ ", " ▸"]
@@ -63,6 +74,8 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         _ => "←/→ change · ↑/↓ move · Enter start",
     };
     lines.push(Line::from(Span::styled(hint, Style::default().fg(t.muted))));
+    lines.push(Line::from(""));
+    lines.extend(model_lines(form, t, left.width.saturating_sub(2) as usize));
     f.render_widget(
         Paragraph::new(lines).block(super::block(" New job ", t)),
         left,
@@ -133,4 +146,57 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         List::new(runs).block(super::block(" Jobs this session ", t)),
         queue,
     );
+}
+
+/// The chosen model in brief once loaded (or why it cannot be), and a
+/// warning when its classes do not match the dataset's.
+fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Line<'static>> {
+    let muted = Style::default().fg(t.muted);
+    // The brief's ` · `-separated parts, filled into lines of `width`.
+    let fill = |text: &str| -> Vec<String> {
+        let mut out: Vec<String> = vec![];
+        for part in text.split(" · ") {
+            match out.last_mut() {
+                Some(l) if l.chars().count() + 3 + part.chars().count() <= width => {
+                    l.push_str(" · ");
+                    l.push_str(part);
+                }
+                _ => out.push(part.to_string()),
+            }
+        }
+        out
+    };
+    match form.chosen_model_info() {
+        None if form.models.is_empty() => vec![],
+        None => vec![Line::from(Span::styled("loading the model…", muted))],
+        Some(Err(e)) => {
+            // Wrapped by characters: the error names a path, with no spaces.
+            let text: Vec<char> = format!("cannot load: {e}").chars().collect();
+            text.chunks(width.max(1))
+                .map(|c| {
+                    Line::from(Span::styled(
+                        c.iter().collect::<String>(),
+                        Style::default().fg(t.bad),
+                    ))
+                })
+                .collect()
+        }
+        Some(Ok(info)) => {
+            let mut v: Vec<Line> = fill(&info.brief)
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, muted)))
+                .collect();
+            let n = form.class_names.len();
+            if n > 0 && n != info.classes {
+                v.push(Line::from(Span::styled(
+                    format!(
+                        "the model has {} classes, the dataset {n}: accuracy will not mean much",
+                        info.classes
+                    ),
+                    Style::default().fg(t.warn),
+                )));
+            }
+            v
+        }
+    }
 }
