@@ -23,7 +23,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Setup a", "on Classes: clear the selection (all classes)"),
     (
         "Setup e",
-        "on Model/Dataset: type a path, Enter to accept, Esc to cancel",
+        "on Model/Dataset: type a path; Enter accepts, Esc cancels",
     ),
     (
         "Setup Tab ^U ^W",
