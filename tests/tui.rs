@@ -189,7 +189,13 @@ fn setup_shows_the_model_in_brief_its_load_error_and_a_class_mismatch() {
     s.set_classes((0..100).map(|i| format!("c{i}")).collect());
     let screen = draw(&s, 120, 40);
     assert!(
-        screen.contains("the model has 10 classes, the dataset 100"),
+        screen.contains("the model has 10 classes, the dataset 100: jobs will fail"),
+        "{screen}"
+    );
+    s.set_classes(vec!["airplane".into(), "automobile".into()]);
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("the dataset 2: labels follow folder order"),
         "{screen}"
     );
     // A model that does not load: typed in, its error shown in the form

@@ -152,20 +152,6 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
 /// warning when its classes do not match the dataset's.
 fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Line<'static>> {
     let muted = Style::default().fg(t.muted);
-    // The brief's ` · `-separated parts, filled into lines of `width`.
-    let fill = |text: &str| -> Vec<String> {
-        let mut out: Vec<String> = vec![];
-        for part in text.split(" · ") {
-            match out.last_mut() {
-                Some(l) if l.chars().count() + 3 + part.chars().count() <= width => {
-                    l.push_str(" · ");
-                    l.push_str(part);
-                }
-                _ => out.push(part.to_string()),
-            }
-        }
-        out
-    };
     match form.chosen_model_info() {
         None if form.models.is_empty() => vec![],
         None => vec![Line::from(Span::styled("loading the model…", muted))],
@@ -182,21 +168,45 @@ fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Lin
                 .collect()
         }
         Some(Ok(info)) => {
-            let mut v: Vec<Line> = fill(&info.brief)
+            let mut v: Vec<Line> = fill(&info.brief, " · ", width)
                 .into_iter()
                 .map(|l| Line::from(Span::styled(l, muted)))
                 .collect();
             let n = form.class_names.len();
-            if n > 0 && n != info.classes {
-                v.push(Line::from(Span::styled(
-                    format!(
-                        "the model has {} classes, the dataset {n}: accuracy will not mean much",
-                        info.classes
-                    ),
-                    Style::default().fg(t.warn),
-                )));
+            // Labels are the dataset's folder order (evaluation refuses more
+            // classes than the model outputs).
+            let m = info.classes;
+            let warning = if n > m {
+                format!("the model has {m} classes, the dataset {n}: jobs will fail")
+            } else if n > 0 && n < m {
+                format!("the model has {m} classes, the dataset {n}: labels follow folder order, so these must be its first {n}")
+            } else {
+                String::new()
+            };
+            if !warning.is_empty() {
+                v.extend(
+                    fill(&warning, " ", width)
+                        .into_iter()
+                        .map(|l| Line::from(Span::styled(l, Style::default().fg(t.warn)))),
+                );
             }
             v
         }
     }
+}
+
+/// `text` in lines of at most `width` characters, broken where `sep`
+/// stands (the separator is kept inside lines, dropped at breaks).
+fn fill(text: &str, sep: &str, width: usize) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for part in text.split(sep) {
+        match out.last_mut() {
+            Some(l) if l.chars().count() + sep.chars().count() + part.chars().count() <= width => {
+                l.push_str(sep);
+                l.push_str(part);
+            }
+            _ => out.push(part.to_string()),
+        }
+    }
+    out
 }
