@@ -7,7 +7,7 @@ pub struct BenchArgs {
     /// Model file (safetensors).
     #[arg(long)]
     pub model: PathBuf,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = super::at_least_one)]
     pub batch: usize,
     /// Threads (default: all cores).
     #[arg(long)]

@@ -35,7 +35,7 @@ pub struct CoraArgs {
     pub calib: Option<usize>,
     #[arg(long, default_value_t = 200)]
     pub iters: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::at_least_one)]
     pub batch: usize,
     /// Rank-search loss: ce (cross-entropy on labels) or kd (KL to the FP model).
     #[arg(long, default_value = "ce")]

@@ -19,7 +19,7 @@ pub struct EvalArgs {
     /// Evaluate at most N images, spread evenly over the classes.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = super::at_least_one)]
     pub batch: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]

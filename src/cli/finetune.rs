@@ -20,7 +20,7 @@ pub struct FinetuneArgs {
     pub classes: Option<String>,
     #[arg(long, default_value_t = 1.0)]
     pub epochs: f64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::at_least_one)]
     pub batch: usize,
     /// Learning rate [default: 0.01; 0.002 with --qat-bits, as in the
     /// dashboard: the BN-folded network QAT trains has no normalisation to

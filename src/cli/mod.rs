@@ -88,3 +88,13 @@ pub fn sample_path(rel: &str) -> PathBuf {
         .join("sample_models")
         .join(rel)
 }
+
+/// A count that must be at least 1 (batch sizes): `--batch 0` is refused
+/// by the parser, naming the flag, instead of running something else.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}

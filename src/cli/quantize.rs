@@ -104,8 +104,13 @@ const DEFAULT_CALIB: usize = 1024;
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let mut spec = build_spec(&a)?;
+    // Settings that cannot work are refused before any note or progress.
+    let graph = qscope::model::load(&spec.model)?;
+    if let Some(q) = &spec.quant {
+        q.bits.resolve(&graph)?;
+    }
     if a.calib.is_none() {
-        spec.calib = fit_default_calib(&spec)?;
+        spec.calib = fit_default_calib(&spec, &graph)?;
     }
     execute(&spec, &a.results, a.json)
 }
@@ -113,7 +118,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
 /// The default calibration size, lowered to what the chosen classes' train
 /// split holds and to what fits in memory for this model (with a note), so
 /// the defaults work on small datasets and on 224×224 models.
-fn fit_default_calib(spec: &JobSpec) -> anyhow::Result<usize> {
+fn fit_default_calib(spec: &JobSpec, graph: &qscope::model::Graph) -> anyhow::Result<usize> {
     let root = DatasetRoot::open(&spec.data)?;
     let train = root.split(SplitKind::Train)?;
     let classes = spec.classes.as_ref().map(|c| c.join(","));
@@ -125,8 +130,7 @@ fn fit_default_calib(spec: &JobSpec) -> anyhow::Result<usize> {
             spec.calib
         );
     }
-    let graph = qscope::model::load(&spec.model)?;
-    let cap = qscope::jobs::calib_memory::default_cap(&graph);
+    let cap = qscope::jobs::calib_memory::default_cap(graph);
     if n > cap {
         eprintln!(
             "note: calibrating on {cap} images, as many as this model's activations fit in memory \
