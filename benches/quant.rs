@@ -26,3 +26,23 @@ fn resnet20_w4_calib256(bencher: divan::Bencher, method: &str) {
             .expect("quantize")
     });
 }
+
+/// One 3×3 stride-1 conv's backward pass (dX, dW, db) at CoRa's and
+/// fine-tuning's batch of 32, on ResNet-20's three stages: what training
+/// and the CoRa rank search spend most of their time in.
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8)], sample_count = 20)]
+fn backward_conv3x3_batch32(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    use qscope::engine::ops::ConvGeom;
+    let mut rng = qscope::util::Rng::new(1);
+    let x = qscope::engine::Tensor::from_shape_fn((32, c, s, s), |_| rng.normal() as f32);
+    let dy = qscope::engine::Tensor::from_shape_fn((32, c, s, s), |_| rng.normal() as f32);
+    let w: Vec<f32> = (0..c * c * 9).map(|_| rng.normal() as f32 * 0.1).collect();
+    bencher
+        .counter(divan::counter::ItemsCount::new(
+            2 * 2 * 32 * c * c * 9 * s * s,
+        ))
+        .bench_local(|| {
+            qscope::train::backward::conv(&x, &w, [c, c, 3, 3], ConvGeom::new(1, 1), &dy)
+                .expect("backward")
+        });
+}

@@ -144,6 +144,81 @@ fn conv_gradients_are_the_same_bits_on_any_thread_count() {
     }
 }
 
+/// The weight-gradient kernel against dW summed in f64 straight from its
+/// definition, `Σ_b Σ_pos dY[b][o][pos]·X[b][c][pos·s + (ky,kx) − pad]`,
+/// on shapes that reach every tile and chunk: output channels that fill
+/// 1–4 vectors and more (3, 16, 40, 70), rows that end mid-tile, stride 2,
+/// no padding, 1×1 and 5×5 kernels; on AVX-512 and on the AVX2 kernel.
+#[test]
+fn weight_gradient_kernel_matches_the_definition_in_f64() {
+    use qscope::engine::kernels::weight_grad::{accumulate_on, GradGeom, Isa};
+    let cases = [
+        // (c, h, w, o, k, stride, pad)
+        (3, 9, 11, 16, 3, 1, 1),
+        (5, 8, 8, 3, 3, 1, 1),
+        (4, 7, 6, 40, 3, 2, 1),
+        (2, 6, 6, 70, 5, 1, 2),
+        (6, 5, 5, 17, 1, 1, 0),
+        (3, 9, 9, 24, 3, 2, 0),
+    ];
+    let mut ran = 0;
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        for (i, &(c, h, w, o, k, s, pad)) in cases.iter().enumerate() {
+            let ho = (h + 2 * pad - k) / s + 1;
+            let wo = (w + 2 * pad - k) / s + 1;
+            let n = 3;
+            let mut rng = Rng::new(60 + i as u64);
+            let xs: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal() as f32).collect();
+            let dy: Vec<f32> = (0..n * o * ho * wo).map(|_| rng.normal() as f32).collect();
+            let g = GradGeom {
+                c,
+                h,
+                w,
+                o,
+                kh: k,
+                kw: k,
+                stride: s,
+                pad,
+                ho,
+                wo,
+            };
+            // Starts from ones: the kernel adds to what is there.
+            let d = c * k * k;
+            let mut dw = vec![1f32; o * d];
+            if !accumulate_on(isa, &g, &xs, &dy, 0..n, &mut dw) {
+                continue;
+            }
+            ran += 1;
+            let mut worst = 0f64;
+            for oc in 0..o {
+                for r in 0..d {
+                    let (ci, ky, kx) = (r / (k * k), r / k % k, r % k);
+                    let mut want = 1f64;
+                    for b in 0..n {
+                        for y in 0..ho {
+                            for xo in 0..wo {
+                                let (iy, ix) = (y * s + ky, xo * s + kx);
+                                if iy < pad || ix < pad || iy - pad >= h || ix - pad >= w {
+                                    continue;
+                                }
+                                want += dy[((b * o + oc) * ho + y) * wo + xo] as f64
+                                    * xs[((b * c + ci) * h + iy - pad) * w + ix - pad] as f64;
+                            }
+                        }
+                    }
+                    worst = worst.max((dw[oc * d + r] as f64 - want).abs());
+                }
+            }
+            // Sums of up to 3·9·11 products of unit normals in f32.
+            assert!(worst < 1e-4, "case {i} ({isa:?}): off by {worst}");
+        }
+    }
+    // Any x86-64 CI machine has AVX2; elsewhere the GEMM path runs.
+    if cfg!(target_arch = "x86_64") {
+        assert!(ran >= cases.len(), "the AVX2 kernel did not run");
+    }
+}
+
 fn toy_split(n: usize) -> qscope::data::Split {
     // Two classes: bright left half vs bright right half (32×32 RGB).
     let mut rng = Rng::new(2);

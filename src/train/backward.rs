@@ -1,6 +1,6 @@
 //! The backward pass of every op, as pure functions of saved forward values.
 //! Each is checked against finite differences in `tests/train.rs`.
-use crate::engine::kernels::{sgemm, MatRef};
+use crate::engine::kernels::{sgemm, weight_grad, MatRef};
 use crate::engine::ops::conv::col2im;
 use crate::engine::ops::{conv_output_size, im2col, ConvGeom};
 use crate::engine::tensor::contiguous;
@@ -83,11 +83,34 @@ pub fn conv(
     // dW and db sum over the batch: groups of GROUP images in f32, the
     // groups added in order (`ordered_sum`), so training is reproducible.
     const GROUP: usize = 4;
+    let gg = weight_grad::GradGeom {
+        c,
+        h,
+        w: wd,
+        o,
+        kh,
+        kw,
+        stride: s,
+        pad: geom.pad,
+        ho,
+        wo,
+    };
     let sums = crate::ordered::ordered_sum(n.div_ceil(GROUP), o * d + o, |group| {
         let mut acc = vec![0f32; o * d + o];
-        let mut col = vec![0f32; d * p];
         let (dw, db) = acc.split_at_mut(o * d);
-        for b in GROUP * group..(GROUP * group + GROUP).min(n) {
+        let images = GROUP * group..(GROUP * group + GROUP).min(n);
+        for b in images.clone() {
+            for (oc, row) in dys[b * o * p..(b + 1) * o * p].chunks(p).enumerate() {
+                db[oc] += row.iter().sum::<f32>();
+            }
+        }
+        // The SIMD kernel where there is one (see `weight_grad`), else
+        // im2col and a GEMM per image.
+        if weight_grad::accumulate(&gg, &xs, &dys, images.clone(), dw) {
+            return acc;
+        }
+        let mut col = vec![0f32; d * p];
+        for b in images {
             let xi = &xs[b * c * h * wd..(b + 1) * c * h * wd];
             let dyi = &dys[b * o * p..(b + 1) * o * p];
             im2col(
@@ -107,9 +130,6 @@ pub fn conv(
                 true,
                 1,
             );
-            for (oc, row) in dyi.chunks(p).enumerate() {
-                db[oc] += row.iter().sum::<f32>();
-            }
         }
         acc
     });
