@@ -15,6 +15,9 @@ pub struct ResidualSvd {
     pub u: Vec<f64>,
     pub s: Vec<f64>,
     pub v: Vec<f64>,
+    /// `V` transposed (`R × d`), so [`Self::reconstruct`]'s inner loop reads
+    /// it contiguously (the rank search calls it every step for every layer).
+    vt: Vec<f64>,
 }
 
 impl ResidualSvd {
@@ -36,11 +39,12 @@ impl ResidualSvd {
             if k == 0.0 {
                 continue;
             }
+            let vi = &self.vt[i * self.d..(i + 1) * self.d];
             for a in 0..self.n {
                 let ua = self.u[a * r + i] * k;
                 let row = &mut out[a * self.d..(a + 1) * self.d];
-                for (b, o) in row.iter_mut().enumerate() {
-                    *o += ua * self.v[b * r + i];
+                for (o, &v) in row.iter_mut().zip(vi) {
+                    *o += ua * v;
                 }
             }
         }
@@ -83,6 +87,7 @@ pub fn residual_svd(w: &[f32], q: &[f32], n: usize, d: usize) -> ResidualSvd {
         u: (0..n * r).map(|k| u.read(k / r, k % r)).collect(),
         s: (0..r).map(|i| s.read(i)).collect(),
         v: (0..d * r).map(|k| v.read(k / r, k % r)).collect(),
+        vt: (0..r * d).map(|k| v.read(k % d, k / d)).collect(),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::train::backward::{softmax_cross_entropy, softmax_kl};
 use crate::train::tape::{self, BnMode};
 use crate::util::Rng;
 use crate::{Error, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -162,8 +163,14 @@ pub fn search(
             .zip(&rt)
             .map(|((_, s), &r)| butterworth(s.rank_max(), r, cfg.order))
             .collect();
-        for (k, (node, svd)) in layers.iter().enumerate() {
-            let delta = svd.reconstruct(&kernels[k].0);
+        // Layers are independent: their deltas in parallel, each summed in
+        // its own fixed order.
+        let deltas: Vec<Vec<f32>> = layers
+            .par_iter()
+            .zip(&kernels)
+            .map(|((_, svd), kernel)| svd.reconstruct(&kernel.0))
+            .collect();
+        for (k, ((node, _), delta)) in layers.iter().zip(deltas).enumerate() {
             if let Some(w) = g.weight_mut(*node) {
                 for ((o, q), dd) in w.iter_mut().zip(&base[k]).zip(&delta) {
                     *o = q + dd;
@@ -191,11 +198,14 @@ pub fn search(
         let used: f64 = weights.iter().zip(&rt).map(|(w, r)| w * r).sum();
         let over = used - cfg.budget;
         let penalty = cfg.gamma * over.max(0.0).exp();
-        for (k, (node, svd)) in layers.iter().enumerate() {
-            let Some(gw) = grads[*node].as_ref() else {
+        let projections: Vec<Option<Vec<f64>>> = layers
+            .par_iter()
+            .map(|(node, svd)| grads[*node].as_ref().map(|gw| svd.project(&gw.w)))
+            .collect();
+        for (k, ((_, svd), p)) in layers.iter().zip(projections).enumerate() {
+            let Some(p) = p else {
                 continue;
             };
-            let p = svd.project(&gw.w);
             let dce: f64 = (0..svd.rank_max())
                 .map(|i| kernels[k].1[i] * svd.s[i] * p[i])
                 .sum();
