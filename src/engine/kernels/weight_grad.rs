@@ -52,12 +52,6 @@ impl GradGeom {
     }
 }
 
-/// Whether [`accumulate`] runs a SIMD kernel on this CPU (else the caller
-/// keeps its GEMM).
-pub fn available() -> bool {
-    isa().is_some()
-}
-
 /// Add the weight gradient of images `images` of `x` (`n × c × h × w`) and
 /// `dy` (`n × o × ho × wo`) to `dw` (`o × c·kh·kw`). Returns false, with
 /// `dw` untouched, when no SIMD kernel runs here.
