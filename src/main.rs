@@ -14,12 +14,15 @@ use clap::Parser;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const _: () = assert!(libmimalloc_sys::mi_option_use_numa_nodes == MI_OPTION_PURGE_DELAY + 1);
 
-/// Keep freed memory committed for 10 s before returning it to the OS. A
-/// training step frees and allocates its activations (hundreds of MB) every
-/// few hundred ms; with mimalloc's default purging (1 s here) much of it
-/// came back as fresh pages the kernel had to zero: fine-tuning the sample
-/// for 3 epochs took 15 000–28 000 page faults and 1.2–5.5 s in the kernel,
-/// against 700 and 0.5–1 s now. `MIMALLOC_PURGE_DELAY` still overrides it.
+/// Keep freed memory committed for 10 s before returning it to the OS, for
+/// commands that train. A training step frees and allocates its
+/// activations (hundreds of MB) every few hundred ms; with mimalloc's
+/// default purging (1 s here) much of it came back as fresh pages the
+/// kernel had to zero: fine-tuning the sample for 3 epochs took 15 000–
+/// 28 000 page faults and 1.2–5.5 s in the kernel, against 700 and 0.5–1 s
+/// now. Inference commands keep the default, so the memory `bench` reports
+/// is what the model's format holds, not freed load-time copies.
+/// `MIMALLOC_PURGE_DELAY` still overrides it.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a global option; mimalloc allows it at any time.
@@ -28,8 +31,14 @@ fn keep_freed_memory() {
 }
 
 fn main() -> std::process::ExitCode {
-    keep_freed_memory();
     let args = cli::Cli::parse();
+    use cli::Command as C;
+    if matches!(
+        args.command,
+        None | Some(C::Dashboard(_) | C::Finetune(_) | C::Cora(_) | C::Laq(_) | C::Run(_))
+    ) {
+        keep_freed_memory();
+    }
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
