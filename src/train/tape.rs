@@ -300,11 +300,25 @@ impl Tape {
         let mut grads: Vec<Option<Tensor>> = vec![None; graph.num_values];
         grads[graph.output] = Some(d_output);
         let mut pgrads: Vec<Option<ParamGrad>> = vec![None; graph.nodes.len()];
+        // Elementwise passes over a batch's activations (megabytes each) run
+        // on every core: serial, they were a tenth of a training step.
         let accumulate = |grads: &mut Vec<Option<Tensor>>, v: usize, g: Tensor| {
             grads[v] = Some(match grads[v].take() {
-                Some(prev) => prev + &g,
+                Some(mut prev) => {
+                    ndarray::Zip::from(&mut prev)
+                        .and(&g)
+                        .par_for_each(|p, &d| *p += d);
+                    prev
+                }
                 None => g,
             });
+        };
+        let relu_mask = |g: &mut Tensor, y: &Tensor| {
+            ndarray::Zip::from(g).and(y).par_for_each(|g, &yv| {
+                if yv <= 0.0 {
+                    *g = 0.0
+                }
+            })
         };
         for (i, node) in graph.nodes.iter().enumerate().rev() {
             let Some(gy) = grads[node.output].take() else {
@@ -322,11 +336,7 @@ impl Tape {
                 Op::Conv(c) => {
                     let mut gpre = gy;
                     if c.post.relu {
-                        ndarray::Zip::from(&mut gpre).and(y).for_each(|g, &yv| {
-                            if yv <= 0.0 {
-                                *g = 0.0
-                            }
-                        });
+                        relu_mask(&mut gpre, y);
                     }
                     if let Some(&r) = node.inputs.get(1) {
                         accumulate(&mut grads, r, gpre.clone());
@@ -367,11 +377,7 @@ impl Tape {
                 }
                 Op::Relu => {
                     let mut g = gy;
-                    ndarray::Zip::from(&mut g).and(y).for_each(|g, &yv| {
-                        if yv <= 0.0 {
-                            *g = 0.0
-                        }
-                    });
+                    relu_mask(&mut g, y);
                     accumulate(&mut grads, node.inputs[0], g);
                 }
                 Op::Add => {
