@@ -29,6 +29,8 @@ fn image_folders_sort_classes_and_normalise() {
     let dir = tempfile::tempdir().expect("tmp");
     folder_dataset(dir.path(), &["zebra", "apple", "mango"], 4);
     let root = DatasetRoot::open(dir.path()).expect("open");
+    // Counted without decoding (the dashboard's dataset line).
+    assert_eq!(root.describe(), "image folders · train 12 · test 12 images");
     let test = root.split(SplitKind::Test).expect("split");
     assert_eq!(test.class_names, vec!["apple", "mango", "zebra"]);
     assert_eq!(test.len(), 12);
@@ -73,6 +75,7 @@ fn cifar_binaries_read_labels_and_planar_pixels() {
     )
     .expect("w");
     let root = DatasetRoot::open(dir.path()).expect("open");
+    assert_eq!(root.describe(), "CIFAR binaries · train 10 · test 3 images");
     let train = root.split(SplitKind::Train).expect("train");
     assert_eq!(train.len(), 10);
     let test = root.split(SplitKind::Test).expect("test");
@@ -120,6 +123,7 @@ fn mnist_idx_plain_and_gzipped() {
     gz(images(7), "t10k-images-idx3-ubyte.gz");
     gz(labels(7), "t10k-labels-idx1-ubyte.gz");
     let root = DatasetRoot::open(dir.path()).expect("open");
+    assert_eq!(root.describe(), "IDX (MNIST) · train 20 · test 7 images");
     let test = root.split(SplitKind::Test).expect("test");
     assert_eq!(test.len(), 7);
     assert_eq!(test.labels[3], 3);
@@ -137,6 +141,10 @@ fn a_single_split_of_cifar_or_mnist_opens_and_names_the_missing_one() {
     rec.extend(std::iter::repeat_n(9u8, 3072));
     std::fs::write(dir.path().join("test_batch.bin"), &rec).expect("w");
     let root = DatasetRoot::open(dir.path()).expect("open");
+    assert_eq!(
+        root.describe(),
+        "CIFAR binaries · no train split · test 1 images"
+    );
     assert_eq!(root.split(SplitKind::Test).expect("test").labels, vec![7]);
     let e = root
         .split(SplitKind::Train)

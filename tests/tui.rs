@@ -184,6 +184,20 @@ fn setup_shows_the_model_in_brief_its_load_error_and_a_class_mismatch() {
         "{screen}"
     );
     assert!(screen.contains("f32 weights"), "{screen}");
+    // The dataset's line arrives after its class names, from a real count.
+    let root = qscope::data::DatasetRoot::open(&sample("cifar10")).expect("sample data");
+    update(
+        &mut s,
+        Action::DatasetInfo {
+            path: PathBuf::from("sample_models/cifar10"),
+            info: root.describe(),
+        },
+    );
+    let screen = draw(&s, 120, 40);
+    assert!(
+        screen.contains("data: image folders · train 500 · test 1000 images"),
+        "{screen}"
+    );
     assert!(!screen.contains("accuracy will not mean much"), "{screen}");
     // A 100-class dataset under a 10-class model is flagged before a job runs.
     s.set_classes((0..100).map(|i| format!("c{i}")).collect());

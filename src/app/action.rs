@@ -41,6 +41,12 @@ pub enum Action {
         typed: String,
         completion: crate::app::path_complete::Completion,
     },
+    /// What the dataset at `path` holds (`DatasetRoot::describe`), sent with
+    /// its class names.
+    DatasetInfo {
+        path: std::path::PathBuf,
+        info: String,
+    },
     /// What loading the model at `path` found, or why it failed.
     ModelInfo {
         path: std::path::PathBuf,

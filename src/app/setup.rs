@@ -105,6 +105,8 @@ pub struct SetupForm {
     /// What loading each model found (`Action::ModelInfo`), by path: shown
     /// while that model is the chosen one, so choosing it again is instant.
     pub model_info: Vec<(PathBuf, Result<crate::app::ModelInfo, String>)>,
+    /// What each dataset holds (`Action::DatasetInfo`), by path.
+    pub dataset_info: Vec<(PathBuf, String)>,
     /// Per-layer bit overrides set from the Layers screen (what-if).
     pub overrides: Vec<(String, u8)>,
     pub eval_limit: Option<usize>,
@@ -132,6 +134,7 @@ impl SetupForm {
             cora_budget: 1,
             editing: None,
             model_info: vec![],
+            dataset_info: vec![],
             overrides: vec![],
             eval_limit: None,
         }
@@ -159,6 +162,15 @@ impl SetupForm {
             .iter()
             .find(|(p, _)| p == chosen)
             .map(|(_, r)| r)
+    }
+
+    /// The chosen dataset's summary, once read.
+    pub fn chosen_dataset_info(&self) -> Option<&str> {
+        let chosen = self.datasets.get(self.dataset)?;
+        self.dataset_info
+            .iter()
+            .find(|(p, _)| p == chosen)
+            .map(|(_, s)| s.as_str())
     }
 
     /// The value shown next to a field.

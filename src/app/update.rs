@@ -75,6 +75,11 @@ pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
             }
             vec![]
         }
+        Action::DatasetInfo { path, info } => {
+            s.setup.dataset_info.retain(|(p, _)| *p != path);
+            s.setup.dataset_info.push((path, info));
+            vec![]
+        }
         Action::ModelInfo { path, info } => {
             if let Err(e) = &info {
                 if s.setup.models.get(s.setup.model) == Some(&path) {

@@ -21,6 +21,45 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
+/// The images of one class folder, by extension, sorted.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(list_dir(dir)?
+        .into_iter()
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect())
+}
+
+/// Images in a folder split, without decoding any.
+pub fn count_folder_images(dir: &Path) -> Result<usize> {
+    class_dirs(dir)?
+        .iter()
+        .map(|c| image_files(c).map(|v| v.len()))
+        .sum()
+}
+
+/// Records in CIFAR batches, from the file sizes.
+pub fn count_cifar_records(files: &[PathBuf], label_bytes: usize) -> Result<usize> {
+    files
+        .iter()
+        .map(|f| {
+            let len = std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len() as usize;
+            Ok(len / (label_bytes + 3072))
+        })
+        .sum()
+}
+
+/// The image count in an IDX file's header.
+pub fn count_idx_images(images: &Path) -> Result<usize> {
+    let b = read_maybe_gz(images)?;
+    b.get(4..8)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
+        .ok_or_else(|| Error::dataset(images, "truncated IDX header"))
+}
+
 /// Sub-directories of `dir`, sorted by name (class index = position).
 pub fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(list_dir(dir)?.into_iter().filter(|p| p.is_dir()).collect())
@@ -67,14 +106,7 @@ pub fn read_image_folder(dir: &Path) -> Result<Split> {
     let mut files = Vec::new();
     let mut class_names = Vec::new();
     for (label, cdir) in classes.iter().enumerate() {
-        let imgs: Vec<PathBuf> = list_dir(cdir)?
-            .into_iter()
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            })
-            .collect();
+        let imgs = image_files(cdir)?;
         if imgs.is_empty() {
             return Err(Error::dataset(
                 cdir,

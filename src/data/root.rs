@@ -209,6 +209,32 @@ impl DatasetRoot {
         }
     }
 
+    /// What the dataset holds, without decoding an image: its format and
+    /// the images per split, e.g. `image folders · train 500 · test 1000 images`.
+    pub fn describe(&self) -> String {
+        let count = |src: &SplitSource| match src {
+            SplitSource::Folder(dir) => formats::count_folder_images(dir),
+            SplitSource::CifarBin {
+                files, label_bytes, ..
+            } => formats::count_cifar_records(files, *label_bytes),
+            SplitSource::Idx { images, .. } => formats::count_idx_images(images),
+        };
+        let format = match &self.test {
+            SplitSource::Folder(_) => "image folders",
+            SplitSource::CifarBin { .. } => "CIFAR binaries",
+            SplitSource::Idx { .. } => "IDX (MNIST)",
+        };
+        let part = |name: &str, src: &SplitSource| match count(src) {
+            Ok(n) => format!("{name} {n}"),
+            Err(_) => format!("no {name} split"),
+        };
+        format!(
+            "{format} · {} · {} images",
+            part("train", &self.train),
+            part("test", &self.test)
+        )
+    }
+
     /// The decoded split, from the process-wide cache when already decoded.
     pub fn split(&self, kind: SplitKind) -> Result<Arc<Split>> {
         load_cached(self.source(kind))

@@ -229,10 +229,18 @@ fn complete_path(typed: String, models: bool, tx: &Tx) {
 
 fn spawn_classes(path: PathBuf, tx: Tx) {
     std::thread::spawn(move || {
-        let names = crate::data::DatasetRoot::open(&path)
-            .and_then(|r| r.class_names())
-            .map_err(|e| e.to_string());
+        let root = crate::data::DatasetRoot::open(&path);
+        let names = root
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.class_names().map_err(|e| e.to_string()));
+        let ok = names.is_ok();
         let _ = tx.send((Action::Classes(names), Instant::now()));
+        // Counting files can take a moment on a big folder: after the names.
+        if let (true, Ok(r)) = (ok, root) {
+            let info = r.describe();
+            let _ = tx.send((Action::DatasetInfo { path, info }, Instant::now()));
+        }
     });
 }
 

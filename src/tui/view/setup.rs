@@ -75,7 +75,16 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     };
     lines.push(Line::from(Span::styled(hint, Style::default().fg(t.muted))));
     lines.push(Line::from(""));
-    lines.extend(model_lines(form, t, left.width.saturating_sub(2) as usize));
+    let width = left.width.saturating_sub(2) as usize;
+    lines.extend(model_lines(form, t, width));
+    if let Some(d) = form.chosen_dataset_info() {
+        let muted = Style::default().fg(t.muted);
+        lines.extend(
+            fill(&format!("data: {d}"), " · ", width)
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, muted))),
+        );
+    }
     f.render_widget(
         Paragraph::new(lines).block(super::block(" New job ", t)),
         left,
