@@ -510,11 +510,7 @@ fn click(s: &mut State, row: u16) -> Vec<Effect> {
                 s.layer_cursor = line;
             }
         }
-        Screen::Results => {
-            if line < s.results.len() {
-                s.result_cursor = line;
-            }
-        }
+        Screen::Results if line < s.results.len() => s.result_cursor = line,
         _ => {}
     }
     vec![]
