@@ -226,6 +226,11 @@ fn setup_shows_the_model_in_brief_its_load_error_and_a_class_mismatch() {
     let fx = update(&mut s, Action::Key(Key::Enter));
     let bad = PathBuf::from("/m/bad.safetensors");
     assert_eq!(fx, vec![Effect::InspectModel(bad.clone())]);
+    // Passing over a model still loading does not load it again.
+    update(&mut s, Action::Key(Key::Left));
+    let fx = update(&mut s, Action::Key(Key::Right));
+    assert_eq!(s.setup.models[s.setup.model], bad);
+    assert!(fx.is_empty(), "{fx:?}");
     let err = "/m/bad.safetensors: not a valid safetensors file: truncated".to_string();
     update(
         &mut s,

@@ -105,6 +105,9 @@ pub struct SetupForm {
     /// What loading each model found (`Action::ModelInfo`), by path: shown
     /// while that model is the chosen one, so choosing it again is instant.
     pub model_info: Vec<(PathBuf, Result<crate::app::ModelInfo, String>)>,
+    /// Models being loaded for their info (asked once, however often the
+    /// user passes over them).
+    pub inspecting: Vec<PathBuf>,
     /// What each dataset holds (`Action::DatasetInfo`), by path.
     pub dataset_info: Vec<(PathBuf, String)>,
     /// Per-layer bit overrides set from the Layers screen (what-if).
@@ -134,6 +137,7 @@ impl SetupForm {
             cora_budget: 1,
             editing: None,
             model_info: vec![],
+            inspecting: vec![],
             dataset_info: vec![],
             overrides: vec![],
             eval_limit: None,

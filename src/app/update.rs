@@ -86,6 +86,7 @@ pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
                     s.message = Some(e.clone());
                 }
             }
+            s.setup.inspecting.retain(|p| *p != path);
             s.setup.model_info.retain(|(p, _)| *p != path);
             s.setup.model_info.push((path, info));
             vec![]
@@ -93,10 +94,14 @@ pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
     }
 }
 
-/// Load the chosen model's info unless it is already there.
-fn inspect_chosen(s: &State) -> Vec<Effect> {
-    match s.setup.models.get(s.setup.model) {
-        Some(p) if s.setup.chosen_model_info().is_none() => vec![Effect::InspectModel(p.clone())],
+/// Load the chosen model's info unless it is there or on its way.
+fn inspect_chosen(s: &mut State) -> Vec<Effect> {
+    let f = &mut s.setup;
+    match f.models.get(f.model).cloned() {
+        Some(p) if f.chosen_model_info().is_none() && !f.inspecting.contains(&p) => {
+            f.inspecting.push(p.clone());
+            vec![Effect::InspectModel(p)]
+        }
         _ => vec![],
     }
 }

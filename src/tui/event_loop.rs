@@ -338,6 +338,7 @@ async fn event_loop(
         first.push(Effect::LoadClasses(p));
     }
     if let Some(p) = state.setup.models.get(state.setup.model).cloned() {
+        state.setup.inspecting.push(p.clone());
         first.push(Effect::InspectModel(p));
     }
     apply(first, &mut state, &tx, &mut cancels, store);
