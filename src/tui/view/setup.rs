@@ -66,6 +66,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             break;
         }
     }
+    let blank_at = lines.len();
     lines.push(Line::from(""));
     let hint = match form.field() {
         Field::Model | Field::Data => "←/→ choose · e type a path",
@@ -74,17 +75,26 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         _ => "←/→ change · ↑/↓ move · Enter start",
     };
     lines.push(Line::from(Span::styled(hint, Style::default().fg(t.muted))));
-    lines.push(Line::from(""));
     let width = left.width.saturating_sub(2) as usize;
-    lines.extend(model_lines(form, t, width));
+    let mut about = model_lines(form, t, width);
     if let Some(d) = form.chosen_dataset_info() {
         let muted = Style::default().fg(t.muted);
-        lines.extend(
+        about.extend(
             fill(&format!("data: {d}"), " · ", width)
                 .into_iter()
                 .map(|l| Line::from(Span::styled(l, muted))),
         );
     }
+    // On a short terminal (80×24) the blank lines around the hint make way
+    // for the model and dataset lines.
+    let rows = left.height.saturating_sub(2) as usize;
+    let need = lines.len() + about.len();
+    if need + 1 <= rows {
+        lines.push(Line::from(""));
+    } else if need > rows {
+        lines.remove(blank_at);
+    }
+    lines.extend(about);
     f.render_widget(
         Paragraph::new(lines).block(super::block(" New job ", t)),
         left,
