@@ -55,3 +55,67 @@ fn pretrained_resnet20_reaches_published_jpeg_accuracy_on_the_sample() {
         "bird/cat/dog confuse with other classes"
     );
 }
+
+/// `qscope info` on the sample: the brief, the kernels it would run, and
+/// how each layer is stored, as a user reads them (the real binary); a
+/// damaged file and a zero batch get errors that say what is wrong.
+#[test]
+fn info_command_describes_the_model_and_bad_input_is_refused() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_qscope");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/resnet20.safetensors");
+    let out = Command::new(bin)
+        .arg("info")
+        .arg(&model)
+        .output()
+        .expect("run info");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "resnet20 · 10 classes · 3×32×32 · 269.7 k params · 40.6 MMAC/image · f32 weights"
+    );
+    assert!(lines[1].starts_with("kernels here: fp32 "), "{}", lines[1]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("layer3.2.conv2") && l.ends_with("f32")),
+        "{text}"
+    );
+    let json = Command::new(bin)
+        .args(["info", "--json"])
+        .arg(&model)
+        .output()
+        .expect("run info --json");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
+    assert_eq!(v["params"], 269_722);
+    assert_eq!(v["layers"].as_array().map(Vec::len), Some(20));
+    assert!(v["layers"][0]["bits"].is_null());
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let cut = dir.path().join("cut.safetensors");
+    let bytes = std::fs::read(&model).expect("read");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).expect("write");
+    let out = Command::new(bin)
+        .arg("info")
+        .arg(&cut)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cut.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    let out = Command::new(bin)
+        .args(["bench", "--batch", "0", "--model"])
+        .arg(&model)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must be at least 1"),
+        "{err}"
+    );
+}
