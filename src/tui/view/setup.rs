@@ -89,7 +89,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     // for the model and dataset lines.
     let rows = left.height.saturating_sub(2) as usize;
     let need = lines.len() + about.len();
-    if need + 1 <= rows {
+    if need < rows {
         lines.push(Line::from(""));
     } else if need > rows {
         lines.remove(blank_at);
