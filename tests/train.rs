@@ -148,7 +148,8 @@ fn conv_gradients_are_the_same_bits_on_any_thread_count() {
 /// definition, `Σ_b Σ_pos dY[b][o][pos]·X[b][c][pos·s + (ky,kx) − pad]`,
 /// on shapes that reach every tile and chunk: output channels that fill
 /// 1–4 vectors and more (3, 16, 40, 70), rows that end mid-tile, stride 2,
-/// no padding, 1×1 and 5×5 kernels; on AVX-512 and on the AVX2 kernel.
+/// no padding, 1×1 (also stride 2) and 5×5 kernels; on AVX-512 and on the
+/// AVX2 kernel.
 #[test]
 fn weight_gradient_kernel_matches_the_definition_in_f64() {
     use qscope::engine::kernels::weight_grad::{accumulate_on, GradGeom, Isa};
@@ -160,6 +161,8 @@ fn weight_gradient_kernel_matches_the_definition_in_f64() {
         (2, 6, 6, 70, 5, 1, 2),
         (6, 5, 5, 17, 1, 1, 0),
         (3, 9, 9, 24, 3, 2, 0),
+        // A torchvision downsample shortcut: 1×1, stride 2.
+        (8, 8, 8, 33, 1, 2, 0),
     ];
     let mut ran = 0;
     for isa in [Isa::Avx512, Isa::Avx2] {
