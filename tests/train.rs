@@ -152,7 +152,8 @@ fn conv_gradients_are_the_same_bits_on_any_thread_count() {
 /// AVX2 kernel.
 #[test]
 fn weight_gradient_kernel_matches_the_definition_in_f64() {
-    use qscope::engine::kernels::weight_grad::{accumulate_on, GradGeom, Isa};
+    use qscope::engine::kernels::conv_geometry::Geometry;
+    use qscope::engine::kernels::weight_grad::{accumulate_on, Isa};
     let cases = [
         // (c, h, w, o, k, stride, pad)
         (3, 9, 11, 16, 3, 1, 1),
@@ -173,18 +174,17 @@ fn weight_gradient_kernel_matches_the_definition_in_f64() {
             let mut rng = Rng::new(60 + i as u64);
             let xs: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal() as f32).collect();
             let dy: Vec<f32> = (0..n * o * ho * wo).map(|_| rng.normal() as f32).collect();
-            let g = GradGeom {
+            let g = Geometry {
                 c,
                 h,
                 w,
                 o,
                 kh: k,
                 kw: k,
-                stride: s,
                 pad,
-                ho,
-                wo,
+                stride: s,
             };
+            assert_eq!(g.out(), (ho, wo));
             // Starts from ones: the kernel adds to what is there.
             let d = c * k * k;
             let mut dw = vec![1f32; o * d];

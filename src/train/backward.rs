@@ -83,17 +83,15 @@ pub fn conv(
     // dW and db sum over the batch: groups of GROUP images in f32, the
     // groups added in order (`ordered_sum`), so training is reproducible.
     const GROUP: usize = 4;
-    let gg = weight_grad::GradGeom {
+    let gg = crate::engine::kernels::conv_geometry::Geometry {
         c,
         h,
         w: wd,
         o,
         kh,
         kw,
-        stride: s,
         pad: geom.pad,
-        ho,
-        wo,
+        stride: s,
     };
     let sums = crate::ordered::ordered_sum(n.div_ceil(GROUP), o * d + o, |group| {
         let mut acc = vec![0f32; o * d + o];

@@ -13,50 +13,25 @@
 //!
 //! Sums run in a fixed order (image by image, position by position), so
 //! results do not depend on threads: callers split by images.
+use super::conv_geometry::Geometry;
 use super::direct_conv::isa;
 pub use super::direct_conv::Isa;
 
-/// The shapes of one conv: input `c × h × w`, `o` output channels,
-/// `kh × kw` kernel, `stride`, `pad`, output `ho × wo`.
-#[derive(Clone, Copy, Debug)]
-pub struct GradGeom {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: usize,
-    pub ho: usize,
-    pub wo: usize,
+/// The zero-padded image's sides.
+fn padded(g: &Geometry) -> (usize, usize) {
+    (g.h + 2 * g.pad, g.w + 2 * g.pad)
 }
 
-impl GradGeom {
-    fn d(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-    fn hp(&self) -> usize {
-        self.h + 2 * self.pad
-    }
-    fn wp(&self) -> usize {
-        self.w + 2 * self.pad
-    }
-    /// Whether every read of the padded image stays inside it.
-    fn valid(&self) -> bool {
-        let s = self.stride.max(1);
-        self.ho > 0
-            && self.wo > 0
-            && (self.ho - 1) * s + self.kh <= self.hp()
-            && (self.wo - 1) * s + self.kw <= self.wp()
-    }
+/// The `(c, ky, kx)` rows of dW.
+fn row_count(g: &Geometry) -> usize {
+    g.c * g.kh * g.kw
 }
 
 /// Add the weight gradient of images `images` of `x` (`n × c × h × w`) and
 /// `dy` (`n × o × ho × wo`) to `dw` (`o × c·kh·kw`). Returns false, with
 /// `dw` untouched, when no SIMD kernel runs here.
 pub fn accumulate(
-    g: &GradGeom,
+    g: &Geometry,
     x: &[f32],
     dy: &[f32],
     images: std::ops::Range<usize>,
@@ -72,7 +47,7 @@ pub fn accumulate(
 /// exists); false when this CPU cannot run it.
 pub fn accumulate_on(
     isa: Isa,
-    g: &GradGeom,
+    g: &Geometry,
     x: &[f32],
     dy: &[f32],
     images: std::ops::Range<usize>,
@@ -81,8 +56,11 @@ pub fn accumulate_on(
     if !supports(isa) {
         return false;
     }
-    let (d, p) = (g.d(), g.ho * g.wo);
-    assert!(g.valid(), "weight_grad: geometry {g:?}");
+    // `out()` keeps every padded read in the image once the kernel fits.
+    let (hp, wp) = padded(g);
+    assert!(g.kh <= hp && g.kw <= wp, "weight_grad: geometry {g:?}");
+    let (ho, wo) = g.out();
+    let (d, p) = (row_count(g), ho * wo);
     assert!(
         x.len() >= images.end * g.c * g.h * g.w && dy.len() >= images.end * g.o * p,
         "weight_grad: inputs too small"
@@ -90,7 +68,7 @@ pub fn accumulate_on(
     assert!(dw.len() >= g.o * d, "weight_grad: dW too small");
     let lanes = if isa == Isa::Avx512 { 16 } else { 8 };
     let o_pad = g.o.div_ceil(lanes) * lanes;
-    let mut xpad = vec![0f32; g.c * g.hp() * g.wp()];
+    let mut xpad = vec![0f32; g.c * hp * wp];
     let mut dyt = vec![0f32; p * o_pad];
     // `dW` transposed (`[c·kh·kw][o_pad]`): each row's output channels are
     // the lanes of the kernel's accumulators.
@@ -104,7 +82,7 @@ pub fn accumulate_on(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `supports` checked the CPU; `valid()` keeps every padded
+        // SAFETY: `supports` checked the CPU; `out()` keeps every padded
         // read in `xpad`, the buffers are sized above, and `run` only
         // indexes rows below `d` and lanes below `o_pad`.
         unsafe {
@@ -138,8 +116,8 @@ fn supports(isa: Isa) -> bool {
 
 /// The image with `pad` zeros around each channel (the borders were zeroed
 /// at allocation and are never written).
-fn pad_image(g: &GradGeom, img: &[f32], xpad: &mut [f32]) {
-    let (hp, wp) = (g.hp(), g.wp());
+fn pad_image(g: &Geometry, img: &[f32], xpad: &mut [f32]) {
+    let (hp, wp) = padded(g);
     for ch in 0..g.c {
         for y in 0..g.h {
             let dst = &mut xpad[(ch * hp + y + g.pad) * wp + g.pad..][..g.w];
@@ -151,7 +129,7 @@ fn pad_image(g: &GradGeom, img: &[f32], xpad: &mut [f32]) {
 /// Every tile of rows × chunk of output-channel vectors, with the tile
 /// shape that keeps the accumulators in registers.
 #[cfg(target_arch = "x86_64")]
-unsafe fn run(g: &GradGeom, isa: Isa, xpad: &[f32], dyt: &[f32], o_pad: usize, dwt: &mut [f32]) {
+unsafe fn run(g: &Geometry, isa: Isa, xpad: &[f32], dyt: &[f32], o_pad: usize, dwt: &mut [f32]) {
     let lanes = if isa == Isa::Avx512 { 16 } else { 8 };
     let vectors = o_pad / lanes;
     let mut v0 = 0;
@@ -180,11 +158,50 @@ unsafe fn run(g: &GradGeom, isa: Isa, xpad: &[f32], dyt: &[f32], o_pad: usize, d
     }
 }
 
+/// A tile's body with one ISA's intrinsics (`$lanes` f32 per vector): a
+/// macro, so they expand inside each `target_feature` function. Loads the
+/// tile's rows of `dwt`, adds every position's products, stores them back.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile_body {
+    ($t:ident, $r0:ident, $left:ident, $R:ident, $NV:ident, $lanes:expr, $zero:path,
+     $load:path, $store:path, $set1:path, $fma:path) => {{
+        let n = $R.min($left);
+        let base: [usize; $R] = std::array::from_fn(|i| $t.base($r0 + if i < n { i } else { 0 }));
+        let mut acc = [[$zero(); $NV]; $R];
+        for (i, row) in acc.iter_mut().enumerate().take(n) {
+            for (v, a) in row.iter_mut().enumerate() {
+                *a = $load($t.dwt.add(($r0 + i) * $t.o_pad + $lanes * v));
+            }
+        }
+        let g = $t.g;
+        let (s, (ho, wo), (_, wp)) = (g.stride.max(1), g.out(), padded(g));
+        for y in 0..ho {
+            for x in 0..wo {
+                let off = y * s * wp + x * s;
+                let dy = $t.dyt.add((y * wo + x) * $t.o_pad);
+                let d: [_; $NV] = std::array::from_fn(|v| $load(dy.add($lanes * v)));
+                for (row, &b) in acc.iter_mut().zip(&base) {
+                    let xv = $set1(*$t.xpad.add(b + off));
+                    for (a, &dv) in row.iter_mut().zip(&d) {
+                        *a = $fma(dv, xv, *a);
+                    }
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(n) {
+            for (v, &a) in row.iter().enumerate() {
+                $store($t.dwt.add(($r0 + i) * $t.o_pad + $lanes * v), a);
+            }
+        }
+        n
+    }};
+}
+
 /// One chunk of output-channel vectors: `dyt` and `dwt` point at its first
 /// lane.
 #[cfg(target_arch = "x86_64")]
 struct Tile<'a> {
-    g: &'a GradGeom,
+    g: &'a Geometry,
     xpad: *const f32,
     dyt: *const f32,
     o_pad: usize,
@@ -196,7 +213,7 @@ impl Tile<'_> {
     /// Calls `tile(first row, rows)` for consecutive tiles of the rows;
     /// `tile` returns how many rows it covers.
     unsafe fn rows(&self, tile: impl Fn(usize, usize) -> usize) {
-        let d = self.g.d();
+        let d = row_count(self.g);
         let mut r0 = 0;
         while r0 < d {
             r0 += tile(r0, d - r0);
@@ -206,8 +223,9 @@ impl Tile<'_> {
     /// Offset in the padded image of row `r` = (c, ky, kx) at position 0.
     fn base(&self, r: usize) -> usize {
         let g = self.g;
+        let (hp, wp) = padded(g);
         let (c, k) = (r / (g.kh * g.kw), r % (g.kh * g.kw));
-        (c * g.hp() + k / g.kw) * g.wp() + k % g.kw
+        (c * hp + k / g.kw) * wp + k % g.kw
     }
 
     /// Rows `r0 .. r0 + min(R, left)`; rows past the end repeat row `r0`
@@ -215,67 +233,37 @@ impl Tile<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512<const R: usize, const NV: usize>(&self, r0: usize, left: usize) -> usize {
         use std::arch::x86_64::*;
-        let n = R.min(left);
-        let base: [usize; R] = std::array::from_fn(|i| self.base(r0 + if i < n { i } else { 0 }));
-        let mut acc = [[_mm512_setzero_ps(); NV]; R];
-        for (i, row) in acc.iter_mut().enumerate().take(n) {
-            for (v, a) in row.iter_mut().enumerate() {
-                *a = _mm512_loadu_ps(self.dwt.add((r0 + i) * self.o_pad + 16 * v));
-            }
-        }
-        let (g, s, wp) = (self.g, self.g.stride.max(1), self.g.wp());
-        for y in 0..g.ho {
-            for x in 0..g.wo {
-                let off = y * s * wp + x * s;
-                let dy = self.dyt.add((y * g.wo + x) * self.o_pad);
-                let d: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(dy.add(16 * v)));
-                for (row, &b) in acc.iter_mut().zip(&base) {
-                    let xv = _mm512_set1_ps(*self.xpad.add(b + off));
-                    for (a, &dv) in row.iter_mut().zip(&d) {
-                        *a = _mm512_fmadd_ps(dv, xv, *a);
-                    }
-                }
-            }
-        }
-        for (i, row) in acc.iter().enumerate().take(n) {
-            for (v, &a) in row.iter().enumerate() {
-                _mm512_storeu_ps(self.dwt.add((r0 + i) * self.o_pad + 16 * v), a);
-            }
-        }
-        n
+        tile_body!(
+            self,
+            r0,
+            left,
+            R,
+            NV,
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_storeu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps
+        )
     }
 
     /// [`Self::avx512`] in 8-lane vectors.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2<const R: usize, const NV: usize>(&self, r0: usize, left: usize) -> usize {
         use std::arch::x86_64::*;
-        let n = R.min(left);
-        let base: [usize; R] = std::array::from_fn(|i| self.base(r0 + if i < n { i } else { 0 }));
-        let mut acc = [[_mm256_setzero_ps(); NV]; R];
-        for (i, row) in acc.iter_mut().enumerate().take(n) {
-            for (v, a) in row.iter_mut().enumerate() {
-                *a = _mm256_loadu_ps(self.dwt.add((r0 + i) * self.o_pad + 8 * v));
-            }
-        }
-        let (g, s, wp) = (self.g, self.g.stride.max(1), self.g.wp());
-        for y in 0..g.ho {
-            for x in 0..g.wo {
-                let off = y * s * wp + x * s;
-                let dy = self.dyt.add((y * g.wo + x) * self.o_pad);
-                let d: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(dy.add(8 * v)));
-                for (row, &b) in acc.iter_mut().zip(&base) {
-                    let xv = _mm256_broadcast_ss(&*self.xpad.add(b + off));
-                    for (a, &dv) in row.iter_mut().zip(&d) {
-                        *a = _mm256_fmadd_ps(dv, xv, *a);
-                    }
-                }
-            }
-        }
-        for (i, row) in acc.iter().enumerate().take(n) {
-            for (v, &a) in row.iter().enumerate() {
-                _mm256_storeu_ps(self.dwt.add((r0 + i) * self.o_pad + 8 * v), a);
-            }
-        }
-        n
+        tile_body!(
+            self,
+            r0,
+            left,
+            R,
+            NV,
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_storeu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps
+        )
     }
 }
