@@ -52,12 +52,22 @@ pub fn count_cifar_records(files: &[PathBuf], label_bytes: usize) -> Result<usiz
         .sum()
 }
 
-/// The image count in an IDX file's header.
+/// The image count in an IDX file's header: its first 8 bytes only,
+/// through the gzip stream if compressed (the file may be 47 MB).
 pub fn count_idx_images(images: &Path) -> Result<usize> {
-    let b = read_maybe_gz(images)?;
-    b.get(4..8)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
-        .ok_or_else(|| Error::dataset(images, "truncated IDX header"))
+    let mut file = std::fs::File::open(images).map_err(|e| Error::io(images, e))?;
+    let mut magic = [0u8; 2];
+    let gz = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let mut head = [0u8; 8];
+    let read = if gz {
+        let file = std::fs::File::open(images).map_err(|e| Error::io(images, e))?;
+        flate2::read::GzDecoder::new(file).read_exact(&mut head)
+    } else {
+        head[..2].copy_from_slice(&magic);
+        file.read_exact(&mut head[2..])
+    };
+    read.map_err(|_| Error::dataset(images, "truncated IDX header"))?;
+    Ok(u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize)
 }
 
 /// Sub-directories of `dir`, sorted by name (class index = position).
