@@ -161,20 +161,12 @@ impl SetupForm {
 
     /// The chosen model's info, once loaded.
     pub fn chosen_model_info(&self) -> Option<&Result<crate::app::ModelInfo, String>> {
-        let chosen = self.models.get(self.model)?;
-        self.model_info
-            .iter()
-            .find(|(p, _)| p == chosen)
-            .map(|(_, r)| r)
+        entry_for(&self.model_info, self.models.get(self.model)?)
     }
 
     /// The chosen dataset's summary, once read.
     pub fn chosen_dataset_info(&self) -> Option<&str> {
-        let chosen = self.datasets.get(self.dataset)?;
-        self.dataset_info
-            .iter()
-            .find(|(p, _)| p == chosen)
-            .map(|(_, s)| s.as_str())
+        entry_for(&self.dataset_info, self.datasets.get(self.dataset)?).map(String::as_str)
     }
 
     /// The value shown next to a field.
@@ -328,4 +320,15 @@ impl SetupForm {
         }
         Ok(spec)
     }
+}
+
+/// `path`'s entry in a list kept per path (model and dataset info).
+fn entry_for<'a, T>(list: &'a [(PathBuf, T)], path: &PathBuf) -> Option<&'a T> {
+    list.iter().find(|(p, _)| p == path).map(|(_, v)| v)
+}
+
+/// Set `path`'s entry, replacing an older one.
+pub fn set_entry<T>(list: &mut Vec<(PathBuf, T)>, path: PathBuf, value: T) {
+    list.retain(|(p, _)| *p != path);
+    list.push((path, value));
 }

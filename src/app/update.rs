@@ -1,6 +1,6 @@
 //! The only place state changes. Keys are documented in `HELP`.
 use crate::app::action::{Action, Effect, Key};
-use crate::app::setup::Field;
+use crate::app::setup::{set_entry, Field};
 use crate::app::state::{LiveRun, RunStatus, Screen, SortKey, State};
 use crate::jobs::{JobEvent, JobSpec};
 
@@ -76,8 +76,7 @@ pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
             vec![]
         }
         Action::DatasetInfo { path, info } => {
-            s.setup.dataset_info.retain(|(p, _)| *p != path);
-            s.setup.dataset_info.push((path, info));
+            set_entry(&mut s.setup.dataset_info, path, info);
             vec![]
         }
         Action::ModelInfo { path, info } => {
@@ -87,8 +86,7 @@ pub fn update(s: &mut State, action: Action) -> Vec<Effect> {
                 }
             }
             s.setup.inspecting.retain(|p| *p != path);
-            s.setup.model_info.retain(|(p, _)| *p != path);
-            s.setup.model_info.push((path, info));
+            set_entry(&mut s.setup.model_info, path, info);
             vec![]
         }
     }
