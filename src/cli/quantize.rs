@@ -104,12 +104,13 @@ const DEFAULT_CALIB: usize = 1024;
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let mut spec = build_spec(&a)?;
-    // Settings that cannot work are refused before any note or progress.
-    let graph = qscope::model::load(&spec.model)?;
-    if let Some(q) = &spec.quant {
-        q.bits.resolve(&graph)?;
-    }
     if a.calib.is_none() {
+        // Settings that cannot work are refused before the calibration
+        // notes (with `--calib` there are none; the job checks them).
+        let graph = qscope::model::load(&spec.model)?;
+        if let Some(q) = &spec.quant {
+            q.bits.resolve(&graph)?;
+        }
         spec.calib = fit_default_calib(&spec, &graph)?;
     }
     execute(&spec, &a.results, a.json)
