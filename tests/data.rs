@@ -1,7 +1,7 @@
 //! Dataset readers on files written here: image folders, CIFAR binaries,
 //! MNIST IDX (plain and gzipped), and clear errors for bad input.
 use qscope::data::{
-    parse_classes, sample_per_class, sample_spread, DatasetRoot, Preprocess, SplitKind,
+    parse_classes, sample_per_class, sample_spread, spread, DatasetRoot, Preprocess, SplitKind,
 };
 use std::io::Write;
 use std::path::Path;
@@ -230,8 +230,43 @@ fn subsets_and_seeded_sampling_are_deterministic() {
         .all(|&i| [1, 3].contains(&(split.labels[i] as usize))));
     let s = sample_spread(&split, &[0, 1, 2], 10, 1).expect("ok");
     assert_eq!(s.len(), 10);
+    let per: Vec<usize> = (0..3)
+        .map(|c| s.iter().filter(|&&i| split.labels[i] as usize == c).count())
+        .collect();
+    assert_eq!(per, vec![4, 3, 3], "equal shares, the first class one more");
+    // All 24 images of four classes: every image once.
+    let mut all = sample_spread(&split, &[0, 1, 2, 3], 24, 1).expect("ok");
+    all.sort_unstable();
+    assert_eq!(all, (0..24).collect::<Vec<_>>());
     assert!(sample_spread(&split, &[0], 7, 1)
         .expect_err("too many")
         .to_string()
         .contains("only 6"));
+}
+
+/// Calibration sets from unbalanced classes (MNIST's differ by 20 %): a
+/// class too small for its share gives all it has, and the others make up
+/// the rest, so any total up to the images available can be drawn.
+#[test]
+fn spread_fills_small_classes_and_shares_the_rest() {
+    assert_eq!(spread(&[10, 10, 10], 7), vec![3, 2, 2]);
+    assert_eq!(spread(&[2, 10, 10], 12), vec![2, 5, 5]);
+    assert_eq!(spread(&[2, 3, 10], 15), vec![2, 3, 10]);
+    assert_eq!(spread(&[0, 5, 1], 4), vec![0, 3, 1]);
+    assert_eq!(spread(&[4, 9, 9], 21), vec![4, 9, 8]);
+    for counts in [vec![1, 7, 3, 12], vec![5, 0, 5, 2], vec![86, 120, 100, 95]] {
+        let sum: usize = counts.iter().sum();
+        for total in 0..=sum {
+            let t = spread(&counts, total);
+            assert_eq!(t.iter().sum::<usize>(), total, "{counts:?} {total}");
+            assert!(t.iter().zip(&counts).all(|(a, c)| a <= c));
+            // No class is short of its equal share while another has more than
+            // one above it: the spread is as even as the counts allow.
+            for (j, &a) in t.iter().enumerate() {
+                if a < counts[j] {
+                    assert!(t.iter().all(|&b| b <= a + 1), "{counts:?} {total}: {t:?}");
+                }
+            }
+        }
+    }
 }

@@ -10,4 +10,4 @@ pub mod subset;
 pub use preprocess::Preprocess;
 pub use root::{DatasetRoot, SplitKind};
 pub use split::{Image, Split};
-pub use subset::{default_calib, parse_classes, sample_per_class, sample_spread};
+pub use subset::{default_calib, parse_classes, sample_per_class, sample_spread, spread};

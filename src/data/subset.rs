@@ -67,8 +67,11 @@ pub fn default_calib(split: &Split, classes: &[usize], default: usize) -> usize 
     default.min(split.indices_of(classes).len())
 }
 
-/// `total` images spread as evenly as possible over `classes` (the first
-/// `total mod k` classes get one more), seeded. Errors if not enough exist.
+/// `total` images spread as evenly as the classes allow, seeded: each class
+/// gets an equal share (the first `total mod k` classes one more), and the
+/// share a small class cannot fill goes to the classes with images to spare
+/// (real datasets are rarely balanced; MNIST's classes differ by 20 %).
+/// Errors only if the classes together have fewer than `total`.
 pub fn sample_spread(
     split: &Split,
     classes: &[usize],
@@ -78,21 +81,51 @@ pub fn sample_spread(
     if classes.is_empty() {
         return Err(Error::Invalid("empty class subset".into()));
     }
-    let available: usize = split.indices_of(classes).len();
+    let groups = split.by_class();
+    let counts: Vec<usize> = classes
+        .iter()
+        .map(|&c| groups.get(c).map_or(0, Vec::len))
+        .collect();
+    let available: usize = counts.iter().sum();
     if total > available {
         return Err(Error::Invalid(format!(
             "{total} images requested but the chosen classes have only {available} in {}",
             split.source
         )));
     }
-    let k = classes.len();
     let mut out = Vec::with_capacity(total);
-    for (j, &c) in classes.iter().enumerate() {
-        let want = total / k + usize::from(j < total % k);
+    for (&c, want) in classes.iter().zip(spread(&counts, total)) {
         out.extend(sample_per_class(split, &[c], want, seed)?);
     }
     // Interleave classes so any prefix (a calibration batch) is balanced.
     let mut rng = Rng::new(seed.wrapping_add(1));
     rng.shuffle(&mut out);
     Ok(out)
+}
+
+/// How many of `total` to take from each class of `counts` images: equal
+/// shares, capped by what a class has, the rest shared again among the
+/// classes with images left (water filling). Needs `total <= sum(counts)`.
+pub fn spread(counts: &[usize], total: usize) -> Vec<usize> {
+    let mut take = vec![0; counts.len()];
+    let mut left = total;
+    loop {
+        let open: Vec<usize> = (0..counts.len()).filter(|&j| take[j] < counts[j]).collect();
+        if left == 0 || open.is_empty() {
+            return take;
+        }
+        let share = left / open.len();
+        if share == 0 {
+            // Fewer images left than classes with spare: one each, in order.
+            for &j in open.iter().take(left) {
+                take[j] += 1;
+            }
+            return take;
+        }
+        for &j in &open {
+            let add = share.min(counts[j] - take[j]);
+            take[j] += add;
+            left -= add;
+        }
+    }
 }
