@@ -312,7 +312,12 @@ fn apply(
             Effect::ExportCsv(path) => {
                 let path = store.dir.join(path.file_name().unwrap_or_default());
                 s.message = Some(match write_atomic(&path, results_csv(s).as_bytes()) {
-                    Ok(()) => format!("exported {} runs to {}", s.results.len(), path.display()),
+                    Ok(()) => format!(
+                        "exported {} run{} to {}",
+                        s.results.len(),
+                        if s.results.len() == 1 { "" } else { "s" },
+                        path.display()
+                    ),
                     Err(e) => format!("export failed: {e}"),
                 });
             }

@@ -176,8 +176,9 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         ],
     );
     let title = format!(
-        " Results: {} runs · sorted by {}{} · s sort · space mark · c compare · e export CSV · Enter layers ",
+        " Results: {} run{} · sorted by {}{} · s sort · space mark · c compare · e export CSV · Enter layers ",
         s.results.len(),
+        if s.results.len() == 1 { "" } else { "s" },
         s.sort.name(),
         if s.sort_desc { " ↓" } else { " ↑" }
     );

@@ -120,7 +120,13 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             } else {
                 Style::default()
             };
-            ListItem::new(format!("{mark} {i:>2} {n}")).style(style)
+            // Classes named by their index (MNIST's digits) need it once.
+            let label = if *n == i.to_string() {
+                format!("{mark} {i:>2}")
+            } else {
+                format!("{mark} {i:>2} {n}")
+            };
+            ListItem::new(label).style(style)
         })
         .collect();
     let title = match form.chosen_classes() {
