@@ -16,7 +16,7 @@ fn full_rank_adapter_reproduces_the_residual_and_truncation_obeys_eckart_young()
     let q: Vec<f32> = w.iter().map(|v| (v * 2.0).round() / 2.0).collect();
     let svd = residual_svd(&w, &q, n, d);
     assert_eq!(svd.rank_max(), 12);
-    let full = svd.reconstruct(&vec![1.0; 12]);
+    let full = svd.reconstruct(&[1.0; 12]);
     for k in 0..n * d {
         assert!(
             (q[k] + full[k] - w[k]).abs() < 1e-5,

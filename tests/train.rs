@@ -233,7 +233,7 @@ fn toy_split(n: usize) -> qscope::data::Split {
         for y in 0..32 {
             for x in 0..32 {
                 let bright = (x < 16) == (label == 0);
-                let v = if bright { 200 } else { 40 } as i32 + (rng.normal() * 20.0) as i32;
+                let v = if bright { 200 } else { 40 } + (rng.normal() * 20.0) as i32;
                 for c in 0..3 {
                     px[(y * 32 + x) * 3 + c] = v.clamp(0, 255) as u8;
                 }

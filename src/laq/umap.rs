@@ -110,7 +110,7 @@ fn fuzzy_graph(nn: &[Vec<(usize, f32)>]) -> Vec<(usize, usize, f64)> {
             edges.push((a, b, w + back - w * back));
         }
     }
-    edges.sort_by(|p, q| (p.0, p.1).cmp(&(q.0, q.1)));
+    edges.sort_by_key(|p| (p.0, p.1));
     edges.dedup_by(|p, q| p.0 == q.0 && p.1 == q.1);
     edges
 }

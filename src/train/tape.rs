@@ -120,10 +120,9 @@ pub fn forward(
                     )));
                 }
                 let x = get(node.inputs[0])?;
-                let xin = match fq.and_then(|f| f.act_scale.get(i).copied().flatten()) {
-                    Some(s) => Some(crate::model::exec::fake_quant(x, Some(s)).into_owned()),
-                    None => None,
-                };
+                let xin = fq
+                    .and_then(|f| f.act_scale.get(i).copied().flatten())
+                    .map(|s| crate::model::exec::fake_quant(x, Some(s)).into_owned());
                 let bits = fq.and_then(|f| f.weight_bits.get(i).copied().flatten());
                 let w = match bits {
                     Some(b) => {

@@ -65,7 +65,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         .train
         .last()
         .cloned()
-        .unwrap_or_else(|| crate::train::TrainEvent {
+        .unwrap_or(crate::train::TrainEvent {
             step: 0,
             steps: 0,
             epoch: 0.0,
