@@ -33,7 +33,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let total = run.layers.len().max(1);
     let (label, ratio) = match &run.stage {
         Some((name, d, tot)) => (
-            format!("{name} {d}/{tot}"),
+            super::stage_label(name, *d, *tot),
             *d as f64 / (*tot).max(1) as f64,
         ),
         None => (

@@ -93,6 +93,16 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
     }
 }
 
+/// A job stage as shown: `evaluating 2304/10000`, or just its name for a
+/// single step (`loading train images`, not `… 0/1`).
+pub(crate) fn stage_label(name: &str, done: usize, total: usize) -> String {
+    if total <= 1 {
+        name.to_string()
+    } else {
+        format!("{name} {done}/{total}")
+    }
+}
+
 fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let mut spans = vec![];
     if let Some(r) = s.running() {
@@ -100,7 +110,7 @@ fn render_status(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             .stage
             .as_ref()
             .map_or("starting".to_string(), |(n, d, tot)| {
-                format!("{n} {d}/{tot}")
+                stage_label(n, *d, *tot)
             });
         spans.push(Span::styled(
             format!(" ● {} — {stage} ", r.label),
@@ -183,5 +193,20 @@ pub fn sqnr_color(db: f64, t: &Theme) -> ratatui::style::Color {
         t.warn
     } else {
         t.bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_single_step_stage_shows_no_count() {
+        assert_eq!(
+            super::stage_label("loading train images", 0, 1),
+            "loading train images"
+        );
+        assert_eq!(
+            super::stage_label("evaluating", 2304, 10000),
+            "evaluating 2304/10000"
+        );
     }
 }
