@@ -201,5 +201,12 @@ fn print_result(r: &RunResult, json: bool, saved: &std::path::Path) {
         "batch-1 latency {:.3} ms on {}",
         r.latency_ms, r.latency_path
     );
+    if r.spec.quant.as_ref().map(|q| q.method) == Some(qscope::quant::Method::Gpfq) {
+        // The size and the kernels would otherwise look inconsistent with "4 bits".
+        println!(
+            "note: GPFQ's b-bit alphabet has 2^b + 1 levels (its authors' convention), so its codes \
+             are stored in b + 1 bits; layers using all levels run on the f32 kernels"
+        );
+    }
     println!("saved {}", saved.display());
 }
