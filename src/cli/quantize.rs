@@ -204,8 +204,8 @@ fn print_result(r: &RunResult, json: bool, saved: &std::path::Path) {
     if r.spec.quant.as_ref().map(|q| q.method) == Some(qscope::quant::Method::Gpfq) {
         // The size and the kernels would otherwise look inconsistent with "4 bits".
         println!(
-            "note: GPFQ's b-bit alphabet has 2^b + 1 levels (its authors' convention), so its codes \
-             are stored in b + 1 bits; layers using all levels run on the f32 kernels"
+            "note: GPFQ's b-bit alphabet has 2^b + 1 levels (its authors' convention): a layer \
+             that uses them all stores b + 1-bit codes and runs on the f32 kernels"
         );
     }
     println!("saved {}", saved.display());
