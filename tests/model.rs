@@ -123,6 +123,20 @@ fn missing_extra_and_misshaped_tensors_are_named() {
         e.contains("layer1.0.conv2.weight") && e.contains("[4, 2, 3, 3]") && e.contains("expected"),
         "{e}"
     );
+
+    // A diverged checkpoint: NaN and ∞ in one tensor, named with the count.
+    let mut t = cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3);
+    for (n, _, d) in &mut t.0 {
+        if n == "layer2.0.bn2.weight" {
+            d[1] = f32::NAN;
+            d[5] = f32::INFINITY;
+        }
+    }
+    let e = load_err(&t);
+    assert!(
+        e.contains("layer2.0.bn2.weight") && e.contains("2 of its 8 values are NaN or infinite"),
+        "{e}"
+    );
 }
 
 #[test]

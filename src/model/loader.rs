@@ -114,6 +114,19 @@ impl TensorStore {
                     })
                 }
             };
+            // A NaN or ∞ would run through every kernel and quantizer and
+            // come out as a plausible-looking accuracy; say so here instead.
+            let bad = values.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(Error::Tensor {
+                    path: path.to_path_buf(),
+                    tensor: name,
+                    problem: format!(
+                        "{bad} of its {} values are NaN or infinite: the checkpoint is damaged (or was saved from a diverged run)",
+                        values.len()
+                    ),
+                });
+            }
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         let mut store = TensorStore {
