@@ -24,6 +24,39 @@ fn folder_dataset(root: &Path, classes: &[&str], per: usize) {
     }
 }
 
+/// A root holding `test/` class folders alone (a test set to evaluate on)
+/// opens as that split, and asking for training images names the missing
+/// folder. A single folder of class folders whose class is called `train`
+/// (CIFAR-100 has one) stays a class.
+#[test]
+fn a_lone_test_folder_opens_and_a_class_named_train_stays_a_class() {
+    let dir = tempfile::tempdir().expect("tmp");
+    folder_dataset(dir.path(), &["cat", "dog"], 2);
+    std::fs::remove_dir_all(dir.path().join("train")).expect("rm");
+    let root = DatasetRoot::open(dir.path()).expect("open");
+    assert_eq!(
+        root.describe(),
+        "image folders · no train split · test 4 images"
+    );
+    let test = root.split(SplitKind::Test).expect("test");
+    assert_eq!(test.class_names, vec!["cat", "dog"]);
+    let e = root
+        .split(SplitKind::Train)
+        .expect_err("no train")
+        .to_string();
+    assert!(e.contains("train") && e.contains("does not exist"), "{e}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    for (ci, c) in ["bus", "train"].iter().enumerate() {
+        let d = dir.path().join(c);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        write_png(&d.join("0.png"), 32, 32, ci as u8);
+    }
+    let root = DatasetRoot::open(dir.path()).expect("open");
+    let test = root.split(SplitKind::Test).expect("test");
+    assert_eq!(test.class_names, vec!["bus", "train"]);
+}
+
 #[test]
 fn image_folders_sort_classes_and_normalise() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -103,6 +103,13 @@ pub fn decode_image(path: &Path) -> Result<Image> {
 
 /// `dir/<class>/*.{jpg,jpeg,png}`; class index = sorted folder name.
 pub fn read_image_folder(dir: &Path) -> Result<Split> {
+    if !dir.exists() {
+        // A dataset holding one split only, asked for the other.
+        return Err(Error::dataset(
+            dir,
+            "does not exist: this dataset has no such split folder",
+        ));
+    }
     if !dir.is_dir() {
         return Err(Error::dataset(dir, "is not a folder"));
     }

@@ -163,7 +163,15 @@ impl DatasetRoot {
             });
         }
         let (train, test) = (root.join("train"), root.join("test"));
-        if train.is_dir() && test.is_dir() {
+        // One split alone (a test set to evaluate on) is that layout too if
+        // its folder holds class folders; a *class* named `train` or `test`
+        // (CIFAR-100 has a `train`) holds images, and stays a class.
+        let lone_split =
+            |d: &Path| -> Result<bool> { Ok(d.is_dir() && !formats::class_dirs(d)?.is_empty()) };
+        if (train.is_dir() && test.is_dir())
+            || (!train.exists() && lone_split(&test)?)
+            || (!test.exists() && lone_split(&train)?)
+        {
             return Ok(DatasetRoot {
                 root: root.to_path_buf(),
                 train: SplitSource::Folder(train),
