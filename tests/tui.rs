@@ -171,6 +171,41 @@ fn setup_screen() {
     insta::assert_snapshot!(draw(&s, 120, 40));
 }
 
+/// On 80×24 the form's column is narrow: a path shows its end (the file
+/// name), not its first folders; the Start hint wraps instead of being cut.
+#[test]
+fn setup_on_80_columns_keeps_file_names_and_the_whole_hint() {
+    let s = state();
+    let screen = draw(&s, 80, 24);
+    let line = |label: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let model = line("Model");
+    assert!(
+        model.contains("…") && model.contains("resnet20.safetensors"),
+        "{screen}"
+    );
+    assert!(line("Dataset").contains("cifar10"), "{screen}");
+    assert!(
+        line("CoRa budget").contains("5 % of conv params"),
+        "{screen}"
+    );
+    let hint: String = screen
+        .lines()
+        .filter_map(|l| l.split('│').nth(1))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        hint.contains("Enter queues the job; it runs in the background"),
+        "{screen}"
+    );
+}
+
 #[test]
 fn setup_shows_the_model_in_brief_its_load_error_and_a_class_mismatch() {
     let mut s = state();

@@ -206,7 +206,7 @@ impl SetupForm {
             Field::GpfqC => format!("{:.2}", self.gpfq_c),
             Field::Epochs => format!("{}", EPOCH_STEPS[self.epochs]),
             Field::CoraBudget => format!(
-                "{:.0} % of conv parameters",
+                "{:.0} % of conv params",
                 100.0 * BUDGET_STEPS[self.cora_budget]
             ),
             Field::Start => String::new(),

@@ -8,8 +8,11 @@ use ratatui::widgets::{List, ListItem, Paragraph};
 use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
+    // The class list needs ~30 columns; on 80 the form gets the rest, for
+    // its paths.
+    let right_w = (area.width * 42 / 100).min(area.width.saturating_sub(48));
     let [left, right] =
-        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(area);
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w)]).areas(area);
     let form = &s.setup;
     let mut lines = vec![];
     for (i, field) in Field::ALL.iter().enumerate() {
@@ -33,17 +36,16 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 t.accent
             }),
         )];
-        // While typing, the end of a long path stays in view (the cursor).
-        let room = (left.width as usize).saturating_sub(2 + 22 + 4);
-        let value = if editing && value.chars().count() > room {
-            let tail: String = {
-                let n = value.chars().count();
-                value.chars().skip(n + 1 - room.max(1)).collect()
-            };
-            format!("…{tail}")
-        } else {
-            value
+        // A long path shows its end: the file name, and while typing the
+        // cursor. Other long values show their start.
+        let after = match (focused, editing) {
+            (_, true) => 1,     // the cursor
+            (true, false) => 2, // " ▸"
+            (false, false) => 0,
         };
+        let room = (left.width as usize).saturating_sub(2 + 22 + 2 + after);
+        let path = editing || matches!(field, Field::Model | Field::Data);
+        let value = fit_value(&value, room, path);
         if *field != Field::Start {
             let arrows = if focused && !editing {
                 ["◂ ", " ▸"]
@@ -74,8 +76,10 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         Field::Start => "Enter queues the job; it runs in the background",
         _ => "←/→ change · ↑/↓ move · Enter start",
     };
-    lines.push(Line::from(Span::styled(hint, Style::default().fg(t.muted))));
     let width = left.width.saturating_sub(2) as usize;
+    for l in fill(hint, " ", width) {
+        lines.push(Line::from(Span::styled(l, Style::default().fg(t.muted))));
+    }
     let mut about = model_lines(form, t, width);
     if let Some(d) = form.chosen_dataset_info() {
         let muted = Style::default().fg(t.muted);
@@ -222,6 +226,21 @@ fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Lin
 
 /// `text` in lines of at most `width` characters, broken where `sep`
 /// stands (the separator is kept inside lines, dropped at breaks).
+/// `value` in at most `room` characters: its end after `…` (`tail`, for
+/// paths), or its start before `…`.
+fn fit_value(value: &str, room: usize, tail: bool) -> String {
+    let n = value.chars().count();
+    if n <= room {
+        return value.to_string();
+    }
+    let keep = room.saturating_sub(1);
+    if tail {
+        format!("…{}", value.chars().skip(n - keep).collect::<String>())
+    } else {
+        format!("{}…", value.chars().take(keep).collect::<String>())
+    }
+}
+
 fn fill(text: &str, sep: &str, width: usize) -> Vec<String> {
     let mut out: Vec<String> = vec![];
     for part in text.split(sep) {
