@@ -93,6 +93,25 @@ pub fn render(f: &mut Frame, s: &State, t: &Theme) {
     }
 }
 
+/// A block title of `parts` joined by ` · `, as many as fit a block `width`
+/// wide (the rest are key hints, all listed under `?`).
+pub(crate) fn fit_title(parts: &[String], width: u16) -> String {
+    let room = (width as usize).saturating_sub(4);
+    let mut title = String::new();
+    for p in parts {
+        let next = if title.is_empty() {
+            p.clone()
+        } else {
+            format!("{title} · {p}")
+        };
+        if !title.is_empty() && next.chars().count() > room {
+            break;
+        }
+        title = next;
+    }
+    format!(" {title} ")
+}
+
 /// A job stage as shown: `evaluating 2304/10000`, or just its name for a
 /// single step (`loading train images`, not `… 0/1`).
 pub(crate) fn stage_label(name: &str, done: usize, total: usize) -> String {
@@ -198,6 +217,17 @@ pub fn sqnr_color(db: f64, t: &Theme) -> ratatui::style::Color {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_title_keeps_the_parts_that_fit() {
+        let parts = ["Results: 3 runs", "s sort", "e export CSV"].map(String::from);
+        assert_eq!(
+            super::fit_title(&parts, 80),
+            " Results: 3 runs · s sort · e export CSV "
+        );
+        assert_eq!(super::fit_title(&parts, 30), " Results: 3 runs · s sort ");
+        assert_eq!(super::fit_title(&parts, 10), " Results: 3 runs ");
+    }
+
     #[test]
     fn a_single_step_stage_shows_no_count() {
         assert_eq!(

@@ -175,12 +175,25 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             Constraint::Min(10),
         ],
     );
-    let title = format!(
-        " Results: {} run{} · sorted by {}{} · s sort · space mark · c compare · e export CSV · Enter layers ",
-        s.results.len(),
-        if s.results.len() == 1 { "" } else { "s" },
-        s.sort.name(),
-        if s.sort_desc { " ↓" } else { " ↑" }
+    let title = super::fit_title(
+        &[
+            format!(
+                "Results: {} run{}",
+                s.results.len(),
+                if s.results.len() == 1 { "" } else { "s" }
+            ),
+            format!(
+                "sorted by {}{}",
+                s.sort.name(),
+                if s.sort_desc { " ↓" } else { " ↑" }
+            ),
+            "s sort".into(),
+            "space mark".into(),
+            "c compare".into(),
+            "e export CSV".into(),
+            "Enter layers".into(),
+        ],
+        area.width,
     );
     let table = Table::new(rows, widths)
         .header(
