@@ -316,7 +316,10 @@ fn start_next(s: &mut State) -> Vec<Effect> {
     match s.runs.iter_mut().find(|r| r.status == RunStatus::Queued) {
         Some(r) => {
             r.status = RunStatus::Running;
-            s.message = Some(format!("running {} (job {})", r.label, r.job));
+            // The status bar shows the running job and its stage, so the
+            // message is left as it was: a "running …" message only repeated
+            // it (and on 80 columns pushed the stage off), and replacing the
+            // previous job's "failed: …" hid why it failed.
             vec![Effect::StartJob {
                 id: r.job,
                 spec: Box::new(r.spec.clone()),

@@ -57,11 +57,12 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             ])
         })
         .collect();
-    let title = if c.ranks.is_some() {
-        " ranks (final) · ↑/↓ layer "
+    let state = if c.ranks.is_some() {
+        "ranks (final)"
     } else {
-        " ranks (searching: r̃·R) · ↑/↓ layer "
+        "ranks (searching: r̃·R)"
     };
+    let title = super::fit_title(&[state.into(), "↑/↓ layer".into()], left.width);
     f.render_widget(Paragraph::new(lines).block(super::block(title, t)), left);
 
     let [spec, budget, hist] = Layout::vertical([
@@ -96,7 +97,13 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 .data(&cut),
         ])
         .block(super::block(
-            format!(" {name}: residual spectrum, cut-off r̃ = {rt:.2} "),
+            super::fit_title(
+                &[
+                    format!("{name}: residual spectrum"),
+                    format!("cut-off r̃ = {rt:.2}"),
+                ],
+                spec.width,
+            ),
             t,
         ))
         .x_axis(
@@ -166,7 +173,13 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 .style(Style::default().fg(t.bad))
                 .data(&trend),
         ])
-        .block(super::block(" search loss · bright: average ", t))
+        .block(super::block(
+            super::fit_title(
+                &["search loss".into(), "bright: average".into()],
+                hist.width,
+            ),
+            t,
+        ))
         .x_axis(
             Axis::default()
                 .bounds([0.0, iters])
@@ -236,7 +249,10 @@ fn render_accuracy_vs_budget(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             .style(Style::default().fg(t.good))
             .data(&pts)])
         .block(super::block(
-            format!(" top-1 vs budget ({} runs) ", pts.len()),
+            super::fit_title(
+                &["top-1 vs budget".into(), format!("{} runs", pts.len())],
+                area.width,
+            ),
             t,
         ))
         .x_axis(
