@@ -644,6 +644,12 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
             && screen.contains("test top-1"),
         "{screen}"
     );
+    // On 80 columns the figures wrap; none is cut off.
+    let narrow = draw(&s, 80, 24);
+    assert!(
+        narrow.contains("test top-1") && narrow.contains("images/s") && narrow.contains("· lr "),
+        "{narrow}"
+    );
     // A real RTN + CoRa-H job: spectra and final ranks within the budget.
     let mut cj = job(Some((Method::Rtn, 3)));
     cj.model = sample("resnet20.safetensors");

@@ -112,6 +112,22 @@ pub(crate) fn fit_title(parts: &[String], width: u16) -> String {
     format!(" {title} ")
 }
 
+/// `text` broken into lines of at most `width` characters at `sep` (a
+/// part longer than `width` gets a line of its own).
+pub(crate) fn fill(text: &str, sep: &str, width: usize) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for part in text.split(sep) {
+        match out.last_mut() {
+            Some(l) if l.chars().count() + sep.chars().count() + part.chars().count() <= width => {
+                l.push_str(sep);
+                l.push_str(part);
+            }
+            _ => out.push(part.to_string()),
+        }
+    }
+    out
+}
+
 /// A job stage as shown: `evaluating 2304/10000`, or just its name for a
 /// single step (`loading train images`, not `… 0/1`).
 pub(crate) fn stage_label(name: &str, done: usize, total: usize) -> String {

@@ -77,14 +77,14 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         _ => "←/→ change · ↑/↓ move · Enter start",
     };
     let width = left.width.saturating_sub(2) as usize;
-    for l in fill(hint, " ", width) {
+    for l in super::fill(hint, " ", width) {
         lines.push(Line::from(Span::styled(l, Style::default().fg(t.muted))));
     }
     let mut about = model_lines(form, t, width);
     if let Some(d) = form.chosen_dataset_info() {
         let muted = Style::default().fg(t.muted);
         about.extend(
-            fill(&format!("data: {d}"), " · ", width)
+            super::fill(&format!("data: {d}"), " · ", width)
                 .into_iter()
                 .map(|l| Line::from(Span::styled(l, muted))),
         );
@@ -197,7 +197,7 @@ fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Lin
                 .collect()
         }
         Some(Ok(info)) => {
-            let mut v: Vec<Line> = fill(&info.brief, " · ", width)
+            let mut v: Vec<Line> = super::fill(&info.brief, " · ", width)
                 .into_iter()
                 .map(|l| Line::from(Span::styled(l, muted)))
                 .collect();
@@ -214,7 +214,7 @@ fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Lin
             };
             if !warning.is_empty() {
                 v.extend(
-                    fill(&warning, " ", width)
+                    super::fill(&warning, " ", width)
                         .into_iter()
                         .map(|l| Line::from(Span::styled(l, Style::default().fg(t.warn)))),
                 );
@@ -239,18 +239,4 @@ fn fit_value(value: &str, room: usize, tail: bool) -> String {
     } else {
         format!("{}…", value.chars().take(keep).collect::<String>())
     }
-}
-
-fn fill(text: &str, sep: &str, width: usize) -> Vec<String> {
-    let mut out: Vec<String> = vec![];
-    for part in text.split(sep) {
-        match out.last_mut() {
-            Some(l) if l.chars().count() + sep.chars().count() + part.chars().count() <= width => {
-                l.push_str(sep);
-                l.push_str(part);
-            }
-            _ => out.push(part.to_string()),
-        }
-    }
-    out
 }

@@ -74,16 +74,23 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             images_per_s: 0.0,
             lr: 0.0,
         });
-    let [head, curves] = Layout::vertical([Constraint::Length(3), Constraint::Min(6)]).areas(area);
+    // The test accuracy, once there, comes first: it is the result.
     let acc = run.result.as_ref().map_or(String::new(), |r| {
-        format!(" · test top-1 {:.2} %", r.eval.top1_all)
+        format!("test top-1 {:.2} % · ", r.eval.top1_all)
     });
+    let text = format!(
+        "{acc}step {}/{} · epoch {:.2} · loss {:.4} · batch accuracy {:.1} % · {:.0} images/s · lr {:.2e}",
+        last.step, last.steps, last.epoch, last.loss, 100.0 * last.accuracy, last.images_per_s, last.lr
+    );
+    // Wrapped at the separators, so a narrow terminal shows every figure.
+    let lines = super::fill(&text, " · ", area.width.saturating_sub(2) as usize);
+    let [head, curves] = Layout::vertical([
+        Constraint::Length(lines.len() as u16 + 2),
+        Constraint::Min(6),
+    ])
+    .areas(area);
     f.render_widget(
-        Paragraph::new(format!(
-            "step {}/{} · epoch {:.2} · loss {:.4} · batch accuracy {:.1} % · {:.0} images/s · lr {:.2e}{acc}",
-            last.step, last.steps, last.epoch, last.loss, 100.0 * last.accuracy, last.images_per_s, last.lr
-        ))
-        .block(super::block(format!(" {} ", run.label), t)),
+        Paragraph::new(lines.join("\n")).block(super::block(format!(" {} ", run.label), t)),
         head,
     );
     let [l, r] =
