@@ -457,6 +457,10 @@ fn results_and_compare_screens() {
     update(&mut s, Action::Key(Key::Char('c')));
     assert_eq!(s.screen, Screen::Compare);
     insta::assert_snapshot!("compare", draw(&s, 120, 30));
+    // On 80 columns both runs' accuracies stay in the title.
+    let narrow = draw(&s, 80, 24);
+    let title = narrow.lines().nth(1).unwrap_or_default();
+    assert_eq!(title.matches(" %)").count(), 2, "{narrow}");
 }
 
 #[test]

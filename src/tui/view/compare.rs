@@ -42,10 +42,20 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             ])
         })
         .collect();
-    let title = format!(
+    let full = format!(
         " A: {} {} ({:.2} %)   vs   B: {} {} ({:.2} %) ",
         a.arch, a.label, a.eval.top1_all, b.arch, b.label, b.eval.top1_all
     );
+    // On a narrow terminal both accuracies matter more than the (usually
+    // shared) architecture name and the spacing.
+    let title = if full.chars().count() + 2 <= area.width as usize {
+        full
+    } else {
+        format!(
+            " A: {} ({:.2} %) vs B: {} ({:.2} %) ",
+            a.label, a.eval.top1_all, b.label, b.eval.top1_all
+        )
+    };
     let widths = [
         Constraint::Min(20),
         Constraint::Length(7),
