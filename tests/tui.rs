@@ -795,6 +795,22 @@ fn subsets_screen_shows_embedding_and_heat_map_and_sets_the_calibration_subset()
             "{shade}: {cells} cells\n{screen}"
         );
     }
+    // On 80×24 each subset, once selected, shows every class name (they
+    // wrap under one another), scrolled into view.
+    for (i, sub) in subs.iter().enumerate() {
+        s.subset_cursor = i;
+        let narrow = draw(&s, 80, 24);
+        let list: String = narrow
+            .lines()
+            .skip_while(|l| !l.contains("median ICD"))
+            .filter_map(|l| l.rsplit('│').nth(1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        for &c in &sub.classes {
+            assert!(list.contains(&train.class_names[c]), "subset {i}: {narrow}");
+        }
+    }
+    s.subset_cursor = 0;
     // LAQ results from a real (tiny) experiment: the accuracy-vs-ICD chart.
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = qscope::laq::experiment::ExperimentConfig {

@@ -58,7 +58,13 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         .collect();
     let canvas = Canvas::default()
         .block(super::block(
-            " UMAP of penultimate features (selected subset bright) ",
+            super::fit_title(
+                &[
+                    "UMAP of penultimate features".into(),
+                    "selected subset bright".into(),
+                ],
+                left.width,
+            ),
             t,
         ))
         .marker(Marker::Braille)
@@ -83,9 +89,24 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         top
     };
     f.render_widget(canvas, left);
-    let [heat, list] =
-        Layout::vertical([Constraint::Length(k as u16 + 3), Constraint::Min(3)]).areas(right);
     let max = laq.icd.iter().fold(1e-12f64, |m, v| m.max(*v));
+    let inner = right.width.saturating_sub(2) as usize;
+    let caption = super::fill(
+        &format!("ICD heat map by quartile (denser = farther; max {max:.1})"),
+        " ",
+        inner,
+    );
+    // With many classes (CIFAR-100) the heat map gives way to the subsets
+    // list, which gets at least half the column: the subsets are what is picked.
+    let heat_h = ((k + caption.len()) as u16 + 2).min(
+        right.height.div_ceil(2).max(
+            right
+                .height
+                .saturating_sub(2 * laq.subsets.len() as u16 + 2),
+        ),
+    );
+    let [heat, list] =
+        Layout::vertical([Constraint::Length(heat_h), Constraint::Min(3)]).areas(right);
     // Shade by rank among the pairs, not by value over the maximum: KL
     // distances span orders of magnitude, and one far pair left every other
     // cell blank on a linear scale.
@@ -121,18 +142,14 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             Line::from(spans)
         })
         .collect();
-    lines.insert(
-        0,
-        Line::from(Span::styled(
-            format!("ICD heat map by quartile (denser = farther; max {max:.1})"),
-            Style::default().fg(t.muted),
-        )),
-    );
+    for (i, c) in caption.into_iter().enumerate() {
+        lines.insert(i, Line::from(Span::styled(c, Style::default().fg(t.muted))));
+    }
     f.render_widget(
         Paragraph::new(lines).block(super::block(" inter-class distance ", t)),
         heat,
     );
-    let rows: Vec<Line> = laq
+    let blocks: Vec<Vec<Line>> = laq
         .subsets
         .iter()
         .enumerate()
@@ -148,15 +165,38 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             } else {
                 Style::default()
             };
-            Line::from(Span::styled(
-                format!("{:<10} {:>7.2}  {}", kind, median, names.join(", ")),
-                style,
-            ))
+            // Class names that do not fit continue on lines of their own,
+            // under the names: the subset is what the user picks.
+            let head = format!("{:<10} {:>7.2}  ", kind, median);
+            let pad = head.chars().count();
+            super::fill(&names.join(", "), " ", inner.saturating_sub(pad).max(8))
+                .into_iter()
+                .enumerate()
+                .map(|(j, part)| {
+                    let lead = if j == 0 {
+                        head.clone()
+                    } else {
+                        " ".repeat(pad)
+                    };
+                    Line::from(Span::styled(format!("{lead}{part}"), style))
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
+    // Scrolled so the selected subset's lines are in view.
+    let end: usize = blocks.iter().take(s.subset_cursor + 1).map(Vec::len).sum();
+    let visible = list.height.saturating_sub(2) as usize;
+    let scroll = end.saturating_sub(visible) as u16;
+    let rows: Vec<Line> = blocks.into_iter().flatten().collect();
     f.render_widget(
-        Paragraph::new(rows).block(super::block(
-            " subsets · median ICD · Enter = calibrate on it ",
+        Paragraph::new(rows).scroll((scroll, 0)).block(super::block(
+            super::fit_title(
+                &[
+                    "subsets · median ICD".into(),
+                    "Enter = calibrate on it".into(),
+                ],
+                list.width,
+            ),
             t,
         )),
         list,
