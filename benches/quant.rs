@@ -46,3 +46,22 @@ fn backward_conv3x3_batch32(bencher: divan::Bencher, (c, s): (usize, usize)) {
                 .expect("backward")
         });
 }
+
+/// GPTQ's Hessian `X Xᵀ` of one 3×3 layer over 128 calibration images, on
+/// ResNet-20's three stages: the bulk of a GPTQ run.
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8)], sample_count = 10)]
+fn gram_conv3x3_calib128(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    use qscope::engine::ops::ConvGeom;
+    use qscope::quant::stats::{gram, LayerGeom};
+    let mut rng = qscope::util::Rng::new(1);
+    let x = qscope::engine::Tensor::from_shape_fn((128, c, s, s), |_| rng.normal() as f32);
+    let lg = LayerGeom::Conv {
+        shape: [c, c, 3, 3],
+        geom: ConvGeom::new(1, 1),
+    };
+    bencher
+        .counter(divan::counter::ItemsCount::new(
+            2 * 128 * (c * 9).pow(2) * s * s,
+        ))
+        .bench_local(|| gram(&x, lg));
+}
