@@ -206,6 +206,24 @@ fn setup_on_80_columns_keeps_file_names_and_the_whole_hint() {
     );
 }
 
+/// A hundred classes (CIFAR-100) do not fit the class panel: it scrolls
+/// with the cursor, so the class being selected is the one on screen.
+#[test]
+fn the_class_list_scrolls_to_the_cursor() {
+    let mut s = state();
+    s.set_classes((0..100).map(|i| format!("class{i:02}")).collect());
+    while s.setup.field() != qscope::app::setup::Field::Classes {
+        update(&mut s, Action::Key(Key::Up));
+    }
+    for _ in 0..60 {
+        update(&mut s, Action::Key(Key::Right));
+    }
+    update(&mut s, Action::Key(Key::Char(' ')));
+    let screen = draw(&s, 80, 24);
+    assert!(screen.contains("[x] 60 class60"), "{screen}");
+    assert!(screen.contains("Class subset: 1 of 100"), "{screen}");
+}
+
 #[test]
 fn setup_shows_the_model_in_brief_its_load_error_and_a_class_mismatch() {
     let mut s = state();

@@ -4,7 +4,7 @@ use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{List, ListItem, Paragraph};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
@@ -142,7 +142,9 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     } else {
         List::new(items)
     };
-    f.render_widget(list.block(super::block(title, t)), classes);
+    // Scrolled to the cursor: CIFAR-100's classes do not fit the panel.
+    let mut at = ListState::default().with_selected(Some(form.class_cursor));
+    f.render_stateful_widget(list.block(super::block(title, t)), classes, &mut at);
 
     let runs: Vec<ListItem> = s
         .runs
