@@ -475,6 +475,11 @@ fn results_and_compare_screens() {
     update(&mut s, Action::Key(Key::Char('c')));
     assert_eq!(s.screen, Screen::Compare);
     insta::assert_snapshot!("compare", draw(&s, 120, 30));
+    // ↑/↓ move through the layers; the last one scrolls into view on 80×24.
+    for _ in 0..30 {
+        update(&mut s, Action::Key(Key::Down));
+    }
+    assert!(draw(&s, 80, 24).contains("linear"));
     // On 80 columns both runs' accuracies stay in the title, even with
     // labels as long as a CoRa run's.
     for r in &mut s.results {
@@ -709,6 +714,23 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     assert_eq!(c.spectra.len(), 19, "every conv has a spectrum");
     assert!(c.extra_params as f64 <= 0.1 * c.conv_params as f64 + 1.0);
     assert!(r.label.contains("+cora-heuristic 10%"));
+    // A deeper network (as many convs as ResNet-56) runs past the ranks
+    // panel; it scrolls so the selected layer stays in view.
+    let run = s.current.expect("current");
+    if let Some(c) = s.runs[run].cora.as_mut() {
+        let more: Vec<_> = (0..36)
+            .map(|i| (format!("deep{i:02}"), c.spectra[i % 19].1.clone()))
+            .collect();
+        c.spectra.extend(more);
+        c.ranks = Some(vec![1; 55]);
+    }
+    s.layer_cursor = 54;
+    let narrow = draw(&s, 80, 24);
+    // (The name is also the spectrum's title; the row is the ranks panel's.)
+    assert!(
+        narrow.lines().any(|l| l.starts_with("│deep35 ")),
+        "{narrow}"
+    );
 }
 
 #[test]

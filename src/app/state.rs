@@ -222,6 +222,8 @@ pub struct State {
     /// Saved results (from disk and from this session), oldest first.
     pub results: Vec<RunResult>,
     pub result_cursor: usize,
+    /// The selected layer row on the Compare screen (it scrolls with it).
+    pub compare_cursor: usize,
     pub sort: SortKey,
     pub sort_desc: bool,
     /// Results marked for comparison (indices into `results`).
@@ -252,6 +254,7 @@ impl State {
             next_job: 1,
             results,
             result_cursor: 0,
+            compare_cursor: 0,
             sort: SortKey::Time,
             sort_desc: false,
             marked: vec![],

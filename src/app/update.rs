@@ -41,6 +41,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Results space", "mark for comparison (two marks, then c)"),
     ("Results c", "compare the two marked runs layer by layer"),
     ("Results e", "export the table to results/results.csv"),
+    ("Compare ↑/↓", "move through the layers"),
     ("CoRa ↑/↓", "select a layer (its spectrum and cut-off)"),
     ("Subsets ↑/↓", "select a subset (bright in the embedding)"),
     ("Subsets Enter", "use the subset as the next job's classes"),
@@ -179,7 +180,8 @@ fn key(s: &mut State, k: Key) -> Vec<Effect> {
         Screen::Layers => layers_key(s, k),
         Screen::Histogram => histogram_key(s, k),
         Screen::Results => results_key(s, k),
-        Screen::Compare | Screen::Training => vec![],
+        Screen::Compare => compare_key(s, k),
+        Screen::Training => vec![],
         Screen::Cora => histogram_key(s, k),
         Screen::Subsets => subsets_key(s, k),
     }
@@ -440,6 +442,22 @@ fn histogram_key(s: &mut State, k: Key) -> Vec<Effect> {
     vec![]
 }
 
+/// ↑/↓ move through the compared layers (ResNet-56 has 55, more than a
+/// screen holds).
+fn compare_key(s: &mut State, k: Key) -> Vec<Effect> {
+    let n = s
+        .marked
+        .first()
+        .and_then(|&i| s.results.get(i))
+        .map_or(0, |r| r.layers.len());
+    match k {
+        Key::Up => s.compare_cursor = s.compare_cursor.saturating_sub(1),
+        Key::Down if n > 0 => s.compare_cursor = (s.compare_cursor + 1).min(n - 1),
+        _ => {}
+    }
+    vec![]
+}
+
 fn results_key(s: &mut State, k: Key) -> Vec<Effect> {
     let order = s.sorted_results();
     let n = order.len();
@@ -467,6 +485,7 @@ fn results_key(s: &mut State, k: Key) -> Vec<Effect> {
         Key::Char('c') => {
             if s.marked.len() == 2 {
                 s.screen = Screen::Compare;
+                s.compare_cursor = 0;
             } else {
                 s.message = Some("mark two runs with space first".into());
             }

@@ -3,7 +3,7 @@ use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Row, Table};
+use ratatui::widgets::{Row, Table, TableState};
 use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
@@ -64,13 +64,21 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         Constraint::Length(10),
         Constraint::Length(10),
     ];
-    f.render_widget(
+    let mut at = TableState::default()
+        .with_selected(Some(s.compare_cursor.min(a.layers.len().saturating_sub(1))));
+    f.render_stateful_widget(
         Table::new(rows, widths)
             .header(
                 Row::new(["layer", "bits A", "SQNR A", "bits B", "SQNR B", "Δ dB"])
                     .style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD)),
             )
+            .row_highlight_style(
+                Style::default()
+                    .bg(t.highlight_bg)
+                    .add_modifier(Modifier::BOLD),
+            )
             .block(super::block(title, t)),
         area,
+        &mut at,
     );
 }

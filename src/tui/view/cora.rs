@@ -63,7 +63,15 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         "ranks (searching: r̃·R)"
     };
     let title = super::fit_title(&[state.into(), "↑/↓ layer".into()], left.width);
-    f.render_widget(Paragraph::new(lines).block(super::block(title, t)), left);
+    // Scrolled so the selected layer stays in view (ResNet-56 has 55 convs).
+    let visible = left.height.saturating_sub(2) as usize;
+    let scroll = (sel + 1).saturating_sub(visible) as u16;
+    f.render_widget(
+        Paragraph::new(lines)
+            .scroll((scroll, 0))
+            .block(super::block(title, t)),
+        left,
+    );
 
     let [spec, budget, hist] = Layout::vertical([
         Constraint::Percentage(50),
