@@ -30,9 +30,25 @@ fn keep_freed_memory() {
     }
 }
 
+/// `qscope info M | head -1` closes the pipe before the table is printed,
+/// and Rust ignores SIGPIPE, so `println!` panicked ("failed printing to
+/// stdout"). Like other command-line tools, end quietly instead. Not for the
+/// dashboard, which must restore the terminal on its way out.
+fn end_quietly_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal's disposition to the default before any
+    // thread starts; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     use cli::Command as C;
+    if !matches!(args.command, None | Some(C::Dashboard(_))) {
+        end_quietly_on_broken_pipe();
+    }
     if matches!(
         args.command,
         None | Some(C::Dashboard(_) | C::Finetune(_) | C::Cora(_) | C::Laq(_) | C::Run(_))

@@ -139,6 +139,52 @@ fn missing_extra_and_misshaped_tensors_are_named() {
     );
 }
 
+/// Half-precision checkpoints (F16, BF16) load as the same network with
+/// each weight rounded to that type, and the brief says how they were stored.
+#[test]
+fn f16_and_bf16_checkpoints_load_as_their_rounded_f32_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = cifar_resnet(1, &[4, 8], 3, Shortcut::Downsample, 3);
+    let x = random_input(2, 3, 32, 5);
+    for (dtype, round, name) in [
+        (
+            safetensors::Dtype::F16,
+            (|v: f32| half::f16::from_f32(v).to_f32()) as fn(f32) -> f32,
+            "f16",
+        ),
+        (
+            safetensors::Dtype::BF16,
+            |v: f32| half::bf16::from_f32(v).to_f32(),
+            "bf16",
+        ),
+    ] {
+        let half_path = dir.path().join(format!("{name}.safetensors"));
+        t.write_as(&half_path, None, dtype);
+        let rounded = common::Tensors(
+            t.0.iter()
+                .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().map(|&v| round(v)).collect()))
+                .collect(),
+        );
+        let f32_path = dir.path().join(format!("{name}_as_f32.safetensors"));
+        rounded.write(&f32_path, None);
+        let (gh, gf) = (
+            load(&half_path).expect("half"),
+            load(&f32_path).expect("f32"),
+        );
+        assert!(
+            gh.brief().ends_with(&format!("{name} weights, run in f32")),
+            "{}",
+            gh.brief()
+        );
+        assert!(gf.brief().ends_with("f32 weights"), "{}", gf.brief());
+        let (a, b) = (
+            forward(&gh, x.clone()).expect("half"),
+            forward(&gf, x.clone()).expect("f32"),
+        );
+        assert_eq!(a, b, "{name}: the same network bit for bit");
+    }
+}
+
 #[test]
 fn truncated_corrupt_and_wrong_dtype_files_give_errors_not_panics() {
     let dir = tempfile::tempdir().expect("tmp");

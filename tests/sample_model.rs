@@ -61,6 +61,31 @@ fn pretrained_resnet20_reaches_published_jpeg_accuracy_on_the_sample() {
 /// damaged file and a zero batch get errors that say what is wrong.
 #[test]
 fn info_command_describes_the_model_and_bad_input_is_refused() {
+    // `qscope info M | head -1`: a reader that leaves early ends the command
+    // quietly (SIGPIPE), not with a panic about printing to stdout.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::{Command, Stdio};
+        let model =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/resnet20.safetensors");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qscope"))
+            .arg("info")
+            .arg(&model)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(13),
+            "{:?}",
+            out.status
+        );
+    }
     use std::process::Command;
     let bin = env!("CARGO_BIN_EXE_qscope");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/resnet20.safetensors");

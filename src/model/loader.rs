@@ -44,6 +44,9 @@ pub struct TensorStore {
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     used: BTreeSet<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The file's float tensor types other than F32 (`"F16"`, `"BF16"`,
+    /// `"F64"`): weights are converted to f32 on load.
+    pub float_types: BTreeSet<String>,
 }
 
 impl TensorStore {
@@ -67,6 +70,7 @@ impl TensorStore {
             .into_iter()
             .collect();
         let mut tensors = HashMap::new();
+        let mut float_types = BTreeSet::new();
         for (raw_name, view) in st.iter() {
             // DataParallel checkpoints prefix every key with `module.`.
             let name = raw_name
@@ -77,6 +81,9 @@ impl TensorStore {
                 continue;
             }
             let data = view.data();
+            if matches!(view.dtype(), Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+                float_types.insert(format!("{:?}", view.dtype()));
+            }
             let values: Vec<f32> = match view.dtype() {
                 Dtype::F32 => data
                     .chunks_exact(4)
@@ -134,6 +141,7 @@ impl TensorStore {
             tensors,
             used: BTreeSet::new(),
             metadata,
+            float_types,
         };
         store.dequantize_packed()?;
         store.merge_adapters()?;
@@ -458,6 +466,7 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
         std,
         class_names,
         file_metadata: md,
+        stored_floats: store.float_types.iter().cloned().collect(),
     };
     Ok(Graph {
         nodes,

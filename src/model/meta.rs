@@ -28,6 +28,9 @@ pub struct ModelMeta {
     pub class_names: Option<Vec<String>>,
     /// Metadata of the safetensors file, kept so an export can carry it on.
     pub file_metadata: std::collections::BTreeMap<String, String>,
+    /// Float types the file stored its tensors in, other than F32 (say
+    /// `["F16"]`); qscope computes in f32 either way.
+    pub stored_floats: Vec<String>,
 }
 
 impl ModelMeta {

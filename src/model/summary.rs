@@ -148,6 +148,13 @@ impl Graph {
                 };
                 s += &format!(" · {range}-bit codes in {} of {n} layers", bits.len());
             }
+            // Said so for an F16/BF16 checkpoint, whose file is half the size.
+            _ if !m.stored_floats.is_empty() => {
+                s += &format!(
+                    " · {} weights, run in f32",
+                    m.stored_floats.join("/").to_lowercase()
+                )
+            }
             _ => s += " · f32 weights",
         }
         if a8 > 0 {

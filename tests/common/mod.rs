@@ -41,15 +41,27 @@ impl Tensors {
         self.0.retain(|(n, _, _)| n != name);
     }
     pub fn write(&self, path: &Path, metadata: Option<HashMap<String, String>>) {
+        self.write_as(path, metadata, Dtype::F32);
+    }
+    /// Every tensor as `dtype`: F32, F16 or BF16 (half checkpoints).
+    pub fn write_as(&self, path: &Path, metadata: Option<HashMap<String, String>>, dtype: Dtype) {
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .0
             .iter()
             .map(|(n, s, d)| {
-                (
-                    n.clone(),
-                    s.clone(),
-                    d.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
+                let b: Vec<u8> = match dtype {
+                    Dtype::F32 => d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    Dtype::F16 => d
+                        .iter()
+                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                        .collect(),
+                    Dtype::BF16 => d
+                        .iter()
+                        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                        .collect(),
+                    other => panic!("write_as: {other:?}"),
+                };
+                (n.clone(), s.clone(), b)
             })
             .collect();
         let views: Vec<(String, TensorView)> = bytes
@@ -57,7 +69,7 @@ impl Tensors {
             .map(|(n, s, b)| {
                 (
                     n.clone(),
-                    TensorView::new(Dtype::F32, s.clone(), b).expect("view"),
+                    TensorView::new(dtype, s.clone(), b).expect("view"),
                 )
             })
             .collect();
