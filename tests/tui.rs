@@ -107,6 +107,36 @@ fn state() -> State {
     s
 }
 
+/// A broken theme file is reported on one line (it goes on the status bar)
+/// naming the file and the line; the others still load.
+#[test]
+fn broken_theme_files_are_one_line_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"b\"\nthis is = not [valid",
+    )
+    .expect("w");
+    std::fs::write(dir.path().join("partial.toml"), "name = \"p\"").expect("w");
+    let mut ok =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("themes/dark.toml"))
+            .expect("dark");
+    ok = ok.replace("name = \"dark\"", "name = \"mine\"");
+    std::fs::write(dir.path().join("mine.toml"), ok).expect("w");
+    let (themes, errors) = Theme::load_all(Some(dir.path()));
+    assert!(themes.iter().any(|t| t.name == "mine") && themes.len() == 4);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for e in &errors {
+        assert!(!e.contains('\n') && e.contains(".toml"), "{e}");
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("bad.toml") && e.contains("(line 2)")),
+        "{errors:?}"
+    );
+}
+
 fn draw(s: &State, w: u16, h: u16) -> String {
     let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
     let t = theme();

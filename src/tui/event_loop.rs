@@ -94,7 +94,11 @@ pub fn run_dashboard(opts: DashboardOptions) -> Result<()> {
     let store = ResultsStore::new(&opts.results_dir);
     let mut state = initial_state(&opts, &themes, &store);
     if let Some(e) = theme_errors.first() {
-        state.message = Some(e.clone());
+        let more = match theme_errors.len() {
+            1 => String::new(),
+            n => format!(" (and {} more theme files)", n - 1),
+        };
+        state.message = Some(format!("{e}{more}"));
     }
     let (w, h) = crossterm::terminal::size().map_err(term_err)?;
     state.size = (w, h);

@@ -47,8 +47,15 @@ const BUILT_IN: [(&str, &str); 3] = [
 
 impl Theme {
     pub fn parse(text: &str, origin: &str) -> Result<Theme> {
-        let f: ThemeFile =
-            toml::from_str(text).map_err(|e| Error::Invalid(format!("theme {origin}: {e}")))?;
+        // One line for the status bar: the message and its line number,
+        // not the parser's multi-line excerpt.
+        let f: ThemeFile = toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map_or(String::new(), |r| {
+                let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            });
+            Error::Invalid(format!("theme {origin}: {}{at}", e.message().trim()))
+        })?;
         let c = |field: &str, v: &str| {
             Color::from_str(v).map_err(|_| {
                 Error::Invalid(format!(
