@@ -144,3 +144,72 @@ fn info_command_describes_the_model_and_bad_input_is_refused() {
         "{err}"
     );
 }
+
+/// `cora --out` saves the quantized model with its adapters: reloaded, it
+/// scores what the command reported, and `info` shows each layer's adapter
+/// rank as the search chose it.
+#[test]
+fn cora_out_saves_adapters_that_reload_and_show_in_info() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_qscope");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("cora.safetensors");
+    let run = Command::new(bin)
+        .args([
+            "cora",
+            "--bits",
+            "3",
+            "--budget",
+            "0.1",
+            "--method",
+            "heuristic",
+        ])
+        .args(["--calib", "200", "--limit", "300", "--json", "--model"])
+        .arg(base.join("resnet20.safetensors"))
+        .arg("--data")
+        .arg(base.join("cifar10"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run cora");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    let ranks: Vec<u64> = report["ranks"]
+        .as_array()
+        .expect("ranks")
+        .iter()
+        .filter_map(|r| r.as_u64())
+        .collect();
+    assert_eq!(ranks.len(), 19);
+
+    let info = Command::new(bin)
+        .args(["info", "--json"])
+        .arg(&out)
+        .output()
+        .expect("info");
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    // Convs in order, then the classifier (no adapter); a rank-0 layer has none.
+    let shown: Vec<u64> = v["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["op"] == "conv")
+        .map(|l| l["adapter_rank"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(shown, ranks);
+
+    let eval = Command::new(bin)
+        .args(["eval", "--limit", "300", "--json", "--model"])
+        .arg(&out)
+        .arg("--data")
+        .arg(base.join("cifar10"))
+        .output()
+        .expect("eval");
+    let e: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("json");
+    assert_eq!(e["top1_all"], report["top1_all"], "reloaded vs reported");
+}

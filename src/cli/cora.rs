@@ -46,6 +46,10 @@ pub struct CoraArgs {
     pub seed: u64,
     #[arg(long)]
     pub json: bool,
+    /// Save the quantized model (packed codes) with its adapters, reloadable
+    /// by every command; `info` lists the adapted layers.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Calibration images when `--calib` is not given: the CoRa paper's 1600.
@@ -103,14 +107,14 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
         loss: a.loss.clone(),
     };
     let mut progress = Progress::new("rank search");
-    let (ranks, extra, conv_params, adapted, candidates) = if a.method == "none" {
+    let (ranks, extra, conv_params, adapted, candidates, adapters) = if a.method == "none" {
         let conv_params: usize = graph
             .layer_nodes()
             .iter()
             .filter(|&&n| matches!(graph.nodes[n].op, qscope::model::Op::Conv(_)))
             .map(|&n| graph.weight(n).map_or(0, |(w, _)| w.len()))
             .sum();
-        (vec![], 0, conv_params, out.graph.clone(), vec![])
+        (vec![], 0, conv_params, out.graph.clone(), vec![], vec![])
     } else {
         let co = apply(
             &graph,
@@ -129,6 +133,7 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
             co.conv_params,
             co.graph,
             co.candidates,
+            co.adapters,
         )
     };
     drop(progress);
@@ -146,14 +151,22 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
         &AtomicBool::new(false),
         &mut |_, _| {},
     )?;
+    // Written before the report, atomically, as `quantize --out` does.
+    if let Some(path) = &a.out {
+        qscope::model::export::save_with_adapters(&out.graph, &out.packed, &adapters, path)?;
+    }
     let v = serde_json::json!({
         "top1_all": eval.top1_all, "images": eval.images, "bits": a.bits, "base": a.base, "method": a.method,
         "budget": a.budget, "extra_params": extra, "extra_fraction": extra as f64 / conv_params as f64,
         "ranks": ranks, "rule": rule, "quantize_seconds": quant_secs, "search_seconds": search_secs,
+        "saved": a.out,
     });
     if a.json {
         println!("{v}");
     } else {
+        if let Some(path) = &a.out {
+            println!("saved {}", path.display());
+        }
         println!(
             "{} {}-bit {} + CoRa-{}: top-1 {:.2} % ({} images); adapters {} params = {:.2} % of conv params (budget {:.0} %); search {:.1} s\nranks {:?}",
             graph.meta.arch, a.bits, a.base, a.method, eval.top1_all, eval.images, extra, 100.0 * extra as f64 / conv_params as f64, 100.0 * a.budget, search_secs, ranks

@@ -14,16 +14,19 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let g = qscope::model::load(&a.model)?;
     let layers = g.layers();
     // What each layer is stored as: its codes' bits, or f32; "+a8" when its
-    // input is quantized to int8 too (W8A8).
+    // input is quantized to int8 too (W8A8), "+r11" with a rank-11 CoRa
+    // adapter (added to its weight, so the layer runs in f32).
     let stored = |name: &str, node: usize| {
-        let w = g
+        let mut w = g
             .stored_bits(name)
             .map_or("f32".to_string(), |b| format!("w{b}"));
         if g.quantizes_input(node) {
-            format!("{w}+a8")
-        } else {
-            w
+            w += "+a8";
         }
+        if let Some(r) = g.meta.adapter_ranks.get(name) {
+            w += &format!("+r{r}");
+        }
+        w
     };
     // The kernels inference would run here (the fused graph decides).
     let kernels = qscope::model::exec::path_summary(&g.fused());
@@ -31,7 +34,8 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         let rows: Vec<_> = layers
             .iter()
             .map(|l| serde_json::json!({"name": l.name, "op": l.kind, "shape": l.shape, "params": l.params, "macs": l.macs,
-                "bits": g.stored_bits(&l.name), "int8_input": g.quantizes_input(l.node)}))
+                "bits": g.stored_bits(&l.name), "int8_input": g.quantizes_input(l.node),
+                "adapter_rank": g.meta.adapter_ranks.get(&l.name)}))
             .collect();
         let out = serde_json::json!({
             "arch": g.meta.arch, "family": g.meta.family, "classes": g.meta.num_classes,

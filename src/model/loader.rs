@@ -47,6 +47,8 @@ pub struct TensorStore {
     /// The file's float tensor types other than F32 (`"F16"`, `"BF16"`,
     /// `"F64"`): weights are converted to f32 on load.
     pub float_types: BTreeSet<String>,
+    /// Rank of each layer's CoRa adapter, merged into its weight on load.
+    pub adapter_ranks: BTreeMap<String, usize>,
 }
 
 impl TensorStore {
@@ -142,6 +144,7 @@ impl TensorStore {
             used: BTreeSet::new(),
             metadata,
             float_types,
+            adapter_ranks: BTreeMap::new(),
         };
         store.dequantize_packed()?;
         store.merge_adapters()?;
@@ -188,6 +191,7 @@ impl TensorStore {
                     "adapter shapes {sa:?} and {sb:?} do not fit weight {sw:?}"
                 )));
             }
+            self.adapter_ranks.insert(name.clone(), r);
             for row in 0..n {
                 for k in 0..r {
                     let bv = b[row * r + k];
@@ -467,6 +471,7 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
         class_names,
         file_metadata: md,
         stored_floats: store.float_types.iter().cloned().collect(),
+        adapter_ranks: store.adapter_ranks.clone(),
     };
     Ok(Graph {
         nodes,

@@ -31,6 +31,9 @@ pub struct ModelMeta {
     /// Float types the file stored its tensors in, other than F32 (say
     /// `["F16"]`); qscope computes in f32 either way.
     pub stored_floats: Vec<String>,
+    /// Rank of each layer's CoRa adapter (`{layer}.adapter.a/b`), already
+    /// added to the layer's weight.
+    pub adapter_ranks: std::collections::BTreeMap<String, usize>,
 }
 
 impl ModelMeta {

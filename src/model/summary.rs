@@ -160,6 +160,10 @@ impl Graph {
         if a8 > 0 {
             s += &format!(" · int8 inputs in {a8} of {n} layers");
         }
+        let adapted = m.adapter_ranks.len();
+        if adapted > 0 {
+            s += &format!(" · CoRa adapters in {adapted} of {n} layers");
+        }
         s
     }
 }
