@@ -236,6 +236,34 @@ fn setup_on_80_columns_keeps_file_names_and_the_whole_hint() {
     );
 }
 
+/// A dataset that does not open says why under the form, where it stays
+/// (the status line is soon overwritten, by the model's error for one).
+#[test]
+fn a_dataset_that_does_not_open_says_why_under_the_form() {
+    let root = qscope::data::DatasetRoot::open(Path::new("/no/such/data"));
+    let info = qscope::tui::event_loop::dataset_summary(&root);
+    assert_eq!(info, "cannot open: /no/such/data: does not exist");
+    let ok = qscope::data::DatasetRoot::open(&sample("cifar10"));
+    assert_eq!(
+        qscope::tui::event_loop::dataset_summary(&ok),
+        "image folders · train 500 · test 1000 images"
+    );
+    let mut s = state();
+    let path = s.setup.datasets[s.setup.dataset].clone();
+    update(&mut s, Action::DatasetInfo { path, info });
+    let screen = draw(&s, 80, 24);
+    let form: String = screen
+        .lines()
+        .filter_map(|l| l.split('│').nth(1))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        form.contains("data: cannot open: /no/such/data: does not exist"),
+        "{screen}"
+    );
+}
+
 /// A hundred classes (CIFAR-100) do not fit the class panel: it scrolls
 /// with the cursor, so the class being selected is the one on screen.
 #[test]

@@ -58,6 +58,10 @@ impl Field {
     }
 }
 
+/// How a dataset summary (`Action::DatasetInfo`) that is an error starts:
+/// the Setup view shows it as one.
+pub const DATASET_ERROR: &str = "cannot open: ";
+
 pub const PRESETS: [&str; 4] = ["uniform", "5+3", "3+5", "8-ends"];
 /// "fp32" evaluates the model unquantized (the baseline row).
 pub const METHODS: [&str; 11] = [

@@ -234,18 +234,33 @@ fn complete_path(typed: String, models: bool, tx: &Tx) {
 fn spawn_classes(path: PathBuf, tx: Tx) {
     std::thread::spawn(move || {
         let root = crate::data::DatasetRoot::open(&path);
-        let names = root
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.class_names().map_err(|e| e.to_string()));
-        let ok = names.is_ok();
+        let names = class_names(&root);
         let _ = tx.send((Action::Classes(names), Instant::now()));
         // Counting files can take a moment on a big folder: after the names.
-        if let (true, Ok(r)) = (ok, root) {
-            let info = r.describe();
-            let _ = tx.send((Action::DatasetInfo { path, info }, Instant::now()));
-        }
+        let info = dataset_summary(&root);
+        let _ = tx.send((Action::DatasetInfo { path, info }, Instant::now()));
     });
+}
+
+/// The class picker's names, or why the dataset does not give them.
+pub fn class_names(
+    root: &crate::Result<crate::data::DatasetRoot>,
+) -> std::result::Result<Vec<String>, String> {
+    root.as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.class_names().map_err(|e| e.to_string()))
+}
+
+/// The dataset line under the Setup form: its format and images per split,
+/// or why it does not open, which stays there (the status line is soon
+/// overwritten, e.g. by the model's error).
+pub fn dataset_summary(root: &crate::Result<crate::data::DatasetRoot>) -> String {
+    match class_names(root) {
+        Err(e) => format!("{}{e}", crate::app::setup::DATASET_ERROR),
+        Ok(_) => root
+            .as_ref()
+            .map_or_else(|e| e.to_string(), |r| r.describe()),
+    }
 }
 
 /// Results table as CSV, in the on-screen order.

@@ -82,11 +82,16 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     }
     let mut about = model_lines(form, t, width);
     if let Some(d) = form.chosen_dataset_info() {
-        let muted = Style::default().fg(t.muted);
+        let (sep, style) = if d.starts_with(crate::app::setup::DATASET_ERROR) {
+            // An error names a path: wrapped at spaces, in the warning colour.
+            (" ", Style::default().fg(t.warn))
+        } else {
+            (" · ", Style::default().fg(t.muted))
+        };
         about.extend(
-            super::fill(&format!("data: {d}"), " · ", width)
+            super::fill(&format!("data: {d}"), sep, width)
                 .into_iter()
-                .map(|l| Line::from(Span::styled(l, muted))),
+                .map(|l| Line::from(Span::styled(l, style))),
         );
     }
     // On a short terminal (80×24) the blank lines around the hint make way
