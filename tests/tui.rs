@@ -236,6 +236,29 @@ fn setup_on_80_columns_keeps_file_names_and_the_whole_hint() {
     );
 }
 
+/// An FP32 run opened from Results says what it is on the Layers screen,
+/// not "0/20 layers" with every row pending.
+#[test]
+fn an_fp32_run_says_no_layer_was_quantized() {
+    let mut s = state();
+    update(&mut s, Action::Key(Key::Char('4')));
+    let first = s.sorted_results()[0];
+    assert!(
+        s.results[first].spec.quant.is_none(),
+        "the FP32 result sorts first"
+    );
+    update(&mut s, Action::Key(Key::Enter));
+    assert_eq!(s.screen, Screen::Layers);
+    let screen = draw(&s, 120, 30);
+    assert!(
+        screen.contains("FP32 baseline: no layer quantized")
+            && !screen.contains("0/20 layers")
+            && !screen.contains("calib")
+            && !screen.contains('…'),
+        "{screen}"
+    );
+}
+
 /// A dataset that does not open says why under the form, where it stays
 /// (the status line is soon overwritten, by the model's error for one).
 #[test]

@@ -31,19 +31,33 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         RunStatus::Cancelled => "cancelled".into(),
     };
     let total = run.layers.len().max(1);
+    // A finished job that quantized no layer after training (FP32, fine-tune
+    // or QAT) has no per-layer report: say what it was, not "0/20 layers".
+    let no_report = (run.status == RunStatus::Done && run.done_layers() == 0).then(|| {
+        match (&run.spec.quant, &run.spec.train) {
+            (_, Some(tr)) if tr.qat_bits.is_some() => {
+                "done · QAT quantizes while training: no per-layer report"
+            }
+            (_, Some(_)) => "done · fine-tuned in FP32: no layer quantized",
+            _ => "done · FP32 baseline: no layer quantized",
+        }
+    });
     let (label, ratio) = match &run.stage {
         Some((name, d, tot)) => (
             super::stage_label(name, *d, *tot),
             *d as f64 / (*tot).max(1) as f64,
         ),
-        None => (
-            format!(
-                "{status} · {}/{} layers",
-                run.done_layers(),
-                run.layers.len()
+        None => match no_report {
+            Some(what) => (what.to_string(), 1.0),
+            None => (
+                format!(
+                    "{status} · {}/{} layers",
+                    run.done_layers(),
+                    run.layers.len()
+                ),
+                run.done_layers() as f64 / total as f64,
             ),
-            run.done_layers() as f64 / total as f64,
-        ),
+        },
     };
     let model = run
         .spec
@@ -55,10 +69,13 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         .classes
         .as_ref()
         .map_or("all classes".to_string(), |c| c.join(","));
-    let title = format!(
-        " {} · {model} · {subset} · calib {} ",
-        run.label, run.spec.calib
-    );
+    // Calibration images only where a quantizer used them.
+    let calib = if run.spec.quant.is_some() {
+        format!(" · calib {}", run.spec.calib)
+    } else {
+        String::new()
+    };
+    let title = format!(" {} · {model} · {subset}{calib} ", run.label);
     let acc = run.result.as_ref().map_or(String::new(), |r| {
         format!(
             " top-1 All {:.2} %{} ",
@@ -122,7 +139,8 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                     name.clone(),
                     "".into(),
                     what_if.map_or(String::new(), |b| format!("→{b}")),
-                    "…".into(),
+                    // Pending, or (a finished job without reports) none.
+                    if no_report.is_some() { "—" } else { "…" }.into(),
                 ])
                 .style(Style::default().fg(t.muted)),
             }
