@@ -744,7 +744,7 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     let id = s.next_job;
     qscope::app::update::enqueue(&mut s, ft.clone());
     let mut events = vec![];
-    run(&ft, &AtomicBool::new(false), &mut |e| events.push(e)).expect("ft");
+    let saved = run(&ft, &AtomicBool::new(false), &mut |e| events.push(e)).expect("ft");
     for e in events {
         update(&mut s, Action::Job { job: id, event: e });
     }
@@ -761,6 +761,18 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     assert!(
         narrow.contains("test top-1") && narrow.contains("images/s") && narrow.contains("· lr "),
         "{narrow}"
+    );
+    // The same run reopened from Results has no curve (curves are live only):
+    // the screen says so and gives its figures, not "No training yet".
+    let mut reopened = state();
+    reopened.results = vec![saved];
+    update(&mut reopened, Action::Key(Key::Char('4')));
+    update(&mut reopened, Action::Key(Key::Enter));
+    update(&mut reopened, Action::Key(Key::Char('6')));
+    let screen = draw(&reopened, 120, 40);
+    assert!(
+        screen.contains("loss curve was drawn live") && screen.contains("test top-1"),
+        "{screen}"
     );
     // A real RTN + CoRa-H job: spectra and final ranks within the budget.
     let mut cj = job(Some((Method::Rtn, 3)));

@@ -52,11 +52,23 @@ fn chart<'a>(
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let Some(run) = s.current_run().filter(|r| !r.train.is_empty()) else {
+        // A trained run reopened from Results has its figures but no curve:
+        // curves are drawn live, step by step, and not saved.
+        let saved_training = s.current_run().and_then(|r| {
+            let tr = r.spec.train.as_ref()?;
+            let acc = r.result.as_ref()?.eval.top1_all;
+            Some(format!(
+                "{} trained {} epochs (test top-1 {acc:.2} %). Its loss curve was drawn live while it ran and is not kept with saved results; run it again from Setup to watch it.",
+                r.label, tr.config.epochs
+            ))
+        });
         super::empty_state(
             f,
             area,
             " Training ",
-            "No training yet. On Setup choose the quantizer `finetune` or `qat`, set Epochs, and press Enter.",
+            saved_training.as_deref().unwrap_or(
+                "No training yet. On Setup choose the quantizer `finetune` or `qat`, set Epochs, and press Enter.",
+            ),
             t,
         );
         return;
