@@ -807,6 +807,18 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     assert_eq!(c.spectra.len(), 19, "every conv has a spectrum");
     assert!(c.extra_params as f64 <= 0.1 * c.conv_params as f64 + 1.0);
     assert!(r.label.contains("+cora-heuristic 10%"));
+    // Reopened from Results, the run's figures stand in for its live view.
+    let mut reopened = state();
+    reopened.results = vec![r.clone()];
+    update(&mut reopened, Action::Key(Key::Char('4')));
+    update(&mut reopened, Action::Key(Key::Enter));
+    update(&mut reopened, Action::Key(Key::Char('7')));
+    let screen = draw(&reopened, 120, 40);
+    assert!(
+        screen.contains("+cora-heuristic 10%: test top-1")
+            && screen.contains("not kept with saved"),
+        "{screen}"
+    );
     // A deeper network (as many convs as ResNet-56) runs past the ranks
     // panel; it scrolls so the selected layer stays in view.
     let run = s.current.expect("current");

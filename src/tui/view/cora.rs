@@ -12,11 +12,25 @@ use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let Some(c) = s.current_run().and_then(|r| r.cora.as_ref()) else {
+        // A CoRa run reopened from Results: its ranks and spectra were drawn
+        // live and are not saved; its figures are.
+        let saved = s.current_run().and_then(|r| {
+            r.spec.cora.as_ref()?;
+            let res = r.result.as_ref()?;
+            Some(format!(
+                "{}: test top-1 {:.2} %, {:.1} KiB with its adapters. Its ranks, spectra and search were drawn live while it ran and are not kept with saved results; run it again from Setup to watch them (`qscope info` on an exported model lists each layer's rank).",
+                r.label,
+                res.eval.top1_all,
+                res.size_bytes as f64 / 1024.0
+            ))
+        });
         super::empty_state(
             f,
             area,
             " CoRa ",
-            "No CoRa run yet. On Setup choose a quantizer `rtn+cora` or `gptq+cora`, set the CoRa budget, and press Enter.",
+            saved.as_deref().unwrap_or(
+                "No CoRa run yet. On Setup choose a quantizer `rtn+cora` or `gptq+cora`, set the CoRa budget, and press Enter.",
+            ),
             t,
         );
         return;
