@@ -58,8 +58,10 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             let tr = r.spec.train.as_ref()?;
             let acc = r.result.as_ref()?.eval.top1_all;
             Some(format!(
-                "{} trained {} epochs (test top-1 {acc:.2} %). Its loss curve was drawn live while it ran and is not kept with saved results; run it again from Setup to watch it.",
-                r.label, tr.config.epochs
+                "{} trained {} epoch{} (test top-1 {acc:.2} %). Its loss curve was drawn live while it ran and is not kept with saved results; run it again from Setup to watch it.",
+                r.label,
+                tr.config.epochs,
+                if tr.config.epochs == 1.0 { "" } else { "s" }
             ))
         });
         super::empty_state(
