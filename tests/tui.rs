@@ -137,6 +137,17 @@ fn broken_theme_files_are_one_line_errors() {
     );
 }
 
+/// The text of a screen's `nth` bordered column (1: the left panel), its
+/// lines trimmed and joined: what wrapped text says, wherever it broke.
+fn column_text(screen: &str, nth: usize) -> String {
+    screen
+        .lines()
+        .filter_map(|l| l.split('│').nth(nth))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn draw(s: &State, w: u16, h: u16) -> String {
     let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
     let t = theme();
@@ -224,12 +235,7 @@ fn setup_on_80_columns_keeps_file_names_and_the_whole_hint() {
         line("CoRa budget").contains("5 % of conv params"),
         "{screen}"
     );
-    let hint: String = screen
-        .lines()
-        .filter_map(|l| l.split('│').nth(1))
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let hint = column_text(&screen, 1);
     assert!(
         hint.contains("Enter queues the job; it runs in the background"),
         "{screen}"
@@ -264,23 +270,19 @@ fn an_fp32_run_says_no_layer_was_quantized() {
 #[test]
 fn a_dataset_that_does_not_open_says_why_under_the_form() {
     let root = qscope::data::DatasetRoot::open(Path::new("/no/such/data"));
-    let info = qscope::tui::event_loop::dataset_summary(&root);
+    let summary = |root: &qscope::Result<qscope::data::DatasetRoot>| {
+        let names = qscope::tui::event_loop::class_names(root).map(|_| ());
+        qscope::tui::event_loop::dataset_summary(root, names)
+    };
+    let info = summary(&root);
     assert_eq!(info, "cannot open: /no/such/data: does not exist");
     let ok = qscope::data::DatasetRoot::open(&sample("cifar10"));
-    assert_eq!(
-        qscope::tui::event_loop::dataset_summary(&ok),
-        "image folders · train 500 · test 1000 images"
-    );
+    assert_eq!(summary(&ok), "image folders · train 500 · test 1000 images");
     let mut s = state();
     let path = s.setup.datasets[s.setup.dataset].clone();
     update(&mut s, Action::DatasetInfo { path, info });
     let screen = draw(&s, 80, 24);
-    let form: String = screen
-        .lines()
-        .filter_map(|l| l.split('│').nth(1))
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let form = column_text(&screen, 1);
     assert!(
         form.contains("data: cannot open: /no/such/data: does not exist"),
         "{screen}"

@@ -235,9 +235,10 @@ fn spawn_classes(path: PathBuf, tx: Tx) {
     std::thread::spawn(move || {
         let root = crate::data::DatasetRoot::open(&path);
         let names = class_names(&root);
+        let info_names = names.as_ref().map(|_| ()).map_err(Clone::clone);
         let _ = tx.send((Action::Classes(names), Instant::now()));
         // Counting files can take a moment on a big folder: after the names.
-        let info = dataset_summary(&root);
+        let info = dataset_summary(&root, info_names);
         let _ = tx.send((Action::DatasetInfo { path, info }, Instant::now()));
     });
 }
@@ -252,14 +253,17 @@ pub fn class_names(
 }
 
 /// The dataset line under the Setup form: its format and images per split,
-/// or why it does not open, which stays there (the status line is soon
-/// overwritten, e.g. by the model's error).
-pub fn dataset_summary(root: &crate::Result<crate::data::DatasetRoot>) -> String {
-    match class_names(root) {
-        Err(e) => format!("{}{e}", crate::app::setup::DATASET_ERROR),
-        Ok(_) => root
-            .as_ref()
-            .map_or_else(|e| e.to_string(), |r| r.describe()),
+/// or why it does not open (`names`: what [`class_names`] found, so the
+/// folders are not listed twice), which stays there (the status line is
+/// soon overwritten, e.g. by the model's error).
+pub fn dataset_summary(
+    root: &crate::Result<crate::data::DatasetRoot>,
+    names: std::result::Result<(), String>,
+) -> String {
+    match (names, root) {
+        (Err(e), _) => format!("{}{e}", crate::app::setup::DATASET_ERROR),
+        (Ok(()), Ok(r)) => r.describe(),
+        (Ok(()), Err(e)) => format!("{}{e}", crate::app::setup::DATASET_ERROR),
     }
 }
 
@@ -332,9 +336,8 @@ fn apply(
                 let path = store.dir.join(path.file_name().unwrap_or_default());
                 s.message = Some(match write_atomic(&path, results_csv(s).as_bytes()) {
                     Ok(()) => format!(
-                        "exported {} run{} to {}",
-                        s.results.len(),
-                        if s.results.len() == 1 { "" } else { "s" },
+                        "exported {} to {}",
+                        crate::tui::view::count(s.results.len(), "run"),
                         path.display()
                     ),
                     Err(e) => format!("export failed: {e}"),

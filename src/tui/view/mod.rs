@@ -128,6 +128,15 @@ pub(crate) fn fill(text: &str, sep: &str, width: usize) -> Vec<String> {
     out
 }
 
+/// `1 run`, `3 runs`: a count with its noun.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A job stage as shown: `evaluating 2304/10000`, or just its name for a
 /// single step (`loading train images`, not `… 0/1`).
 pub(crate) fn stage_label(name: &str, done: usize, total: usize) -> String {

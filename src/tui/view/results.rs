@@ -177,11 +177,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     );
     let title = super::fit_title(
         &[
-            format!(
-                "Results: {} run{}",
-                s.results.len(),
-                if s.results.len() == 1 { "" } else { "s" }
-            ),
+            format!("Results: {}", super::count(s.results.len(), "run")),
             format!(
                 "sorted by {}{}",
                 s.sort.name(),
