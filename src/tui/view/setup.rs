@@ -231,8 +231,6 @@ fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Lin
     }
 }
 
-/// `text` in lines of at most `width` characters, broken where `sep`
-/// stands (the separator is kept inside lines, dropped at breaks).
 /// `value` in at most `room` characters: its end after `…` (`tail`, for
 /// paths), or its start before `…`.
 fn fit_value(value: &str, room: usize, tail: bool) -> String {
