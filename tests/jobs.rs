@@ -130,6 +130,50 @@ fn bad_specs_get_clear_errors() {
     assert!(err(s).contains("missing.safetensors"));
 }
 
+/// A CoRa spec that cannot run is refused before the model is even opened
+/// (the rank search comes after the whole quantization), so the error is
+/// about CoRa although the model path here does not exist.
+#[test]
+fn impossible_cora_specs_fail_before_anything_runs() {
+    use qscope::train::cora_job::CoraSpec;
+    let cora = |method: &str, loss: &str, budget: f64| CoraSpec {
+        budget,
+        method: method.into(),
+        iterations: 10,
+        batch: 8,
+        loss: loss.into(),
+    };
+    let err = |quant: Option<(Method, u8)>, c: CoraSpec, qat: bool| {
+        let mut s = spec(quant);
+        s.model = sample("missing.safetensors");
+        s.cora = Some(c);
+        if qat {
+            s.train = Some(qscope::jobs::spec::TrainSpec {
+                config: Default::default(),
+                qat_bits: Some(4),
+                act_bits: None,
+            });
+        }
+        run_quiet(&s).expect_err("must fail").to_string()
+    };
+    let rtn = Some((Method::Rtn, 3));
+    let e = err(rtn, cora("best", "ce", 0.1), false);
+    assert!(e.contains("`best`") && e.contains("heuristic"), "{e}");
+    let e = err(rtn, cora("optimal", "mse", 0.1), false);
+    assert!(e.contains("`mse`") && e.contains("kd"), "{e}");
+    let e = err(rtn, cora("optimal", "ce", f64::NAN), false);
+    assert!(e.contains("budget"), "{e}");
+    let e = err(None, cora("optimal", "ce", 0.1), false);
+    assert!(e.contains("needs a quantizer"), "{e}");
+    let e = err(Some((Method::Awq, 3)), cora("optimal", "ce", 0.1), false);
+    assert!(e.contains("AWQ") || e.contains("awq"), "{e}");
+    let e = err(rtn, cora("heuristic", "ce", 0.1), true);
+    assert!(e.contains("QAT"), "{e}");
+    // The same settings with a real model get past the check.
+    let e = err(rtn, cora("heuristic", "ce", 0.1), false);
+    assert!(e.contains("missing.safetensors"), "{e}");
+}
+
 /// The calibration batch's memory is estimated from the model's largest
 /// activation (the pipeline holds about six per image), defaults stay
 /// within it, and a size that cannot fit in free memory is refused with

@@ -147,7 +147,7 @@ fn info_command_describes_the_model_and_bad_input_is_refused() {
 
 /// `cora --out` saves the quantized model with its adapters: reloaded, it
 /// scores what the command reported, and `info` shows each layer's adapter
-/// rank as the search chose it.
+/// rank as the search chose it. The run is saved in `--results` like any job.
 #[test]
 fn cora_out_saves_adapters_that_reload_and_show_in_info() {
     use std::process::Command;
@@ -171,6 +171,8 @@ fn cora_out_saves_adapters_that_reload_and_show_in_info() {
         .arg(base.join("cifar10"))
         .arg("--out")
         .arg(&out)
+        .arg("--results")
+        .arg(dir.path().join("results"))
         .output()
         .expect("run cora");
     assert!(
@@ -186,6 +188,13 @@ fn cora_out_saves_adapters_that_reload_and_show_in_info() {
         .filter_map(|r| r.as_u64())
         .collect();
     assert_eq!(ranks.len(), 19);
+    // Saved with the other runs, so the dashboard's Results list it.
+    let file = report["result_file"].as_str().expect("result_file");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file).expect("result file")).expect("json");
+    assert_eq!(saved["eval"]["top1_all"], report["top1_all"]);
+    assert_eq!(saved["spec"]["cora"]["method"], "heuristic");
+    assert_eq!(saved["spec"]["export"].as_str(), out.to_str());
 
     let info = Command::new(bin)
         .args(["info", "--json"])

@@ -725,6 +725,44 @@ fn setup_form_edits_paths_selects_classes_and_sorts_results() {
     }
 }
 
+/// The quantizer list offers CoRa-O (`+cora`) and CoRa-H (`+cora-h`) on
+/// an RTN or GPTQ base; the spec says which.
+#[test]
+fn setup_builds_cora_o_and_cora_h_specs() {
+    use qscope::app::setup::METHODS;
+    let mut form = SetupForm::new(
+        vec![sample("resnet20.safetensors")],
+        vec![sample("cifar10")],
+    );
+    for (choice, base, cora) in [
+        ("rtn+cora", Method::Rtn, "optimal"),
+        ("gptq+cora", Method::Gptq, "optimal"),
+        ("rtn+cora-h", Method::Rtn, "heuristic"),
+        ("gptq+cora-h", Method::Gptq, "heuristic"),
+    ] {
+        form.method = METHODS.iter().position(|m| *m == choice).expect(choice);
+        let spec = form.spec().expect("spec");
+        assert_eq!(
+            spec.quant.as_ref().map(|q| q.method),
+            Some(base),
+            "{choice}"
+        );
+        assert_eq!(spec.cora.as_ref().map(|c| c.method.as_str()), Some(cora));
+    }
+    form.method = METHODS.iter().position(|m| *m == "gptq").expect("gptq");
+    assert!(form.spec().expect("spec").cora.is_none());
+}
+
+/// A result as the dashboard reloads it: saved to a results folder and read back.
+fn round_trip(r: RunResult) -> RunResult {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = qscope::jobs::ResultsStore::new(dir.path());
+    store.save(&r).expect("save");
+    let (mut all, errors) = store.load_all();
+    assert!(errors.is_empty() && all.len() == 1, "{errors:?}");
+    all.remove(0)
+}
+
 #[test]
 fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     use qscope::jobs::spec::TrainSpec;
@@ -764,16 +802,32 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
         narrow.contains("test top-1") && narrow.contains("images/s") && narrow.contains("· lr "),
         "{narrow}"
     );
-    // The same run reopened from Results has no curve (curves are live only):
-    // the screen says so and gives its figures, not "No training yet".
+    // The saved result keeps the curve the dashboard drew, through a save
+    // and a reload, so the run reopened from Results draws it again.
+    let live = &s.current_run().expect("run").trace;
+    assert_eq!(live.train.len(), 4);
+    assert_eq!(&saved.trace, live);
+    let saved = round_trip(saved);
     let mut reopened = state();
-    reopened.results = vec![saved];
+    reopened.results = vec![saved.clone()];
     update(&mut reopened, Action::Key(Key::Char('4')));
     update(&mut reopened, Action::Key(Key::Enter));
     update(&mut reopened, Action::Key(Key::Char('6')));
     let screen = draw(&reopened, 120, 40);
     assert!(
-        screen.contains("loss curve was drawn live") && screen.contains("test top-1"),
+        screen.contains("step 4/4") && screen.contains("loss (20-step mean)"),
+        "{screen}"
+    );
+    // One saved by an earlier qscope has no curve: its figures stand in.
+    let mut old = saved;
+    old.trace = Default::default();
+    reopened.results = vec![old];
+    update(&mut reopened, Action::Key(Key::Char('4')));
+    update(&mut reopened, Action::Key(Key::Enter));
+    update(&mut reopened, Action::Key(Key::Char('6')));
+    let screen = draw(&reopened, 120, 40);
+    assert!(
+        screen.contains("saved without its loss curve") && screen.contains("test top-1"),
         "{screen}"
     );
     // A real RTN + CoRa-H job: spectra and final ranks within the budget.
@@ -804,27 +858,63 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     );
     let c = s
         .current_run()
-        .and_then(|r| r.cora.as_ref())
+        .and_then(|r| r.trace.cora.as_ref())
         .expect("cora state");
     assert_eq!(c.spectra.len(), 19, "every conv has a spectrum");
     assert!(c.extra_params as f64 <= 0.1 * c.conv_params as f64 + 1.0);
     assert!(r.label.contains("+cora-heuristic 10%"));
-    // Reopened from Results, the run's figures stand in for its live view.
+    let sel = s.layer_cursor.min(18);
+    // CoRa-H has no search to plot: the panel lists the five rules by
+    // calibration loss, the chosen one first; the spectrum shows its rank.
+    assert_eq!(c.rules.len(), 5);
+    assert!(
+        c.rules.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{:?}",
+        c.rules
+    );
+    let chosen = format!("▶ {}", c.rules[0].0);
+    assert!(
+        screen.contains("CoRa-H: rule")
+            && screen.contains(&chosen)
+            && screen.contains("  uniform ")
+            && screen.contains(&format!("rank {}", c.ranks.as_ref().expect("ranks")[sel]))
+            && screen.contains("top-1 vs budget · 1 run "),
+        "{screen}"
+    );
+    // Reopened from Results (saved and reloaded), the run draws what it drew live.
+    assert_eq!(r.trace.cora.as_ref(), Some(c));
     let mut reopened = state();
-    reopened.results = vec![r.clone()];
+    reopened.results = vec![round_trip(r.clone())];
+    update(&mut reopened, Action::Key(Key::Char('4')));
+    update(&mut reopened, Action::Key(Key::Enter));
+    update(&mut reopened, Action::Key(Key::Char('7')));
+    reopened.layer_cursor = s.layer_cursor;
+    // (The status line differs: the live state has the job's message.)
+    let body = |screen: &str| {
+        screen
+            .lines()
+            .skip(1)
+            .take(37)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&draw(&reopened, 120, 40)), body(&screen));
+    let mut old = r.clone();
+    old.trace = Default::default();
+    reopened.results = vec![old];
     update(&mut reopened, Action::Key(Key::Char('4')));
     update(&mut reopened, Action::Key(Key::Enter));
     update(&mut reopened, Action::Key(Key::Char('7')));
     let screen = draw(&reopened, 120, 40);
     assert!(
         screen.contains("+cora-heuristic 10%: test top-1")
-            && screen.contains("not kept with saved"),
+            && screen.contains("saved without its ranks"),
         "{screen}"
     );
     // A deeper network (as many convs as ResNet-56) runs past the ranks
     // panel; it scrolls so the selected layer stays in view.
     let run = s.current.expect("current");
-    if let Some(c) = s.runs[run].cora.as_mut() {
+    if let Some(c) = s.runs[run].trace.cora.as_mut() {
         let more: Vec<_> = (0..36)
             .map(|i| (format!("deep{i:02}"), c.spectra[i % 19].1.clone()))
             .collect();

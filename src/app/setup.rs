@@ -64,7 +64,9 @@ pub const DATASET_ERROR: &str = "cannot open: ";
 
 pub const PRESETS: [&str; 4] = ["uniform", "5+3", "3+5", "8-ends"];
 /// "fp32" evaluates the model unquantized (the baseline row).
-pub const METHODS: [&str; 11] = [
+/// `+cora`: CoRa-O (the rank search); `+cora-h`: CoRa-H (the best of the
+/// closed-form rules, seconds instead of the search's tens of seconds).
+pub const METHODS: [&str; 13] = [
     "gptq",
     "gpfq",
     "rtn",
@@ -73,6 +75,8 @@ pub const METHODS: [&str; 11] = [
     "smoothquant",
     "rtn+cora",
     "gptq+cora",
+    "rtn+cora-h",
+    "gptq+cora-h",
     "finetune",
     "qat",
     "fp32",
@@ -299,11 +303,15 @@ impl SetupForm {
             return Ok(spec);
         }
         if choice != "fp32" {
-            let base = choice.trim_end_matches("+cora");
-            if base != choice {
+            let (base, cora) = match choice.split_once('+') {
+                Some((base, "cora")) => (base, Some("optimal")),
+                Some((base, "cora-h")) => (base, Some("heuristic")),
+                _ => (choice, None),
+            };
+            if let Some(cora) = cora {
                 spec.cora = Some(crate::train::cora_job::CoraSpec {
                     budget: BUDGET_STEPS[self.cora_budget],
-                    method: "optimal".into(),
+                    method: cora.into(),
                     iterations: 200,
                     batch: 32,
                     loss: "ce".into(),

@@ -61,24 +61,9 @@ pub struct LiveRun {
     pub stage: Option<(String, usize, usize)>,
     pub status: RunStatus,
     pub result: Option<RunResult>,
-    /// Training steps so far (loss and accuracy curves).
-    pub train: Vec<crate::train::TrainEvent>,
-    pub cora: Option<CoraLive>,
-}
-
-/// CoRa state as the search runs.
-#[derive(Clone, Debug, Default)]
-pub struct CoraLive {
-    /// Per conv: name and residual singular values.
-    pub spectra: Vec<(String, Vec<f64>)>,
-    /// Relaxed ranks r̃ (fractions of the maximum rank), latest iteration.
-    pub relaxed: Vec<f64>,
-    /// (loss, budget used) per iteration.
-    pub history: Vec<(f64, f64)>,
-    pub ranks: Option<Vec<usize>>,
-    pub extra_params: usize,
-    pub conv_params: usize,
-    pub budget: f64,
+    /// What its events drew so far: training curves, CoRa search (a run
+    /// reopened from Results has the saved one).
+    pub trace: crate::jobs::Trace,
 }
 
 impl LiveRun {

@@ -298,8 +298,7 @@ pub fn enqueue(s: &mut State, spec: JobSpec) -> Vec<Effect> {
         stage: None,
         status: RunStatus::Queued,
         result: None,
-        train: vec![],
-        cora: None,
+        trace: Default::default(),
     });
     s.current = Some(s.runs.len() - 1);
     s.layer_cursor = 0;
@@ -508,9 +507,8 @@ fn results_key(s: &mut State, k: Key) -> Vec<Effect> {
                     layers,
                     stage: None,
                     status: RunStatus::Done,
+                    trace: r.trace.clone(),
                     result: Some(r),
-                    train: vec![],
-                    cora: None,
                 });
                 s.current = Some(s.runs.len() - 1);
                 s.layer_cursor = 0;
@@ -564,35 +562,14 @@ fn job_event(s: &mut State, job: u64, event: JobEvent) -> Vec<Effect> {
             }
         }
         JobEvent::Evaluated(_) => {}
-        JobEvent::TrainStep(e) => {
+        JobEvent::TrainStep(ref e) => {
             run.stage = Some((format!("training (loss {:.3})", e.loss), e.step, e.steps));
-            run.train.push(e);
-        }
-        JobEvent::CoraSpectra(sp) => {
             let budget = run.spec.cora.as_ref().map_or(0.0, |c| c.budget);
-            run.cora = Some(crate::app::state::CoraLive {
-                spectra: sp,
-                budget,
-                ..Default::default()
-            });
+            run.trace.record(&event, budget);
         }
-        JobEvent::CoraStep(st) => {
-            if let Some(c) = run.cora.as_mut() {
-                c.history.push((st.loss, st.budget_used));
-                c.relaxed = st.relaxed;
-            }
-        }
-        JobEvent::CoraRanks {
-            ranks,
-            extra_params,
-            conv_params,
-            ..
-        } => {
-            if let Some(c) = run.cora.as_mut() {
-                c.ranks = Some(ranks);
-                c.extra_params = extra_params;
-                c.conv_params = conv_params;
-            }
+        JobEvent::CoraSpectra(_) | JobEvent::CoraStep(_) | JobEvent::CoraRanks { .. } => {
+            let budget = run.spec.cora.as_ref().map_or(0.0, |c| c.budget);
+            run.trace.record(&event, budget);
         }
         JobEvent::Finished(result) => {
             run.status = RunStatus::Done;

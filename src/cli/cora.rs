@@ -1,9 +1,11 @@
+//! `qscope cora`: a quantization plus CoRa adapters, run as the same job
+//! the dashboard and `qscope run` build, so its result is saved with theirs.
 use super::progress::Progress;
 use clap::Args;
-use qscope::data::{default_calib, sample_spread, DatasetRoot, Preprocess, SplitKind};
-use qscope::eval::accuracy::eval_indices;
-use qscope::quant::{quantize_model, Method, QuantConfig};
-use qscope::train::cora_job::{apply, CoraSpec};
+use qscope::jobs::{JobEvent, JobSpec, ResultsStore, RunResult};
+use qscope::quant::{Method, QuantConfig};
+use qscope::train::cora_job::CoraSpec;
+use qscope::train::cora_rules::Candidate;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -26,11 +28,12 @@ pub struct CoraArgs {
     /// ⌊C_in·β⌋), uniform (plain SVD truncation, equal share); none.
     #[arg(long, default_value = "optimal")]
     pub method: String,
-    /// Base quantizer whose residual the adapters reclaim: rtn or gptq.
+    /// Base quantizer whose residual the adapters reclaim: rtn, gptq or gpfq.
     #[arg(long, default_value = "rtn")]
     pub base: String,
-    /// Calibration images (GPTQ and the rank search), from train/
-    /// [default: 1600, or all train images if there are fewer].
+    /// Calibration images (the base quantizer and the rank search), from
+    /// train/ [default: 1600, or all the chosen classes' train images if
+    /// they have fewer].
     #[arg(long)]
     pub calib: Option<usize>,
     #[arg(long, default_value_t = 200)]
@@ -40,6 +43,10 @@ pub struct CoraArgs {
     /// Rank-search loss: ce (cross-entropy on labels) or kd (KL to the FP model).
     #[arg(long, default_value = "ce")]
     pub loss: String,
+    /// Class subset for calibration and Sub evaluation.
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Evaluate on at most N test images.
     #[arg(long)]
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -50,137 +57,145 @@ pub struct CoraArgs {
     /// by every command; `info` lists the adapted layers.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Results folder (one JSON per run, shown by the dashboard).
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
 }
 
 /// Calibration images when `--calib` is not given: the CoRa paper's 1600.
 const DEFAULT_CALIB: usize = 1600;
 
+pub fn build_spec(a: &CoraArgs) -> anyhow::Result<JobSpec> {
+    let base = Method::parse(&a.base)?;
+    let mut spec = JobSpec::new(a.model.clone(), a.data.clone());
+    spec.quant = Some(QuantConfig::new(base, a.bits));
+    spec.calib = a.calib.unwrap_or(DEFAULT_CALIB);
+    spec.seed = a.seed;
+    spec.classes = super::quantize::split_classes(a.classes.as_deref());
+    spec.eval_limit = a.limit;
+    spec.export = a.out.clone();
+    // `none`: the base quantization alone, for a baseline at the same settings.
+    if a.method != "none" {
+        let cora = CoraSpec {
+            budget: a.budget,
+            method: a.method.clone(),
+            iterations: a.iters,
+            batch: a.batch,
+            loss: a.loss.clone(),
+        };
+        cora.validate()?;
+        spec.cora = Some(cora);
+    }
+    Ok(spec)
+}
+
+/// What the job reports about its adapters, collected from its events.
+#[derive(Default)]
+struct CoraReport {
+    ranks: Vec<usize>,
+    extra_params: usize,
+    conv_params: usize,
+    candidates: Vec<Candidate>,
+    search_seconds: f64,
+}
+
 pub fn run(a: CoraArgs) -> anyhow::Result<()> {
-    let graph = qscope::model::load(&a.model)?;
-    let root = DatasetRoot::open(&a.data)?;
-    let train = root.split(SplitKind::Train)?;
-    let test = root.split(SplitKind::Test)?;
-    let all: Vec<usize> = (0..train.num_classes()).collect();
-    let calib = match a.calib {
-        Some(n) => n,
-        None => {
-            let n = default_calib(&train, &all, DEFAULT_CALIB);
-            if n < DEFAULT_CALIB {
-                eprintln!(
-                    "note: calibrating on all {n} train images (default {DEFAULT_CALIB}; --calib sets it)"
-                );
+    let mut spec = build_spec(&a)?;
+    if a.calib.is_none() {
+        let graph = qscope::model::load(&spec.model)?;
+        spec.calib = super::quantize::fit_default_calib(&spec, &graph)?;
+    }
+    let mut progress = Progress::new(&spec.label());
+    let mut report = CoraReport::default();
+    let mut search_start: Option<Instant> = None;
+    let r = qscope::jobs::run(&spec, &AtomicBool::new(false), &mut |e| match e {
+        JobEvent::LayerDone { done, total, .. } => progress.update(done, total),
+        JobEvent::Stage { name, done, total } => {
+            if name == "CoRa rank search" && search_start.is_none() {
+                search_start = Some(Instant::now());
             }
-            let cap = qscope::jobs::calib_memory::default_cap(&graph);
-            if n > cap {
-                eprintln!(
-                    "note: calibrating on {cap} images, as many as this model's activations fit in memory \
-                     (default {DEFAULT_CALIB}; --calib sets it)"
-                );
-            }
-            n.min(cap)
+            progress.update(done, total)
         }
-    };
-    qscope::jobs::calib_memory::check(&graph, calib.min(1024))?;
-    let idx = sample_spread(&train, &all, calib, a.seed)?;
-    let pre = Preprocess::for_model(&graph.meta);
-    let base = match a.base.as_str() {
-        "rtn" => Method::Rtn,
-        "gptq" => Method::Gptq,
-        b => anyhow::bail!("unknown base quantizer `{b}` (rtn, gptq)"),
-    };
-    let t0 = Instant::now();
-    let calib = pre.batch(&train, &idx[..idx.len().min(1024)]);
-    let out = quantize_model(
-        &graph,
-        &calib,
-        &QuantConfig::new(base, a.bits),
-        &AtomicBool::new(false),
-        &mut |_, _, _| {},
-    )?;
-    let quant_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let spec = CoraSpec {
-        budget: a.budget,
-        method: a.method.clone(),
-        iterations: a.iters,
-        batch: a.batch,
-        loss: a.loss.clone(),
-    };
-    let mut progress = Progress::new("rank search");
-    let (ranks, extra, conv_params, adapted, candidates, adapters) = if a.method == "none" {
-        let conv_params: usize = graph
-            .layer_nodes()
-            .iter()
-            .filter(|&&n| matches!(graph.nodes[n].op, qscope::model::Op::Conv(_)))
-            .map(|&n| graph.weight(n).map_or(0, |(w, _)| w.len()))
-            .sum();
-        (vec![], 0, conv_params, out.graph.clone(), vec![], vec![])
-    } else {
-        let co = apply(
-            &graph,
-            &out.graph,
-            &spec,
-            &train,
-            &idx,
-            a.seed,
-            &AtomicBool::new(false),
-            &mut |_| {},
-            &mut |s| progress.update(s.iteration, a.iters),
-        )?;
-        (
-            co.ranks,
-            co.extra_params,
-            co.conv_params,
-            co.graph,
-            co.candidates,
-            co.adapters,
-        )
-    };
+        JobEvent::CoraRanks {
+            ranks,
+            extra_params,
+            conv_params,
+            candidates,
+            ..
+        } => {
+            report = CoraReport {
+                ranks,
+                extra_params,
+                conv_params,
+                candidates,
+                search_seconds: search_start.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            }
+        }
+        _ => {}
+    })?;
     drop(progress);
-    let search_secs = t1.elapsed().as_secs_f64();
-    let rule = candidates.first().map(|c| c.rule);
-    let fused = adapted.fused();
-    let tidx = eval_indices(&test, &(0..test.num_classes()).collect::<Vec<_>>(), a.limit);
-    let eval = qscope::eval::evaluate(
-        &fused,
-        &test,
-        &tidx,
-        &pre,
-        None,
-        256,
-        &AtomicBool::new(false),
-        &mut |_, _| {},
-    )?;
-    // Written before the report, atomically, as `quantize --out` does.
-    if let Some(path) = &a.out {
-        qscope::model::export::save_with_adapters(&out.graph, &out.packed, &adapters, path)?;
-    }
-    let v = serde_json::json!({
-        "top1_all": eval.top1_all, "images": eval.images, "bits": a.bits, "base": a.base, "method": a.method,
-        "budget": a.budget, "extra_params": extra, "extra_fraction": extra as f64 / conv_params as f64,
-        "ranks": ranks, "rule": rule, "quantize_seconds": quant_secs, "search_seconds": search_secs,
-        "saved": a.out,
-    });
-    if a.json {
-        println!("{v}");
-    } else {
-        if let Some(path) = &a.out {
-            println!("saved {}", path.display());
-        }
-        println!(
-            "{} {}-bit {} + CoRa-{}: top-1 {:.2} % ({} images); adapters {} params = {:.2} % of conv params (budget {:.0} %); search {:.1} s\nranks {:?}",
-            graph.meta.arch, a.bits, a.base, a.method, eval.top1_all, eval.images, extra, 100.0 * extra as f64 / conv_params as f64, 100.0 * a.budget, search_secs, ranks
-        );
-        if let Some(r) = rule {
-            println!(
-                "CoRa-H chose `{r}` by calibration cross-entropy: {}",
-                candidates
-                    .iter()
-                    .map(|c| format!("{} {:.4}", c.rule, c.loss))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
+    let saved = ResultsStore::new(&a.results).save(&r)?;
+    print_result(&a, &r, &report, &saved);
     Ok(())
+}
+
+fn print_result(a: &CoraArgs, r: &RunResult, c: &CoraReport, saved: &std::path::Path) {
+    let rule = c.candidates.first().map(|c| c.rule);
+    let fraction = c.extra_params as f64 / c.conv_params.max(1) as f64;
+    if a.json {
+        let v = serde_json::json!({
+            "label": r.label, "top1_all": r.eval.top1_all, "top1_sub": r.eval.top1_sub, "images": r.eval.images,
+            "bits": a.bits, "base": a.base, "method": a.method, "budget": a.budget,
+            "extra_params": c.extra_params, "extra_fraction": fraction, "ranks": c.ranks, "rule": rule,
+            "size_bytes": r.size_bytes, "latency_ms": r.latency_ms, "latency_kernels": r.latency_path,
+            "quantize_seconds": r.quantize_seconds, "search_seconds": c.search_seconds,
+            "total_seconds": r.total_seconds, "saved": a.out, "result_file": saved,
+        });
+        println!("{v}");
+        return;
+    }
+    if let Some(path) = &a.out {
+        println!("exported {} (packed codes and adapters)", path.display());
+    }
+    println!(
+        "{} {}: top-1 All {:.2} %{} ({} images); size {:.1} KiB{}",
+        r.arch,
+        r.label,
+        r.eval.top1_all,
+        r.eval
+            .top1_sub
+            .map_or(String::new(), |s| format!(", Sub {s:.2} %")),
+        r.eval.images,
+        r.size_bytes as f64 / 1024.0,
+        if r.spec.cora.is_some() {
+            " with the adapters"
+        } else {
+            ""
+        },
+    );
+    if r.spec.cora.is_some() {
+        println!(
+            "adapters {} params = {:.2} % of conv params (budget {:.0} %); search {:.1} s\nranks {:?}",
+            c.extra_params,
+            100.0 * fraction,
+            100.0 * a.budget,
+            c.search_seconds,
+            c.ranks
+        );
+    }
+    if let Some(rule) = rule {
+        println!(
+            "CoRa-H chose `{rule}` by calibration cross-entropy: {}",
+            c.candidates
+                .iter()
+                .map(|c| format!("{} {:.4}", c.rule, c.loss))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "batch-1 latency {:.3} ms on {}",
+        r.latency_ms, r.latency_path
+    );
+    println!("saved {}", saved.display());
 }

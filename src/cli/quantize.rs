@@ -91,16 +91,18 @@ pub fn build_spec(a: &QuantizeArgs) -> anyhow::Result<JobSpec> {
     spec.quant = Some(q);
     spec.calib = a.calib.unwrap_or(DEFAULT_CALIB);
     spec.seed = a.seed;
-    spec.classes = a
-        .classes
-        .as_ref()
-        .map(|c| c.split(',').map(|s| s.trim().to_string()).collect());
+    spec.classes = split_classes(a.classes.as_deref());
     spec.eval_limit = a.limit;
     spec.export = a.out.clone();
     Ok(spec)
 }
 
 const DEFAULT_CALIB: usize = 1024;
+
+/// `--classes cat,dog` as the spec's list (None = all classes).
+pub fn split_classes(classes: Option<&str>) -> Option<Vec<String>> {
+    classes.map(|c| c.split(',').map(|s| s.trim().to_string()).collect())
+}
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let mut spec = build_spec(&a)?;
@@ -119,7 +121,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
 /// The default calibration size, lowered to what the chosen classes' train
 /// split holds and to what fits in memory for this model (with a note), so
 /// the defaults work on small datasets and on 224×224 models.
-fn fit_default_calib(spec: &JobSpec, graph: &qscope::model::Graph) -> anyhow::Result<usize> {
+pub fn fit_default_calib(spec: &JobSpec, graph: &qscope::model::Graph) -> anyhow::Result<usize> {
     let root = DatasetRoot::open(&spec.data)?;
     let train = root.split(SplitKind::Train)?;
     let classes = spec.classes.as_ref().map(|c| c.join(","));

@@ -34,6 +34,9 @@ pub enum JobEvent {
         rank_max: Vec<usize>,
         extra_params: usize,
         conv_params: usize,
+        /// CoRa-H: every closed-form rule with its calibration loss, the
+        /// chosen first (empty for CoRa-O and a named rule).
+        candidates: Vec<crate::train::cora_rules::Candidate>,
     },
     Finished(Box<RunResult>),
     Failed(String),

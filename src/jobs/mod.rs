@@ -6,8 +6,10 @@ pub mod event;
 pub mod runner;
 pub mod spec;
 pub mod store;
+pub mod trace;
 
 pub use event::JobEvent;
 pub use runner::{run, RunResult};
 pub use spec::JobSpec;
 pub use store::ResultsStore;
+pub use trace::{CoraTrace, Trace};

@@ -4,8 +4,8 @@
 use crate::data::{parse_classes, sample_spread, DatasetRoot, Preprocess, SplitKind};
 use crate::eval::accuracy::eval_indices;
 use crate::eval::{size, EvalReport};
-use crate::jobs::{JobEvent, JobSpec};
-use crate::quant::{quantize_model, LayerReport};
+use crate::jobs::{JobEvent, JobSpec, Trace};
+use crate::quant::{quantize_model, LayerReport, Method};
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
@@ -31,6 +31,10 @@ pub struct RunResult {
     /// Which kernel path the latency was measured on.
     pub latency_path: String,
     pub finished_unix: f64,
+    /// The training curves and CoRa search as the job drew them (results
+    /// saved before this field have none).
+    #[serde(default)]
+    pub trace: Trace,
 }
 
 pub fn run(
@@ -38,7 +42,27 @@ pub fn run(
     cancel: &AtomicBool,
     emit: &mut dyn FnMut(JobEvent),
 ) -> Result<RunResult> {
+    let budget = spec.cora.as_ref().map_or(0.0, |c| c.budget);
+    let mut trace = Trace::default();
+    let mut result = run_job(spec, cancel, &mut |e| {
+        trace.record(&e, budget);
+        emit(e)
+    })?;
+    result.trace = trace;
+    emit(JobEvent::Finished(Box::new(result.clone())));
+    Ok(result)
+}
+
+/// The job itself; `run` adds what its events drew and reports it finished.
+fn run_job(
+    spec: &JobSpec,
+    cancel: &AtomicBool,
+    emit: &mut dyn FnMut(JobEvent),
+) -> Result<RunResult> {
     let start = Instant::now();
+    if let Some(c) = &spec.cora {
+        check_cora(spec, c)?;
+    }
     let graph = crate::model::load(&spec.model)?;
     emit(JobEvent::Started {
         layers: graph.layer_names(),
@@ -161,17 +185,6 @@ pub fn run(
             let mut bytes = out.stored_bytes();
             let mut model = out.graph;
             if let Some(c) = &spec.cora {
-                if !matches!(
-                    cfg.method,
-                    crate::quant::Method::Rtn
-                        | crate::quant::Method::Gptq
-                        | crate::quant::Method::Gpfq
-                ) {
-                    return Err(crate::Error::Invalid(format!(
-                        "CoRa needs an RTN, GPTQ or GPFQ base, not {}",
-                        cfg.method.name()
-                    )));
-                }
                 emit(JobEvent::Stage {
                     name: "CoRa rank search".into(),
                     done: 0,
@@ -203,6 +216,7 @@ pub fn run(
                     rank_max: co.rank_max.clone(),
                     extra_params: co.extra_params,
                     conv_params: co.conv_params,
+                    candidates: co.candidates.clone(),
                 });
                 bytes += (co.extra_params * 4) as u64;
                 cora_export = Some((model.clone(), co.adapters));
@@ -261,7 +275,29 @@ pub fn run(
         finished_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
+        trace: Trace::default(),
     };
-    emit(JobEvent::Finished(Box::new(result.clone())));
     Ok(result)
+}
+
+/// A CoRa spec that cannot run is refused before anything is loaded: the
+/// rank search comes last, after the whole quantization.
+fn check_cora(spec: &JobSpec, c: &crate::train::cora_job::CoraSpec) -> Result<()> {
+    c.validate()?;
+    let qat = spec.train.as_ref().is_some_and(|t| t.qat_bits.is_some());
+    match &spec.quant {
+        _ if qat => Err(crate::Error::Invalid(
+            "CoRa adds adapters to a post-training quantization, not to a QAT model".into(),
+        )),
+        None => Err(crate::Error::Invalid(
+            "CoRa needs a quantizer (rtn, gptq or gpfq) whose residual it reclaims".into(),
+        )),
+        Some(q) if !matches!(q.method, Method::Rtn | Method::Gptq | Method::Gpfq) => {
+            Err(crate::Error::Invalid(format!(
+                "CoRa needs an RTN, GPTQ or GPFQ base, not {}",
+                q.method.name()
+            )))
+        }
+        Some(_) => Ok(()),
+    }
 }

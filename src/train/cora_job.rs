@@ -29,6 +29,38 @@ fn ce() -> String {
     "ce".into()
 }
 
+impl CoraSpec {
+    /// Settings that cannot run, refused before a job quantizes anything
+    /// (the search comes last, minutes in on a large model).
+    pub fn validate(&self) -> Result<()> {
+        let m = self.method.as_str();
+        if !(m == "optimal" || m == "heuristic" || RULES.contains(&m)) {
+            return Err(Error::Invalid(format!(
+                "unknown CoRa method `{m}` (optimal, heuristic, {})",
+                RULES.join(", ")
+            )));
+        }
+        if !matches!(self.loss.as_str(), "ce" | "kd") {
+            return Err(Error::Invalid(format!(
+                "unknown CoRa search loss `{}` (ce, kd)",
+                self.loss
+            )));
+        }
+        if !(self.budget.is_finite() && self.budget >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "CoRa budget {} is not a fraction of the conv parameters (0.05 = 5 %)",
+                self.budget
+            )));
+        }
+        if m == "optimal" && (self.iterations == 0 || self.batch == 0) {
+            return Err(Error::Invalid(
+                "CoRa-O needs at least one iteration and a batch of at least one image".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn iters() -> usize {
     200
 }

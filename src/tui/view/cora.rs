@@ -1,6 +1,7 @@
 //! CoRa: per-layer ranks against the maximum rank, the selected layer's
 //! residual spectrum with the Butterworth cut-off, budget use, search loss.
 use crate::app::state::State;
+use crate::jobs::CoraTrace;
 use crate::quant::cora::butterworth;
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -11,14 +12,13 @@ use ratatui::widgets::{Axis, Chart, Dataset, Gauge, GraphType, Paragraph};
 use ratatui::Frame;
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
-    let Some(c) = s.current_run().and_then(|r| r.cora.as_ref()) else {
-        // A CoRa run reopened from Results: its ranks and spectra were drawn
-        // live and are not saved; its figures are.
+    let Some(c) = s.current_run().and_then(|r| r.trace.cora.as_ref()) else {
+        // A CoRa run saved before results kept their CoRa trace: its figures.
         let saved = s.current_run().and_then(|r| {
             r.spec.cora.as_ref()?;
             let res = r.result.as_ref()?;
             Some(format!(
-                "{}: test top-1 {:.2} %, {:.1} KiB with its adapters. Its ranks, spectra and search were drawn live while it ran and are not kept with saved results; run it again from Setup to watch them (`qscope info` on an exported model lists each layer's rank).",
+                "{}: test top-1 {:.2} %, {:.1} KiB with its adapters. This result was saved without its ranks and spectra (by an earlier qscope); run it again from Setup to see them (`qscope info` on an exported model lists each layer's rank).",
                 r.label,
                 res.eval.top1_all,
                 res.size_bytes as f64 / 1024.0
@@ -29,7 +29,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             area,
             " CoRa ",
             saved.as_deref().unwrap_or(
-                "No CoRa run yet. On Setup choose a quantizer `rtn+cora` or `gptq+cora`, set the CoRa budget, and press Enter.",
+                "No CoRa run yet. On Setup choose a quantizer `rtn+cora` or `gptq+cora` (CoRa-O, the rank search) or `…+cora-h` (CoRa-H, the closed-form rules), set the CoRa budget, and press Enter.",
             ),
             t,
         );
@@ -100,9 +100,24 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             .enumerate()
             .map(|(i, v)| (i as f64, v / smax))
             .collect();
-        let rt = c.relaxed.get(sel).copied().unwrap_or(1.0);
-        let (t2, _) = butterworth(sv.len(), rt, 4);
-        let cut: Vec<(f64, f64)> = t2.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect();
+        // CoRa-O's relaxed cut-off while (and after) it searches; a
+        // closed-form rule has only its integer rank: a hard truncation.
+        let (cut, kernel, cut_title): (Vec<(f64, f64)>, _, _) =
+            match (c.relaxed.get(sel), c.ranks.as_ref()) {
+                (None, Some(ranks)) => {
+                    let r = ranks.get(sel).copied().unwrap_or(0);
+                    let step = (0..sv.len())
+                        .map(|i| (i as f64, if i < r { 1.0 } else { 0.0 }))
+                        .collect();
+                    (step, "kept", format!("rank {r}"))
+                }
+                (rt, _) => {
+                    let rt = rt.copied().unwrap_or(1.0);
+                    let (t2, _) = butterworth(sv.len(), rt, 4);
+                    let k = t2.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect();
+                    (k, "T² kernel", format!("cut-off r̃ = {rt:.2}"))
+                }
+            };
         let n = sv.len() as f64;
         let chart = Chart::new(vec![
             Dataset::default()
@@ -112,7 +127,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 .style(Style::default().fg(t.fp))
                 .data(&pts),
             Dataset::default()
-                .name("T² kernel")
+                .name(kernel)
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(Style::default().fg(t.quant))
@@ -120,10 +135,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         ])
         .block(super::block(
             super::fit_title(
-                &[
-                    format!("{name}: residual spectrum"),
-                    format!("cut-off r̃ = {rt:.2}"),
-                ],
+                &[format!("{name}: residual spectrum"), cut_title],
                 spec.width,
             ),
             t,
@@ -169,6 +181,14 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     let [hist, by_budget] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(hist);
     render_accuracy_vs_budget(f, by_budget, s, t);
+    let method = s
+        .current_run()
+        .and_then(|r| r.spec.cora.as_ref())
+        .map_or("optimal", |c| c.method.as_str());
+    if method != "optimal" {
+        render_rule_choice(f, hist, c, method, t);
+        return;
+    }
     let pts: Vec<(f64, f64)> = c
         .history
         .iter()
@@ -218,6 +238,45 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
                 .style(Style::default().fg(t.muted)),
         ),
         hist,
+    );
+}
+
+/// CoRa-H and the named rules have no search to plot: CoRa-H's panel lists
+/// each rule's calibration cross-entropy, the chosen (lowest) first.
+fn render_rule_choice(f: &mut Frame, area: Rect, c: &CoraTrace, method: &str, t: &Theme) {
+    let lines: Vec<Line> = if c.rules.is_empty() {
+        vec![Line::from(if c.ranks.is_some() {
+            format!("Ranks by the closed-form `{method}` rule: no search.")
+        } else {
+            format!("Computing the `{method}` rule's ranks…")
+        })]
+    } else {
+        c.rules
+            .iter()
+            .enumerate()
+            .map(|(i, (rule, loss))| {
+                let style = if i == 0 {
+                    Style::default().fg(t.good).add_modifier(Modifier::BOLD)
+                } else {
+                    Style::default()
+                };
+                Line::styled(
+                    format!("{} {rule:<9} {loss:.4}", if i == 0 { "▶" } else { " " }),
+                    style,
+                )
+            })
+            .collect()
+    };
+    let title = if c.rules.is_empty() {
+        vec![format!("CoRa-{method}")]
+    } else {
+        vec!["CoRa-H: rule".into(), "calibration CE".into()]
+    };
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(super::block(super::fit_title(&title, area.width), t)),
+        area,
     );
 }
 
@@ -272,7 +331,7 @@ fn render_accuracy_vs_budget(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
             .data(&pts)])
         .block(super::block(
             super::fit_title(
-                &["top-1 vs budget".into(), format!("{} runs", pts.len())],
+                &["top-1 vs budget".into(), super::count(pts.len(), "run")],
                 area.width,
             ),
             t,

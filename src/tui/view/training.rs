@@ -51,14 +51,13 @@ fn chart<'a>(
 }
 
 pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
-    let Some(run) = s.current_run().filter(|r| !r.train.is_empty()) else {
-        // A trained run reopened from Results has its figures but no curve:
-        // curves are drawn live, step by step, and not saved.
+    let Some(run) = s.current_run().filter(|r| !r.trace.train.is_empty()) else {
+        // A trained run saved before results kept their curves: its figures.
         let saved_training = s.current_run().and_then(|r| {
             let tr = r.spec.train.as_ref()?;
             let acc = r.result.as_ref()?.eval.top1_all;
             Some(format!(
-                "{} trained {} epoch{} (test top-1 {acc:.2} %). Its loss curve was drawn live while it ran and is not kept with saved results; run it again from Setup to watch it.",
+                "{} trained {} epoch{} (test top-1 {acc:.2} %). This result was saved without its loss curve (by an earlier qscope); run it again from Setup to see it.",
                 r.label,
                 tr.config.epochs,
                 if tr.config.epochs == 1.0 { "" } else { "s" }
@@ -76,6 +75,7 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
         return;
     };
     let last = run
+        .trace
         .train
         .last()
         .cloned()
@@ -109,8 +109,14 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     );
     let [l, r] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(curves);
-    let loss: Vec<(f64, f64)> = run.train.iter().map(|e| (e.step as f64, e.loss)).collect();
+    let loss: Vec<(f64, f64)> = run
+        .trace
+        .train
+        .iter()
+        .map(|e| (e.step as f64, e.loss))
+        .collect();
     let acc: Vec<(f64, f64)> = run
+        .trace
         .train
         .iter()
         .map(|e| (e.step as f64, e.accuracy))
