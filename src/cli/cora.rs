@@ -67,6 +67,9 @@ const DEFAULT_CALIB: usize = 1600;
 
 pub fn build_spec(a: &CoraArgs) -> anyhow::Result<JobSpec> {
     let base = Method::parse(&a.base)?;
+    if !matches!(base, Method::Rtn | Method::Gptq | Method::Gpfq) {
+        anyhow::bail!("--base {}: CoRa's base quantizer is rtn, gptq or gpfq", a.base);
+    }
     let mut spec = JobSpec::new(a.model.clone(), a.data.clone());
     spec.quant = Some(QuantConfig::new(base, a.bits));
     spec.calib = a.calib.unwrap_or(DEFAULT_CALIB);
