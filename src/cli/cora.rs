@@ -2,10 +2,9 @@
 //! the dashboard and `qscope run` build, so its result is saved with theirs.
 use super::progress::Progress;
 use clap::Args;
-use qscope::jobs::{JobEvent, JobSpec, ResultsStore, RunResult};
+use qscope::jobs::{CoraTrace, JobEvent, JobSpec, ResultsStore, RunResult};
 use qscope::quant::{Method, QuantConfig};
 use qscope::train::cora_job::CoraSpec;
-use qscope::train::cora_rules::Candidate;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -68,7 +67,10 @@ const DEFAULT_CALIB: usize = 1600;
 pub fn build_spec(a: &CoraArgs) -> anyhow::Result<JobSpec> {
     let base = Method::parse(&a.base)?;
     if !matches!(base, Method::Rtn | Method::Gptq | Method::Gpfq) {
-        anyhow::bail!("--base {}: CoRa's base quantizer is rtn, gptq or gpfq", a.base);
+        anyhow::bail!(
+            "--base {}: CoRa's base quantizer is rtn, gptq or gpfq",
+            a.base
+        );
     }
     let mut spec = JobSpec::new(a.model.clone(), a.data.clone());
     spec.quant = Some(QuantConfig::new(base, a.bits));
@@ -92,16 +94,6 @@ pub fn build_spec(a: &CoraArgs) -> anyhow::Result<JobSpec> {
     Ok(spec)
 }
 
-/// What the job reports about its adapters, collected from its events.
-#[derive(Default)]
-struct CoraReport {
-    ranks: Vec<usize>,
-    extra_params: usize,
-    conv_params: usize,
-    candidates: Vec<Candidate>,
-    search_seconds: f64,
-}
-
 pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     let mut spec = build_spec(&a)?;
     if a.calib.is_none() {
@@ -109,8 +101,8 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
         spec.calib = super::quantize::fit_default_calib(&spec, &graph)?;
     }
     let mut progress = Progress::new(&spec.label());
-    let mut report = CoraReport::default();
-    let mut search_start: Option<Instant> = None;
+    // The rank search's time: from its first stage event to its ranks.
+    let (mut search_start, mut search_seconds) = (None::<Instant>, 0.0);
     let r = qscope::jobs::run(&spec, &AtomicBool::new(false), &mut |e| match e {
         JobEvent::LayerDone { done, total, .. } => progress.update(done, total),
         JobEvent::Stage { name, done, total } => {
@@ -119,39 +111,30 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
             }
             progress.update(done, total)
         }
-        JobEvent::CoraRanks {
-            ranks,
-            extra_params,
-            conv_params,
-            candidates,
-            ..
-        } => {
-            report = CoraReport {
-                ranks,
-                extra_params,
-                conv_params,
-                candidates,
-                search_seconds: search_start.map_or(0.0, |t| t.elapsed().as_secs_f64()),
-            }
+        JobEvent::CoraRanks { .. } => {
+            search_seconds = search_start.map_or(0.0, |t| t.elapsed().as_secs_f64())
         }
         _ => {}
     })?;
     drop(progress);
     let saved = ResultsStore::new(&a.results).save(&r)?;
-    print_result(&a, &r, &report, &saved);
+    print_result(&a, &r, search_seconds, &saved);
     Ok(())
 }
 
-fn print_result(a: &CoraArgs, r: &RunResult, c: &CoraReport, saved: &std::path::Path) {
-    let rule = c.candidates.first().map(|c| c.rule);
+fn print_result(a: &CoraArgs, r: &RunResult, search_seconds: f64, saved: &std::path::Path) {
+    let none = CoraTrace::default();
+    let c = r.trace.cora.as_ref().unwrap_or(&none);
+    let ranks = c.ranks.as_deref().unwrap_or_default();
+    let rule = c.rules.first().map(|(rule, _)| rule);
     let fraction = c.extra_params as f64 / c.conv_params.max(1) as f64;
     if a.json {
         let v = serde_json::json!({
             "label": r.label, "top1_all": r.eval.top1_all, "top1_sub": r.eval.top1_sub, "images": r.eval.images,
             "bits": a.bits, "base": a.base, "method": a.method, "budget": a.budget,
-            "extra_params": c.extra_params, "extra_fraction": fraction, "ranks": c.ranks, "rule": rule,
+            "extra_params": c.extra_params, "extra_fraction": fraction, "ranks": ranks, "rule": rule,
             "size_bytes": r.size_bytes, "latency_ms": r.latency_ms, "latency_kernels": r.latency_path,
-            "quantize_seconds": r.quantize_seconds, "search_seconds": c.search_seconds,
+            "quantize_seconds": r.quantize_seconds, "search_seconds": search_seconds,
             "total_seconds": r.total_seconds, "saved": a.out, "result_file": saved,
         });
         println!("{v}");
@@ -182,16 +165,16 @@ fn print_result(a: &CoraArgs, r: &RunResult, c: &CoraReport, saved: &std::path::
             c.extra_params,
             100.0 * fraction,
             100.0 * a.budget,
-            c.search_seconds,
-            c.ranks
+            search_seconds,
+            ranks
         );
     }
     if let Some(rule) = rule {
         println!(
             "CoRa-H chose `{rule}` by calibration cross-entropy: {}",
-            c.candidates
+            c.rules
                 .iter()
-                .map(|c| format!("{} {:.4}", c.rule, c.loss))
+                .map(|(rule, loss)| format!("{rule} {loss:.4}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
