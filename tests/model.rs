@@ -298,3 +298,148 @@ fn torchvision_imagenet_bottleneck_resnet_loads_and_folds() {
     assert_eq!(a.dim(), (2, 5, 1, 1));
     assert!(max_rel_diff(&b, &a) < 1e-5);
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A torchvision-style VGG with BatchNorm (conv biases, BN, ReLU, max-pools
+/// found from the index gaps, a 3-layer classifier reading a 4×4 map)
+/// against logits a plain numpy forward pass computed
+/// (`tests/make_vgg_fixture.py`). Tolerance 1e-4 relative to the largest logit.
+#[test]
+fn torchvision_vgg_matches_a_numpy_reference() {
+    let g = load(&fixture("vgg_bn.safetensors")).expect("load");
+    assert_eq!(g.meta.arch, "vgg6_bn");
+    assert_eq!(g.meta.input_size, 16, "implied by the classifier's 4×4 map");
+    assert_eq!(g.meta.family, qscope::model::Family::Cifar);
+    let pools = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::MaxPool { .. }))
+        .count();
+    assert_eq!(pools, 2);
+    let names: Vec<String> = g.layers().iter().map(|l| l.name.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "features.0",
+            "features.4",
+            "features.7",
+            "classifier.0",
+            "classifier.3",
+            "classifier.6"
+        ]
+    );
+    let bytes = std::fs::read(fixture("vgg_bn_io.safetensors")).expect("io");
+    let io = safetensors::SafeTensors::deserialize(&bytes).expect("io");
+    let floats = |name: &str| -> Vec<f32> {
+        io.tensor(name)
+            .expect(name)
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let x = qscope::engine::Tensor::from_shape_vec((3, 3, 16, 16), floats("input")).expect("x");
+    let want = floats("logits");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for graph in [g.clone(), g.fused()] {
+        let y = forward(&graph, x.clone()).expect("forward");
+        assert_eq!(y.dim(), (3, 10, 1, 1));
+        let err = y
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1e-4 * scale, "max |Δ| {err} vs largest logit {scale}");
+    }
+}
+
+/// Without BatchNorm, with one `classifier` linear reading one feature per
+/// channel (global pooling, any input size), and the errors a VGG-looking
+/// file that does not fit gets.
+#[test]
+fn plain_vgg_loads_and_misfits_are_named() {
+    let mut rng = qscope::util::Rng::new(3);
+    let mut t = common::Tensors(vec![]);
+    t.add(&mut rng, "features.0.weight", &[8, 3, 3, 3], 0.3);
+    t.add(&mut rng, "features.0.bias", &[8], 0.1);
+    t.add(&mut rng, "features.3.weight", &[8, 8, 3, 3], 0.3);
+    t.add(&mut rng, "features.3.bias", &[8], 0.1);
+    t.add(&mut rng, "classifier.weight", &[10, 8], 0.3);
+    t.add(&mut rng, "classifier.bias", &[10], 0.1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("v.safetensors");
+    t.write(&p, None);
+    let g = load(&p).expect("load");
+    assert_eq!(g.meta.arch, "vgg3");
+    assert_eq!(g.meta.input_size, 32);
+    // features.2 is a pool; the last pool is assumed: 32 → 16 → 8, then global.
+    assert!(g.nodes.iter().any(|n| matches!(n.op, Op::GlobalAvgPool)));
+    let y = forward(&g.fused(), random_input(2, 3, 32, 1)).expect("forward");
+    assert_eq!(y.dim(), (2, 10, 1, 1));
+
+    // A classifier that reads no square map of the last conv's channels.
+    let mut bad = common::Tensors(t.0.clone());
+    bad.remove("classifier.weight");
+    bad.add(&mut rng, "classifier.weight", &[10, 24], 0.3);
+    bad.write(&p, None);
+    let e = load_err_at(&p);
+    assert!(e.contains("24 features") && e.contains("8 channels"), "{e}");
+    // A BatchNorm that does not directly follow its conv.
+    let mut bad = common::Tensors(t.0.clone());
+    bad.bn(&mut rng, "features.2", 8);
+    bad.write(&p, None);
+    let e = load_err_at(&p);
+    assert!(e.contains("features.2"), "{e}");
+    // Neither a ResNet nor a VGG.
+    let mut other = common::Tensors(vec![]);
+    other.add(&mut rng, "stem.weight", &[8, 3, 3, 3], 0.3);
+    other.write(&p, None);
+    let e = load_err_at(&p);
+    assert!(
+        e.contains("conv1.weight") && e.contains("features.0.weight"),
+        "{e}"
+    );
+}
+
+fn load_err_at(p: &std::path::Path) -> String {
+    match load(p) {
+        Ok(_) => panic!("{} loaded", p.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A layer as wide as an ImageNet VGG's first linear (25 088 inputs) needs
+/// tens of GB for GPTQ's Hessian and its working copies: the quantizers
+/// that build it refuse with the layer and the figure instead of the
+/// process being killed. Here 8·158² = 199 712 inputs (terabytes).
+#[test]
+fn gram_based_quantizers_refuse_layers_whose_gram_cannot_fit() {
+    use qscope::jobs::calib_memory::check_gram;
+    use qscope::quant::Method;
+    let mut rng = qscope::util::Rng::new(5);
+    let mut t = common::Tensors(vec![]);
+    t.add(&mut rng, "features.0.weight", &[8, 3, 3, 3], 0.3);
+    t.add(&mut rng, "features.3.weight", &[8, 8, 3, 3], 0.3);
+    t.add(&mut rng, "classifier.weight", &[1, 8 * 158 * 158], 0.01);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("wide.safetensors");
+    t.write(&p, None);
+    let g = load(&p).expect("load");
+    assert_eq!(g.meta.input_size, 158 * 4, "the map the classifier reads");
+    for m in [Method::Gptq, Method::Gpfq, Method::Awq] {
+        let e = check_gram(&g, m).expect_err("must refuse").to_string();
+        assert!(
+            e.contains("classifier") && e.contains("199712") && e.contains("rtn"),
+            "{e}"
+        );
+    }
+    assert!(check_gram(&g, Method::Rtn).is_ok());
+    assert!(check_gram(&g, Method::SmoothQuant).is_ok());
+    let sample =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/resnet20.safetensors");
+    assert!(check_gram(&load(&sample).expect("sample"), Method::Gptq).is_ok());
+}

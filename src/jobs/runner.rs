@@ -171,6 +171,7 @@ fn run_job(
             let idx = sample_spread(&train, &classes, spec.calib, spec.seed)?;
             // Before the batch and the pipeline's activations are allocated.
             super::calib_memory::check(&graph, idx.len())?;
+            super::calib_memory::check_gram(&graph, cfg.method)?;
             let calib = pre.batch(&train, &idx);
             let mut cfg = cfg.clone();
             cfg.seed = spec.seed;

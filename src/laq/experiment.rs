@@ -197,6 +197,7 @@ pub fn run(
         }
         let n = default_calib(&train, classes, cfg.calib);
         crate::jobs::calib_memory::check(graph, n)?;
+        crate::jobs::calib_memory::check_gram(graph, crate::quant::Method::Gpfq)?;
         let cidx = sample_spread(&train, classes, n, cfg.seed)?;
         let calib = pre.batch(&train, &cidx);
         for b in &cfg.bits {

@@ -381,33 +381,68 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
         path: path.clone(),
         reason,
     };
-    let stem = store
-        .shape("conv1.weight")
-        .ok_or_else(|| {
-            arch_err("no `conv1.weight` tensor: only ResNet-style checkpoints are supported".into())
-        })?
-        .to_vec();
-    if stem.len() != 4 {
-        return Err(arch_err(format!(
-            "`conv1.weight` has shape {stem:?}, expected 4 dimensions"
-        )));
-    }
     let md = store.metadata.clone();
-    let family = match md.get("family").map(String::as_str) {
-        Some("cifar") => Family::Cifar,
-        Some("imagenet") => Family::Imagenet,
+    let meta_family = match md.get("family").map(String::as_str) {
+        Some("cifar") => Some(Family::Cifar),
+        Some("imagenet") => Some(Family::Imagenet),
         Some(other) => {
             return Err(arch_err(format!(
                 "metadata family `{other}` is not `cifar` or `imagenet`"
             )))
         }
-        None if stem[2] == 7 => Family::Imagenet,
-        None => Family::Cifar,
+        None => None,
     };
-    let (nodes, num_values, output, num_classes, depth) = match family {
-        Family::Cifar | Family::Imagenet => arch::resnet::build(store, family)?,
+    let meta_size = match md.get("input_size") {
+        Some(s) => Some(
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| arch_err(format!("metadata input_size `{s}` is not a number")))?,
+        ),
+        None => None,
     };
-    let channels = stem[1];
+    let (built, family, input_size, channels, default_arch) = if arch::vgg::detect(store) {
+        let channels = store.shape("features.0.weight").map_or(3, |s| s[1]);
+        let (built, shape) = arch::vgg::build(store, meta_size)?;
+        let name = format!("vgg{}{}", built.4, if shape.batchnorm { "_bn" } else { "" });
+        let family = meta_family.unwrap_or(shape.family);
+        (built, family, shape.input_size, channels, name)
+    } else {
+        let stem = store
+            .shape("conv1.weight")
+            .ok_or_else(|| {
+                arch_err(
+                    "no `conv1.weight` (ResNet) or `features.0.weight` (VGG) tensor: \
+                     not an architecture qscope knows"
+                        .into(),
+                )
+            })?
+            .to_vec();
+        if stem.len() != 4 {
+            return Err(arch_err(format!(
+                "`conv1.weight` has shape {stem:?}, expected 4 dimensions"
+            )));
+        }
+        let family = meta_family.unwrap_or(if stem[2] == 7 {
+            Family::Imagenet
+        } else {
+            Family::Cifar
+        });
+        let built = arch::resnet::build(store, family)?;
+        let default_size = match (family, stem[1]) {
+            (Family::Imagenet, _) => 224,
+            (Family::Cifar, 1) => 28,
+            (Family::Cifar, _) => 32,
+        };
+        let name = format!("resnet{}", built.4);
+        (
+            built,
+            family,
+            meta_size.unwrap_or(default_size),
+            stem[1],
+            name,
+        )
+    };
+    let (nodes, num_values, output, num_classes, _depth) = built;
     let (mut mean, mut std) = ModelMeta::default_norm(channels);
     if let Some(m) = md.get("mean") {
         mean = parse_floats(m)
@@ -424,27 +459,12 @@ pub fn build(store: &mut TensorStore) -> Result<Graph> {
             std.len()
         )));
     }
-    let default_size = match (family, channels) {
-        (Family::Imagenet, _) => 224,
-        (Family::Cifar, 1) => 28,
-        (Family::Cifar, _) => 32,
-    };
-    let input_size = match md.get("input_size") {
-        Some(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| arch_err(format!("metadata input_size `{s}` is not a number")))?,
-        None => default_size,
-    };
     let class_names = md.get("classes").map(|c| {
         c.split(',')
             .map(|s| s.trim().to_string())
             .collect::<Vec<_>>()
     });
-    let arch_name = md
-        .get("arch")
-        .cloned()
-        .unwrap_or_else(|| format!("resnet{depth}"));
+    let arch_name = md.get("arch").cloned().unwrap_or(default_arch);
     // W8A8 activation scales saved by `model::export`.
     let mut nodes = nodes;
     for n in &mut nodes {

@@ -38,8 +38,14 @@ fn inverse_cholesky_upper(h: &[f64], d: usize, lambda: f64) -> Option<Vec<f64>> 
     let hm = Mat::<f64>::from_fn(d, d, |i, j| {
         h[i * d + j] + if i == j { lambda } else { 0.0 }
     });
-    let inv = hm.cholesky(Side::Lower).ok()?.inverse();
+    // Each d×d step freed as soon as the next exists: on a 25 088-input
+    // layer every copy is 5 GB (`calib_memory::check_gram` counts them).
+    let factor = hm.cholesky(Side::Lower).ok()?;
+    drop(hm);
+    let inv = factor.inverse();
+    drop(factor);
     let l = inv.cholesky(Side::Lower).ok()?.compute_l();
+    drop(inv);
     let mut u = vec![0f64; d * d];
     for i in 0..d {
         for j in i..d {
@@ -98,6 +104,7 @@ pub fn gptq(
     let hp: Vec<f64> = (0..d * d)
         .map(|k| h[perm[k / d] * d + perm[k % d]])
         .collect();
+    drop(h);
     let mut wp: Vec<f64> = (0..n * d).map(|k| wd[(k / d) * d + perm[k % d]]).collect();
     let mean_diag = (0..d).map(|i| hp[i * d + i]).sum::<f64>() / d as f64;
     let mut damping = opt.damping;
