@@ -294,6 +294,58 @@ fn pointwise_batch1(bencher: divan::Bencher, o: usize, c: usize, s: usize, w4: b
     });
 }
 
+/// VGG's classifier shapes (out, in) and thread counts.
+const LINEAR: &[((usize, usize), usize)] = &[
+    ((4096, 25088), 1),
+    ((4096, 25088), 2),
+    ((4096, 4096), 2),
+    ((1000, 4096), 2),
+];
+
+/// A linear layer at batch 1 on f32 weights (the GEMM reads 4 bytes a
+/// weight)...
+#[divan::bench(args = LINEAR)]
+fn linear_batch1_fp32(bencher: divan::Bencher, (shape, threads): ((usize, usize), usize)) {
+    linear_batch1(bencher, shape, threads, false);
+}
+
+/// ...and on 4-bit codes decoded in registers (half a byte a weight).
+/// Counted in weights read per second.
+#[divan::bench(args = LINEAR)]
+fn linear_batch1_w4(bencher: divan::Bencher, (shape, threads): ((usize, usize), usize)) {
+    linear_batch1(bencher, shape, threads, true);
+}
+
+fn linear_batch1(bencher: divan::Bencher, (o, d): (usize, usize), threads: usize, w4: bool) {
+    use qscope::engine::ops::{linear, linear_w4, Codes4};
+    let pool = pool(threads);
+    let w: Vec<f32> = (0..o * d)
+        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
+        .collect();
+    let lb =
+        qscope::model::lower::lower_lowbit(&w, [o, d, 1, 1], CodeOrder::Rows).expect("4-bit grid");
+    let x = input(1, d, 1);
+    bencher
+        .counter(divan::counter::ItemsCount::new(o * d))
+        .bench_local(|| {
+            pool.install(|| {
+                let y = if w4 {
+                    let codes = Codes4 {
+                        codes: &lb.nibbles,
+                        step: &lb.step,
+                        lo: &lb.lo,
+                        out_features: o,
+                        in_features: d,
+                    };
+                    linear_w4(&x, codes, None)
+                } else {
+                    linear(&x, &w, o, None)
+                };
+                divan::black_box(y.expect("linear"));
+            })
+        });
+}
+
 /// W8A8 3×3 convolutions on AVX2-only CPUs' kernels (run here even on
 /// AVX-512): the integer Winograd kernel against the direct ones, 8-bit
 /// weights on 16-bit pairs and 7-bit on `vpmaddubsw`. Counted as direct

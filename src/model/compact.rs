@@ -18,6 +18,13 @@ impl Graph {
     pub fn release_f32_weights(&mut self) -> usize {
         let mut freed = 0;
         for n in &mut self.nodes {
+            if let Op::Linear(l) = &mut n.op {
+                // A weight-only linear reads its 4-bit codes, not its f32 weights.
+                if crate::model::exec::linear_lowbit(l).is_some() {
+                    freed += 4 * std::mem::take(&mut l.weight).len();
+                }
+                continue;
+            }
             let Op::Conv(c) = &mut n.op else { continue };
             if c.folded.is_none() {
                 continue;
@@ -77,7 +84,13 @@ impl Graph {
                     });
                     4 * f32s + folded
                 }
-                Op::Linear(l) => 4 * (l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)),
+                Op::Linear(l) => {
+                    let low = l
+                        .lowbit
+                        .as_deref()
+                        .map_or(0, |l| l.nibbles.len() + 4 * (l.step.len() + l.lo.len()));
+                    4 * (l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)) + low
+                }
                 _ => 0,
             })
             .sum()

@@ -151,13 +151,24 @@ impl Runner {
                     }
                 }
             }
-            Op::Linear(l) => ops::linear(
-                fake_quant(get(node.inputs[0])?, l.act_scale).as_ref(),
-                &l.weight,
-                l.out_features,
-                l.bias.as_deref(),
-            )
-            .map_err(shape_err)?,
+            Op::Linear(l) => {
+                let x = fake_quant(get(node.inputs[0])?, l.act_scale);
+                match linear_lowbit(l) {
+                    Some(lb) => ops::linear_w4(
+                        x.as_ref(),
+                        ops::Codes4 {
+                            codes: &lb.nibbles,
+                            step: &lb.step,
+                            lo: &lb.lo,
+                            out_features: l.out_features,
+                            in_features: l.in_features,
+                        },
+                        l.bias.as_deref(),
+                    ),
+                    None => ops::linear(x.as_ref(), &l.weight, l.out_features, l.bias.as_deref()),
+                }
+                .map_err(shape_err)?
+            }
             Op::BatchNorm(bn) => {
                 let (scale, shift) = bn.scale_shift();
                 ops::batchnorm(get(node.inputs[0])?.clone(), &scale, &shift).map_err(shape_err)?
@@ -267,6 +278,14 @@ pub fn set_integer_paths(enabled: bool) {
 
 fn integer_paths() -> bool {
     INTEGER_PATHS.load(Ordering::Relaxed)
+}
+
+/// A linear layer's 4-bit codes, when it runs from them: weight-only
+/// models with integer paths on, or whose f32 weights were released.
+pub fn linear_lowbit(l: &crate::model::LinearLayer) -> Option<&crate::model::lower::LowBitWeights> {
+    l.lowbit
+        .as_deref()
+        .filter(|_| integer_paths() || l.weight.is_empty())
 }
 
 /// Which kernel runs a conv layer.
@@ -473,12 +492,15 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
 pub fn path_summary(g: &Graph) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for n in &g.nodes {
-        if let Op::Conv(c) = &n.op {
-            let name = conv_path(c).name();
-            match counts.iter_mut().find(|(k, _)| *k == name) {
-                Some((_, k)) => *k += 1,
-                None => counts.push((name, 1)),
-            }
+        let name = match &n.op {
+            Op::Conv(c) => conv_path(c).name(),
+            // Only a linear off the f32 GEMM is named (every model has one).
+            Op::Linear(l) if linear_lowbit(l).is_some() => "w4 weight-only linear".into(),
+            _ => continue,
+        };
+        match counts.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, k)) => *k += 1,
+            None => counts.push((name, 1)),
         }
     }
     if counts.is_empty() {

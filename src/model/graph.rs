@@ -105,6 +105,10 @@ pub struct LinearLayer {
     pub bias: Option<Vec<f32>>,
     /// As for `ConvLayer::act_scale`.
     pub act_scale: Option<f32>,
+    /// The weights as 4-bit codes when every row lies on a ≤ 16-level grid
+    /// (weight-only models): set by `Graph::refold`, cleared whenever the
+    /// weights may change, so the executor never reads stale codes.
+    pub lowbit: Option<std::sync::Arc<crate::model::lower::LowBitWeights>>,
 }
 
 #[derive(Clone, Debug)]
@@ -193,7 +197,10 @@ impl Graph {
                 c.folded = None;
                 Some(&mut c.weight)
             }
-            Op::Linear(l) => Some(&mut l.weight),
+            Op::Linear(l) => {
+                l.lowbit = None;
+                Some(&mut l.weight)
+            }
             _ => None,
         }
     }
@@ -201,6 +208,15 @@ impl Graph {
     /// Recompute every conv's cached folded weights (after weights changed).
     pub fn refold(&mut self) {
         for n in &mut self.nodes {
+            if let Op::Linear(l) = &mut n.op {
+                let shape = [l.out_features, l.in_features, 1, 1];
+                l.lowbit = crate::model::lower::lower_lowbit(
+                    &l.weight,
+                    shape,
+                    crate::model::lower::CodeOrder::Rows,
+                )
+                .map(std::sync::Arc::new);
+            }
             if let Op::Conv(c) = &mut n.op {
                 let (w, b) = crate::model::exec::fold_conv(c);
                 c.folded = Some(std::sync::Arc::new(FoldedConv {
@@ -227,7 +243,9 @@ impl Graph {
                         + c.post.scale.as_ref().map_or(0, Vec::len)
                         + c.post.shift.as_ref().map_or(0, Vec::len)
                 }
-                Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Vec::len),
+                Op::Linear(l) => {
+                    l.out_features * l.in_features + l.bias.as_ref().map_or(0, Vec::len)
+                }
                 Op::BatchNorm(b) => 2 * b.gamma.len(),
                 _ => 0,
             })

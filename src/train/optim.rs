@@ -58,7 +58,10 @@ fn params_mut(op: &mut Op) -> Option<(&mut Vec<f32>, Option<&mut Vec<f32>>, bool
             c.folded = None;
             Some((&mut c.weight, c.bias.as_mut(), true))
         }
-        Op::Linear(l) => Some((&mut l.weight, l.bias.as_mut(), true)),
+        Op::Linear(l) => {
+            l.lowbit = None;
+            Some((&mut l.weight, l.bias.as_mut(), true))
+        }
         Op::BatchNorm(b) => Some((&mut b.gamma, Some(&mut b.beta), false)),
         _ => None,
     }

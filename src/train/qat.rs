@@ -50,6 +50,7 @@ pub fn finish(graph: &mut Graph, fq: &FakeQuant) -> Vec<QuantizedLayer> {
             }
             Op::Linear(l) => {
                 l.act_scale = act;
+                l.lowbit = None;
                 (&mut l.weight, [l.out_features, l.in_features, 1, 1])
             }
             _ => continue,

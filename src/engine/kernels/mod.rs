@@ -5,5 +5,6 @@ pub mod direct_conv;
 pub mod sgemm;
 pub use sgemm::{sgemm, MatRef};
 pub mod int8_conv;
+pub mod lowbit_linear;
 pub mod weight_grad;
 pub mod winograd;

@@ -1,7 +1,55 @@
 //! Fully-connected layer on `[N, in, 1, 1]` (or any `[N, C, H, W]` with
 //! C·H·W = in, read in flatten order).
+use crate::engine::kernels::lowbit_linear;
 use crate::engine::kernels::{sgemm, MatRef};
 use crate::engine::tensor::{contiguous, Tensor};
+
+/// 4-bit weights of a linear layer: codes row by row, two per byte (low
+/// nibble first), and per row `W[o, i] = lo[o] + step[o]·code`.
+pub struct Codes4<'a> {
+    pub codes: &'a [u8],
+    pub step: &'a [f32],
+    pub lo: &'a [f32],
+    pub out_features: usize,
+    pub in_features: usize,
+}
+
+/// `linear` on weights kept as 4-bit codes.
+pub fn linear_w4(x: &Tensor, w: Codes4, bias: Option<&[f32]>) -> Result<Tensor, String> {
+    let (n, c, h, wd) = x.dim();
+    let (out_features, inf) = (w.out_features, w.in_features);
+    if w.codes.len() < out_features * inf.div_ceil(2)
+        || w.step.len() < out_features
+        || w.lo.len() < out_features
+    {
+        return Err("4-bit codes do not match the layer".into());
+    }
+    if c * h * wd != inf {
+        return Err(format!(
+            "input has {} features but the layer reads {inf}",
+            c * h * wd
+        ));
+    }
+    if bias.is_some_and(|b| b.len() != out_features) {
+        return Err(format!("bias does not have {out_features} values"));
+    }
+    let xs = contiguous(x);
+    let mut out = Tensor::zeros((n, out_features, 1, 1));
+    let o = out.as_slice_mut().ok_or("fresh tensor is contiguous")?;
+    lowbit_linear::linear_w4(
+        &xs,
+        n,
+        inf,
+        w.codes,
+        w.step,
+        w.lo,
+        out_features,
+        bias,
+        o,
+        crate::engine::threads(),
+    );
+    Ok(out)
+}
 
 pub fn linear(
     x: &Tensor,

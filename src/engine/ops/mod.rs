@@ -8,5 +8,5 @@ pub mod qconv;
 
 pub use conv::{conv2d, conv_output_size, im2col, set_direct_conv, ConvGeom, Epilogue};
 pub use elementwise::{add, batchnorm, relu, shortcut_pad};
-pub use linear::linear;
+pub use linear::{linear, linear_w4, Codes4};
 pub use pool::{avg_pool, global_avg_pool, max_pool};

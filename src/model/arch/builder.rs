@@ -123,6 +123,7 @@ impl<'s> GraphBuilder<'s> {
                 in_features: cin,
                 bias,
                 act_scale: None,
+                lowbit: None,
             }),
             vec![f],
         );

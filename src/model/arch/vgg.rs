@@ -206,6 +206,7 @@ pub fn build(store: &mut TensorStore, input_size: Option<usize>) -> Result<(Buil
                 in_features: width,
                 bias,
                 act_scale: None,
+                lowbit: None,
             }),
             vec![x],
         );
