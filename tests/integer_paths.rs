@@ -464,3 +464,50 @@ fn w4_vgg_classifier_runs_from_codes() {
         lean.resident_weight_bytes()
     );
 }
+
+/// A W8A8 linear runs as the 1×1 conv it is on the int8 kernel, ReLU fused
+/// (`fuse::w8a8_linear_as_conv`): a SmoothQuant VGG's classifier against
+/// the f32 simulation, with the bounds of the ResNet-20 check above.
+#[test]
+fn w8a8_linear_layers_run_on_the_int8_kernel() {
+    let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let g = qscope::model::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vgg_bn.safetensors"),
+    )
+    .expect("vgg");
+    let calib = common::random_input(16, 3, 16, 23);
+    let x = common::random_input(40, 3, 16, 24);
+    let q = quantized(&g, &calib, Method::SmoothQuant, 8).graph.fused();
+    assert!(
+        !q.nodes
+            .iter()
+            .any(|n| matches!(n.op, qscope::model::Op::Linear(_))),
+        "every W8A8 linear is a conv in the inference graph"
+    );
+    // The classifier's ReLUs fused into the convs' epilogues.
+    assert!(!q
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, qscope::model::Op::Relu)));
+    let summary = path_summary(&q);
+    if summary.contains("int8") {
+        assert!(
+            summary.starts_with("int8") && summary.ends_with("×6"),
+            "{summary}"
+        );
+    }
+    let (real, sim) = both_paths(&q, &x);
+    let (d, changed) = compare(&real, &sim);
+    assert!(d < 0.03, "logits differ by {d} of their range");
+    assert!(changed <= 1, "{changed} of 40 predictions changed");
+    // The simulation of the unfused graph (a linear fed its fake-quantized
+    // input) is the same arithmetic.
+    set_integer_paths(false);
+    let unfused = forward(
+        &quantized(&g, &calib, Method::SmoothQuant, 8).graph,
+        x.clone(),
+    );
+    set_integer_paths(true);
+    let (d, changed) = compare(&unfused.expect("unfused"), &sim);
+    assert!(d < 1e-4 && changed == 0, "{d} {changed}");
+}
