@@ -205,7 +205,10 @@ impl Graph {
         }
     }
 
-    /// Recompute every conv's cached folded weights (after weights changed).
+    /// Recompute every conv's cached folded weights and every linear's
+    /// 4-bit codes (after weights changed). Always from the weights, never
+    /// trusting a cache: a linear's rows are re-checked each time (a float
+    /// row is rejected at its 17th distinct value).
     pub fn refold(&mut self) {
         for n in &mut self.nodes {
             if let Op::Linear(l) = &mut n.op {
