@@ -3,6 +3,7 @@
 //! JPEG test set; on this sample qscope measured 80.9 %. A wrong op, layout
 //! or normalisation drops it to chance (10 %), so the bound [78, 84] is tight
 //! enough to catch real bugs and loose enough for f32 summation order.
+mod common;
 use qscope::data::{DatasetRoot, Preprocess, SplitKind};
 use qscope::eval::accuracy::eval_indices;
 use std::path::Path;
@@ -221,4 +222,29 @@ fn cora_out_saves_adapters_that_reload_and_show_in_info() {
         .expect("eval");
     let e: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("json");
     assert_eq!(e["top1_all"], report["top1_all"], "reloaded vs reported");
+}
+
+/// `eval` of a model with more classes than the dataset says how labels
+/// line up (the dashboard shows the same line under its form).
+#[test]
+fn eval_notes_a_model_with_more_classes_than_the_dataset() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_qscope");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("c100.safetensors");
+    common::cifar_resnet(1, &[8, 16, 32], 100, common::Shortcut::OptionA, 3).write(&p, None);
+    let note = "the model has 100 classes, the dataset 10: labels follow folder order";
+    for (model, noted) in [(p, true), (base.join("resnet20.safetensors"), false)] {
+        let out = Command::new(bin)
+            .args(["eval", "--limit", "20", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(base.join("cifar10"))
+            .output()
+            .expect("eval");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(err.contains(note), noted, "{err}");
+    }
 }

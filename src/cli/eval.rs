@@ -41,6 +41,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     graph.release_f32_weights();
     let root = DatasetRoot::open(&a.data)?;
     let split = root.split(SplitKind::Test)?;
+    if let Some(w) =
+        qscope::eval::accuracy::class_count_warning(graph.meta.num_classes, split.num_classes())
+    {
+        eprintln!("note: {w}");
+    }
     let subset = a
         .classes
         .as_deref()

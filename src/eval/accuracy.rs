@@ -112,6 +112,25 @@ pub fn evaluate(
     })
 }
 
+/// What a user should know when a model's class count differs from a
+/// dataset's: labels are the dataset's folder order, so a dataset with
+/// fewer classes must hold the model's first ones, and one with more
+/// cannot be evaluated (`evaluate` refuses it).
+pub fn class_count_warning(model_classes: usize, dataset_classes: usize) -> Option<String> {
+    let (m, n) = (model_classes, dataset_classes);
+    if n > m {
+        Some(format!(
+            "the model has {m} classes, the dataset {n}: jobs will fail"
+        ))
+    } else if n > 0 && n < m {
+        Some(format!(
+            "the model has {m} classes, the dataset {n}: labels follow folder order, so these must be its first {n}"
+        ))
+    } else {
+        None
+    }
+}
+
 /// The first `ceil(limit / k)` images of each class in `classes`, in file
 /// order (a deterministic, balanced prefix); all of them without a limit.
 pub fn eval_indices(split: &Split, classes: &[usize], limit: Option<usize>) -> Vec<usize> {

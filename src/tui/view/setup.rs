@@ -208,18 +208,9 @@ fn model_lines(form: &crate::app::SetupForm, t: &Theme, width: usize) -> Vec<Lin
                 .into_iter()
                 .map(|l| Line::from(Span::styled(l, muted)))
                 .collect();
-            let n = form.class_names.len();
-            // Labels are the dataset's folder order (evaluation refuses more
-            // classes than the model outputs).
-            let m = info.classes;
-            let warning = if n > m {
-                format!("the model has {m} classes, the dataset {n}: jobs will fail")
-            } else if n > 0 && n < m {
-                format!("the model has {m} classes, the dataset {n}: labels follow folder order, so these must be its first {n}")
-            } else {
-                String::new()
-            };
-            if !warning.is_empty() {
+            let warning =
+                crate::eval::accuracy::class_count_warning(info.classes, form.class_names.len());
+            if let Some(warning) = warning {
                 v.extend(
                     super::fill(&warning, " ", width)
                         .into_iter()
