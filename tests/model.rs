@@ -380,6 +380,15 @@ fn plain_vgg_loads_and_misfits_are_named() {
     assert!(g.nodes.iter().any(|n| matches!(n.op, Op::GlobalAvgPool)));
     let y = forward(&g.fused(), random_input(2, 3, 32, 1)).expect("forward");
     assert_eq!(y.dim(), (2, 10, 1, 1));
+    // A 1×1 conv (VGG-16's configuration C) keeps the map: padding k / 2.
+    let mut c = common::Tensors(t.0.clone());
+    c.remove("features.3.weight");
+    c.add(&mut rng, "features.3.weight", &[8, 8, 1, 1], 0.3);
+    c.write(&p, None);
+    let g1 = load(&p).expect("1×1 conv");
+    let y = forward(&g1.fused(), random_input(2, 3, 32, 1)).expect("forward");
+    assert_eq!(y.dim(), (2, 10, 1, 1));
+    assert_eq!(g1.layers()[1].output_hw, (16, 16));
 
     // A classifier that reads no square map of the last conv's channels.
     let mut bad = common::Tensors(t.0.clone());

@@ -1,4 +1,4 @@
-//! VGG-style plain CNNs in torchvision naming: `features.{i}` 3×3 convs,
+//! VGG-style plain CNNs in torchvision naming: `features.{i}` convs,
 //! each optionally followed by BatchNorm at `features.{i+1}`, with a ReLU
 //! after it and 2×2 max-pools between blocks, then `classifier.{j}` linear
 //! layers with ReLU (and dropout, nothing at inference) between them, or a
@@ -84,7 +84,9 @@ pub fn build(store: &mut TensorStore, input_size: Option<usize>) -> Result<(Buil
             x = b.op(&format!("features.{p}"), max_pool(), vec![x]);
             pools += 1;
         }
-        let (y, cout) = b.conv(x, &format!("features.{i}"), c, None, Some(3), 1)?;
+        // 3×3 in every torchvision VGG; VGG-16's configuration C also has
+        // 1×1 convs. Either way stride 1 with "same" padding (k / 2).
+        let (y, cout) = b.conv(x, &format!("features.{i}"), c, None, None, 1)?;
         x = y;
         let mut relu_at = i + 1;
         if let Some((j, Module::BatchNorm)) = list.get(k + 1) {
