@@ -316,7 +316,29 @@ fn linear_batch1_w4(bencher: divan::Bencher, (shape, threads): ((usize, usize), 
     linear_batch1(bencher, shape, threads, true);
 }
 
-fn linear_batch1(bencher: divan::Bencher, (o, d): (usize, usize), threads: usize, w4: bool) {
+/// The same layers at batch 64 on 2 threads: the GEMM against the 4-bit
+/// GEMV's groups of four images (each group streams the codes once).
+#[divan::bench(args = [(4096, 4096), (4096, 25088)])]
+fn linear_batch64_fp32(bencher: divan::Bencher, shape: (usize, usize)) {
+    linear_batch(bencher, shape, 64, 2, false);
+}
+
+#[divan::bench(args = [(4096, 4096), (4096, 25088)])]
+fn linear_batch64_w4(bencher: divan::Bencher, shape: (usize, usize)) {
+    linear_batch(bencher, shape, 64, 2, true);
+}
+
+fn linear_batch1(bencher: divan::Bencher, shape: (usize, usize), threads: usize, w4: bool) {
+    linear_batch(bencher, shape, 1, threads, w4);
+}
+
+fn linear_batch(
+    bencher: divan::Bencher,
+    (o, d): (usize, usize),
+    n: usize,
+    threads: usize,
+    w4: bool,
+) {
     use qscope::engine::ops::{linear, linear_w4, Codes4};
     let pool = pool(threads);
     let w: Vec<f32> = (0..o * d)
@@ -324,9 +346,9 @@ fn linear_batch1(bencher: divan::Bencher, (o, d): (usize, usize), threads: usize
         .collect();
     let lb =
         qscope::model::lower::lower_lowbit(&w, [o, d, 1, 1], CodeOrder::Rows).expect("4-bit grid");
-    let x = input(1, d, 1);
+    let x = input(n, d, 1);
     bencher
-        .counter(divan::counter::ItemsCount::new(o * d))
+        .counter(divan::counter::ItemsCount::new(n * o * d))
         .bench_local(|| {
             pool.install(|| {
                 let y = if w4 {
