@@ -106,7 +106,7 @@ pub fn run(a: CoraArgs) -> anyhow::Result<()> {
     let r = qscope::jobs::run(&spec, &AtomicBool::new(false), &mut |e| match e {
         JobEvent::LayerDone { done, total, .. } => progress.update(done, total),
         JobEvent::Stage { name, done, total } => {
-            if name == "CoRa rank search" && search_start.is_none() {
+            if name == qscope::jobs::runner::CORA_STAGE && search_start.is_none() {
                 search_start = Some(Instant::now());
             }
             progress.update(done, total)

@@ -37,6 +37,9 @@ pub struct RunResult {
     pub trace: Trace,
 }
 
+/// The stage name of CoRa's rank search (what `qscope cora` times).
+pub const CORA_STAGE: &str = "CoRa rank search";
+
 pub fn run(
     spec: &JobSpec,
     cancel: &AtomicBool,
@@ -187,7 +190,7 @@ fn run_job(
             let mut model = out.graph;
             if let Some(c) = &spec.cora {
                 emit(JobEvent::Stage {
-                    name: "CoRa rank search".into(),
+                    name: CORA_STAGE.into(),
                     done: 0,
                     total: c.iterations,
                 });
@@ -205,7 +208,7 @@ fn run_job(
                     &mut |st| {
                         let mut e = sink.borrow_mut();
                         e(JobEvent::Stage {
-                            name: "CoRa rank search".into(),
+                            name: CORA_STAGE.into(),
                             done: st.iteration,
                             total: iterations,
                         });
