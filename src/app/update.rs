@@ -544,6 +544,8 @@ fn job_event(s: &mut State, job: u64, event: JobEvent) -> Vec<Effect> {
         return vec![];
     };
     let run = &mut s.runs[idx];
+    // Curves and CoRa state, folded as the runner folds the saved ones.
+    run.trace.record(&event, &run.spec);
     match event {
         JobEvent::Started { layers } => {
             run.layers = vec![None; layers.len()];
@@ -561,16 +563,13 @@ fn job_event(s: &mut State, job: u64, event: JobEvent) -> Vec<Effect> {
                 s.layer_cursor = i;
             }
         }
-        JobEvent::Evaluated(_) => {}
-        JobEvent::TrainStep(ref e) => {
+        JobEvent::TrainStep(e) => {
             run.stage = Some((format!("training (loss {:.3})", e.loss), e.step, e.steps));
-            let budget = run.spec.cora.as_ref().map_or(0.0, |c| c.budget);
-            run.trace.record(&event, budget);
         }
-        JobEvent::CoraSpectra(_) | JobEvent::CoraStep(_) | JobEvent::CoraRanks { .. } => {
-            let budget = run.spec.cora.as_ref().map_or(0.0, |c| c.budget);
-            run.trace.record(&event, budget);
-        }
+        JobEvent::Evaluated(_)
+        | JobEvent::CoraSpectra(_)
+        | JobEvent::CoraStep(_)
+        | JobEvent::CoraRanks { .. } => {}
         JobEvent::Finished(result) => {
             run.status = RunStatus::Done;
             run.stage = None;

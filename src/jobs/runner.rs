@@ -45,10 +45,9 @@ pub fn run(
     cancel: &AtomicBool,
     emit: &mut dyn FnMut(JobEvent),
 ) -> Result<RunResult> {
-    let budget = spec.cora.as_ref().map_or(0.0, |c| c.budget);
     let mut trace = Trace::default();
     let mut result = run_job(spec, cancel, &mut |e| {
-        trace.record(&e, budget);
+        trace.record(&e, spec);
         emit(e)
     })?;
     result.trace = trace;

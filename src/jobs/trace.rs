@@ -2,7 +2,7 @@
 //! dashboard folds events into a `Trace` as they arrive, and the runner folds
 //! the same events into the one it saves with the result, so a run reopened
 //! from Results draws what was seen live.
-use crate::jobs::JobEvent;
+use crate::jobs::{JobEvent, JobSpec};
 use crate::train::TrainEvent;
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +34,15 @@ pub struct CoraTrace {
 }
 
 impl Trace {
-    /// Fold in one event of a job whose CoRa budget is `budget`.
-    pub fn record(&mut self, e: &JobEvent, budget: f64) {
+    /// Fold in one event of `spec`'s job (events that draw nothing are
+    /// ignored).
+    pub fn record(&mut self, e: &JobEvent, spec: &JobSpec) {
         match e {
             JobEvent::TrainStep(t) => self.train.push(t.clone()),
             JobEvent::CoraSpectra(sp) => {
                 self.cora = Some(CoraTrace {
                     spectra: sp.clone(),
-                    budget,
+                    budget: spec.cora.as_ref().map_or(0.0, |c| c.budget),
                     ..Default::default()
                 })
             }
