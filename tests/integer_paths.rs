@@ -426,10 +426,7 @@ fn w4_linear_kernel_matches_the_decoded_weights() {
 #[test]
 fn w4_vgg_classifier_runs_from_codes() {
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
-    let g = qscope::model::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vgg_bn.safetensors"),
-    )
-    .expect("vgg");
+    let g = qscope::model::load(&common::fixture("vgg_bn.safetensors")).expect("vgg");
     let calib = common::random_input(16, 3, 16, 21);
     let x = common::random_input(12, 3, 16, 22);
     let q = rtn4(&g, &calib).graph.fused();
@@ -471,13 +468,11 @@ fn w4_vgg_classifier_runs_from_codes() {
 #[test]
 fn w8a8_linear_layers_run_on_the_int8_kernel() {
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
-    let g = qscope::model::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vgg_bn.safetensors"),
-    )
-    .expect("vgg");
+    let g = qscope::model::load(&common::fixture("vgg_bn.safetensors")).expect("vgg");
     let calib = common::random_input(16, 3, 16, 23);
     let x = common::random_input(40, 3, 16, 24);
-    let q = quantized(&g, &calib, Method::SmoothQuant, 8).graph.fused();
+    let w8a8 = quantized(&g, &calib, Method::SmoothQuant, 8).graph;
+    let q = w8a8.fused();
     assert!(
         !q.nodes
             .iter()
@@ -503,10 +498,7 @@ fn w8a8_linear_layers_run_on_the_int8_kernel() {
     // The simulation of the unfused graph (a linear fed its fake-quantized
     // input) is the same arithmetic.
     set_integer_paths(false);
-    let unfused = forward(
-        &quantized(&g, &calib, Method::SmoothQuant, 8).graph,
-        x.clone(),
-    );
+    let unfused = forward(&w8a8, x.clone());
     set_integer_paths(true);
     let (d, changed) = compare(&unfused.expect("unfused"), &sim);
     assert!(d < 1e-4 && changed == 0, "{d} {changed}");

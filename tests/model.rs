@@ -299,19 +299,13 @@ fn torchvision_imagenet_bottleneck_resnet_loads_and_folds() {
     assert!(max_rel_diff(&b, &a) < 1e-5);
 }
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 /// A torchvision-style VGG with BatchNorm (conv biases, BN, ReLU, max-pools
 /// found from the index gaps, a 3-layer classifier reading a 4×4 map)
 /// against logits a plain numpy forward pass computed
 /// (`tests/make_vgg_fixture.py`). Tolerance 1e-4 relative to the largest logit.
 #[test]
 fn torchvision_vgg_matches_a_numpy_reference() {
-    let g = load(&fixture("vgg_bn.safetensors")).expect("load");
+    let g = load(&common::fixture("vgg_bn.safetensors")).expect("load");
     assert_eq!(g.meta.arch, "vgg6_bn");
     assert_eq!(g.meta.input_size, 16, "implied by the classifier's 4×4 map");
     assert_eq!(g.meta.family, qscope::model::Family::Cifar);
@@ -333,7 +327,7 @@ fn torchvision_vgg_matches_a_numpy_reference() {
             "classifier.6"
         ]
     );
-    let bytes = std::fs::read(fixture("vgg_bn_io.safetensors")).expect("io");
+    let bytes = std::fs::read(common::fixture("vgg_bn_io.safetensors")).expect("io");
     let io = safetensors::SafeTensors::deserialize(&bytes).expect("io");
     let floats = |name: &str| -> Vec<f32> {
         io.tensor(name)

@@ -6,6 +6,13 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A file of `tests/fixtures/` (written by the scripts in `tests/`).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
 pub struct Tensors(pub Vec<(String, Vec<usize>, Vec<f32>)>);
 
 impl Tensors {
