@@ -109,19 +109,17 @@ pub fn render(f: &mut Frame, area: Rect, s: &State, t: &Theme) {
     );
     let [l, r] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(curves);
-    let loss: Vec<(f64, f64)> = run
-        .trace
-        .train
-        .iter()
-        .map(|e| (e.step as f64, e.loss))
-        .collect();
-    let acc: Vec<(f64, f64)> = run
-        .trace
-        .train
-        .iter()
-        .map(|e| (e.step as f64, e.accuracy))
-        .collect();
-    let (loss, acc) = (smooth(&loss, 20), smooth(&acc, 20));
+    // One figure of every step, by step, as a 20-step mean.
+    let curve = |figure: fn(&crate::train::TrainEvent) -> f64| {
+        let pts: Vec<(f64, f64)> = run
+            .trace
+            .train
+            .iter()
+            .map(|e| (e.step as f64, figure(e)))
+            .collect();
+        smooth(&pts, 20)
+    };
+    let (loss, acc) = (curve(|e| e.loss), curve(|e| e.accuracy));
     let ymax = loss.iter().fold(0f64, |m, p| m.max(p.1)).max(1e-3) * 1.1;
     let steps = last.steps as f64;
     f.render_widget(
