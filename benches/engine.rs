@@ -124,7 +124,7 @@ fn nibbles(
     lb: &qscope::model::lower::LowBitWeights,
 ) -> qscope::engine::kernels::winograd::Nibbles<'_> {
     qscope::engine::kernels::winograd::Nibbles {
-        codes: &lb.nibbles,
+        codes: &lb.codes,
         step: &lb.step,
         lo: &lb.lo,
     }
@@ -276,7 +276,7 @@ fn pointwise_batch1(bencher: divan::Bencher, o: usize, c: usize, s: usize, w4: b
     bencher.bench_local(|| {
         pool.install(|| {
             let direct = w4.then_some(Weights::Nibbles {
-                nibbles: &lb.nibbles,
+                nibbles: &lb.codes,
                 step: &lb.step,
                 lo: &lb.lo,
             });
@@ -306,54 +306,62 @@ const LINEAR: &[((usize, usize), usize)] = &[
 /// weight)...
 #[divan::bench(args = LINEAR)]
 fn linear_batch1_fp32(bencher: divan::Bencher, (shape, threads): ((usize, usize), usize)) {
-    linear_batch1(bencher, shape, threads, false);
+    linear_batch(bencher, shape, 1, threads, 32);
 }
 
 /// ...and on 4-bit codes decoded in registers (half a byte a weight).
 /// Counted in weights read per second.
 #[divan::bench(args = LINEAR)]
 fn linear_batch1_w4(bencher: divan::Bencher, (shape, threads): ((usize, usize), usize)) {
-    linear_batch1(bencher, shape, threads, true);
+    linear_batch(bencher, shape, 1, threads, 4);
+}
+
+/// ...and on 3-bit codes held packed (3/8 of a byte a weight), each row
+/// unpacked to nibbles in L1 before the same loop.
+#[divan::bench(args = LINEAR)]
+fn linear_batch1_w3(bencher: divan::Bencher, (shape, threads): ((usize, usize), usize)) {
+    linear_batch(bencher, shape, 1, threads, 3);
 }
 
 /// The same layers at batch 64 on 2 threads: the GEMM against the 4-bit
 /// GEMV's groups of four images (each group streams the codes once).
 #[divan::bench(args = [(4096, 4096), (4096, 25088)])]
 fn linear_batch64_fp32(bencher: divan::Bencher, shape: (usize, usize)) {
-    linear_batch(bencher, shape, 64, 2, false);
+    linear_batch(bencher, shape, 64, 2, 32);
 }
 
 #[divan::bench(args = [(4096, 4096), (4096, 25088)])]
 fn linear_batch64_w4(bencher: divan::Bencher, shape: (usize, usize)) {
-    linear_batch(bencher, shape, 64, 2, true);
+    linear_batch(bencher, shape, 64, 2, 4);
 }
 
-fn linear_batch1(bencher: divan::Bencher, shape: (usize, usize), threads: usize, w4: bool) {
-    linear_batch(bencher, shape, 1, threads, w4);
-}
-
+/// A linear layer on `bits`-bit codes (3 or 4) or, for 32, f32 weights.
 fn linear_batch(
     bencher: divan::Bencher,
     (o, d): (usize, usize),
     n: usize,
     threads: usize,
-    w4: bool,
+    bits: u8,
 ) {
     use qscope::engine::ops::{linear, linear_w4, Codes4};
     let pool = pool(threads);
+    let levels = if bits == 3 { 8 } else { 16 };
     let w: Vec<f32> = (0..o * d)
-        .map(|i| -0.2 + 0.03 * ((i * 7919) % 16) as f32)
+        .map(|i| -0.2 + 0.03 * ((i * 7919) % levels) as f32)
         .collect();
-    let lb =
-        qscope::model::lower::lower_lowbit(&w, [o, d, 1, 1], CodeOrder::Rows).expect("4-bit grid");
+    let lb = qscope::model::lower::lower_lowbit(&w, [o, d, 1, 1], CodeOrder::Rows)
+        .expect("4-bit grid")
+        .hold_3bit();
+    assert_eq!(bits == 3, lb.packed3);
     let x = input(n, d, 1);
     bencher
         .counter(divan::counter::ItemsCount::new(n * o * d))
         .bench_local(|| {
             pool.install(|| {
-                let y = if w4 {
+                let y = if bits <= 4 {
                     let codes = Codes4 {
-                        codes: &lb.nibbles,
+                        codes: &lb.codes,
+                        packed3: lb.packed3,
                         step: &lb.step,
                         lo: &lb.lo,
                         out_features: o,

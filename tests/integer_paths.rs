@@ -166,6 +166,7 @@ fn single_images_equal_the_batch(g: &Graph, x: &Tensor, n: usize) {
 /// an odd input-channel count in every 3×3 layer (the transform's half-full
 /// last channel pair) and torchvision-style 1×1 shortcuts, 4-bit RTN: the
 /// integer paths against the simulation, and single images against the batch.
+/// At 3 bits the same, with every layer's codes held 3-bit packed.
 #[test]
 fn w4_on_odd_widths_matches_the_simulation() {
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,16 +176,23 @@ fn w4_on_odd_widths_matches_the_simulation() {
     let g = qscope::model::load(&p).expect("load");
     let calib = common::random_input(32, 3, 32, 8);
     let x = common::random_input(20, 3, 32, 9);
-    let q = rtn4(&g, &calib);
-    if qscope::engine::kernels::direct_conv::available() {
-        let summary = path_summary(&q.graph);
-        assert!(summary.contains("w4"), "{summary}");
+    for bits in [4u8, 3] {
+        let q = quantized(&g, &calib, Method::Rtn, bits);
+        if qscope::engine::kernels::direct_conv::available() {
+            let summary = path_summary(&q.graph);
+            let others = ["w3", "w4"].iter().filter(|w| **w != format!("w{bits}"));
+            assert!(summary.contains(&format!("w{bits}")), "{summary}");
+            assert!(
+                others.into_iter().all(|w| !summary.contains(w)),
+                "{summary}"
+            );
+        }
+        let (real, sim) = both_paths(&q.graph, &x);
+        let (d, changed) = compare(&real, &sim);
+        assert!(d < 1e-4, "{bits} bits: logits differ by {d} of their range");
+        assert_eq!(changed, 0);
+        single_images_equal_the_batch(&q.graph, &x, 4);
     }
-    let (real, sim) = both_paths(&q.graph, &x);
-    let (d, changed) = compare(&real, &sim);
-    assert!(d < 1e-4, "logits differ by {d} of their range");
-    assert_eq!(changed, 0);
-    single_images_equal_the_batch(&q.graph, &x, 4);
 }
 
 /// What an AVX2-only CPU runs: the integer Winograd kernel on 3×3
@@ -290,6 +298,19 @@ fn released_f32_weights_leave_the_logits_unchanged() {
             bx.clone(),
             3,
         ),
+        // 3 bits per code (and the same per-channel scales).
+        (
+            "resnet20 w3",
+            quantized(&sample, &calib, Method::Rtn, 3).graph,
+            x.clone(),
+            8,
+        ),
+        (
+            "bottleneck w3",
+            quantized(&bottleneck, &bcalib, Method::Rtn, 3).graph,
+            bx.clone(),
+            3,
+        ),
         ("resnet20 fp32", sample.clone(), x.clone(), 0),
         ("bottleneck fp32", bottleneck.clone(), bx, 0),
     ];
@@ -299,9 +320,12 @@ fn released_f32_weights_leave_the_logits_unchanged() {
     for (name, g, x, smaller) in cases {
         let g = g.fused();
         let summary = path_summary(&g);
-        if name == "bottleneck w4" {
+        if let Some(bits) = name
+            .strip_prefix("bottleneck ")
+            .filter(|b| b.starts_with('w'))
+        {
             assert!(
-                summary.contains("w4 weight-only (decoded + gemm)"),
+                summary.contains(&format!("{bits} weight-only (decoded + gemm)")),
                 "{summary}"
             );
         }
@@ -339,7 +363,8 @@ fn released_f32_weights_leave_the_logits_unchanged() {
 #[test]
 fn w4_linear_kernel_matches_the_decoded_weights() {
     use qscope::engine::kernels::direct_conv::force_avx2;
-    use qscope::engine::kernels::lowbit_linear::{linear_w4, linear_w4_portable};
+    use qscope::engine::kernels::lowbit_linear::{linear_w4, linear_w4_portable, RowCodes};
+    use qscope::engine::kernels::packed3::pack3;
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = qscope::util::Rng::new(11);
     let cases: [(usize, usize, usize); 11] = [
@@ -398,7 +423,7 @@ fn w4_linear_kernel_matches_the_decoded_weights() {
                     x,
                     n,
                     d,
-                    &codes,
+                    RowCodes::Nibbles(&codes),
                     &step,
                     &lo,
                     o,
@@ -415,6 +440,23 @@ fn w4_linear_kernel_matches_the_decoded_weights() {
                 let one = run(&x[k * d..(k + 1) * d], 1, 2);
                 assert_eq!(one[..], batch[k * o..(k + 1) * o], "image {k} alone");
             }
+            // Codes below 8 held 3-bit packed, row by row: unpacked per
+            // row, the same outputs as their nibbles bit for bit.
+            let nib3: Vec<u8> = codes.iter().map(|b| b & 0x77).collect();
+            let packed: Vec<u8> = nib3
+                .chunks(rb)
+                .flat_map(|row| pack3(row).expect("codes < 8"))
+                .collect();
+            let run3 = |codes: RowCodes| {
+                let mut out = vec![0f32; n * o];
+                linear_w4(&x, n, d, codes, &step, &lo, o, Some(&bias), &mut out, 2);
+                out
+            };
+            assert_eq!(
+                run3(RowCodes::Packed3(&packed)),
+                run3(RowCodes::Nibbles(&nib3)),
+                "3-bit rows, n={n} d={d} o={o}"
+            );
         }
         force_avx2(false);
     }
@@ -422,44 +464,55 @@ fn w4_linear_kernel_matches_the_decoded_weights() {
 
 /// A VGG quantized to 4 bits runs its classifier from the codes too: the
 /// same logits as the f32 simulation (summation order only) and, released,
-/// about an eighth of the f32 weight bytes.
+/// about an eighth of the f32 weight bytes; at 3 bits, every layer's codes
+/// are held in 3 bits (unpacked per call) with the same guarantees.
 #[test]
 fn w4_vgg_classifier_runs_from_codes() {
     let _lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     let g = qscope::model::load(&common::fixture("vgg_bn.safetensors")).expect("vgg");
     let calib = common::random_input(16, 3, 16, 21);
     let x = common::random_input(12, 3, 16, 22);
-    let q = rtn4(&g, &calib).graph.fused();
-    let summary = path_summary(&q);
-    assert!(summary.contains("w4 weight-only linear ×3"), "{summary}");
-    let (real, sim) = both_paths(&q, &x);
-    let (d, changed) = compare(&real, &sim);
-    assert!(d < 1e-4, "logits differ by {d} of their range");
-    assert_eq!(changed, 0);
-    single_images_equal_the_batch(&q, &x, 5);
-    let mut lean = q.clone();
-    lean.release_f32_weights();
-    assert!(common::same_bits(&forward(&lean, x).expect("codes"), &real));
-    // Each linear keeps its codes and per-row scales only.
-    for n in &lean.nodes {
-        if let qscope::model::Op::Linear(l) = &n.op {
-            let codes = l.lowbit.as_ref().expect("codes");
-            assert!(l.weight.is_empty(), "{}: f32 weights kept", n.name);
-            let held = codes.nibbles.len() + 4 * (codes.step.len() + codes.lo.len());
-            // Half a byte per weight, two f32 per row (padded to 8 rows).
-            let (o, d) = (l.out_features, l.in_features);
-            assert_eq!(
-                held,
-                o * d.div_ceil(2) + 8 * o.div_ceil(8) * 8,
-                "{}",
-                n.name
-            );
+    for bits in [4u8, 3] {
+        let q = quantized(&g, &calib, Method::Rtn, bits).graph.fused();
+        let summary = path_summary(&q);
+        assert!(summary.contains("linear ×3"), "{summary}");
+        let (real, sim) = both_paths(&q, &x);
+        let (d, changed) = compare(&real, &sim);
+        assert!(d < 1e-4, "{bits} bits: logits differ by {d} of their range");
+        assert_eq!(changed, 0);
+        single_images_equal_the_batch(&q, &x, 5);
+        let mut lean = q.clone();
+        lean.release_f32_weights();
+        assert!(common::same_bits(
+            &forward(&lean, x.clone()).expect("codes"),
+            &real
+        ));
+        // Each linear keeps its codes and per-row scales only: half a byte
+        // per weight at 4 bits, 3/8 (whole 6-byte groups per row) at 3; two
+        // f32 per row, padded to 8 rows.
+        for n in &lean.nodes {
+            if let qscope::model::Op::Linear(l) = &n.op {
+                let codes = l.lowbit.as_ref().expect("codes");
+                assert!(l.weight.is_empty(), "{}: f32 weights kept", n.name);
+                let (o, d) = (l.out_features, l.in_features);
+                let row = match bits {
+                    4 => d.div_ceil(2),
+                    _ => d.div_ceil(16) * 6,
+                };
+                assert_eq!(codes.held_bits(), bits, "{}", n.name);
+                assert_eq!(
+                    codes.held_bytes(),
+                    o * row + 8 * o.div_ceil(8) * 8,
+                    "{}",
+                    n.name
+                );
+            }
         }
+        eprintln!(
+            "vgg w{bits}: {summary}; weights held {} bytes",
+            lean.resident_weight_bytes()
+        );
     }
-    eprintln!(
-        "vgg w4: {summary}; weights held {} bytes",
-        lean.resident_weight_bytes()
-    );
 }
 
 /// A W8A8 linear runs as the 1×1 conv it is on the int8 kernel, ReLU fused

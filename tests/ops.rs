@@ -464,7 +464,7 @@ fn avx2_direct_kernel_matches_the_gemm_fallback() {
     let lb = qscope::model::lower::lower_lowbit(&w, [o, c, k, k], CodeOrder::Direct)
         .expect("4-bit grid");
     let nib = Weights::Nibbles {
-        nibbles: &lb.nibbles,
+        nibbles: &lb.codes,
         step: &lb.step,
         lo: &lb.lo,
     };
@@ -547,7 +547,7 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
         let x = random_input(n, c, h, rng.next_u64());
         let geom = ConvGeom::new(s, p);
         let f32_out = ops::conv2d(&x, &w, [o, c, k, k], geom, Epilogue::default()).expect("f32");
-        let (codes, step, lo) = (&lb.nibbles[..], &lb.step[..], &lb.lo[..]);
+        let (codes, step, lo) = (&lb.codes[..], &lb.step[..], &lb.lo[..]);
         let (direct, winograd) = match order {
             CodeOrder::Winograd => {
                 let nib = qscope::engine::kernels::winograd::Nibbles { codes, step, lo };
@@ -723,7 +723,7 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
         let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], CodeOrder::Direct)
             .expect("4-bit grid");
         let direct = direct_conv::Weights::Nibbles {
-            nibbles: &lb.nibbles,
+            nibbles: &lb.codes,
             step: &lb.step,
             lo: &lb.lo,
         };
@@ -731,7 +731,7 @@ fn winograd_transform_of_4bit_codes_matches_the_decoded_weights() {
         let lw = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], CodeOrder::Winograd)
             .expect("4-bit grid");
         let nib = winograd::Nibbles {
-            codes: &lw.nibbles,
+            codes: &lw.codes,
             step: &lw.step,
             lo: &lw.lo,
         };
@@ -827,7 +827,7 @@ fn winograd_split_with_4_bit_weights_equals_one_thread() {
         let lb = qscope::model::lower::lower_lowbit(&w, [o, c, 3, 3], CodeOrder::Winograd)
             .expect("4-bit grid");
         let nib = winograd::Nibbles {
-            codes: &lb.nibbles,
+            codes: &lb.codes,
             step: &lb.step,
             lo: &lb.lo,
         };

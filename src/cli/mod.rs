@@ -39,7 +39,7 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Batch-1 latency and batch-N throughput.
     Bench(bench::BenchArgs),
-    /// Quantize a model (RTN, GPTQ, GPFQ), evaluate it, save the result.
+    /// Quantize a model (RTN, GPTQ, GPFQ, AWQ, SmoothQuant W8A8), evaluate it, save the result.
     Quantize(quantize::QuantizeArgs),
     /// Fine-tune (FT) or quantization-aware train (QAT) a model; evaluates and saves it.
     Finetune(finetune::FinetuneArgs),

@@ -14,7 +14,8 @@ pub struct QuantizeArgs {
     /// Dataset root: calibration from train/, evaluation on test/.
     #[arg(long)]
     pub data: PathBuf,
-    /// rtn, gptq or gpfq.
+    /// rtn, gptq, gpfq, awq, awq-salient or smoothquant (static int8 activations,
+    /// weights at --bits: 8 for W8A8).
     #[arg(long, default_value = "gptq")]
     pub method: String,
     #[arg(long, default_value_t = 4)]

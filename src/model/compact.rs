@@ -38,7 +38,7 @@ impl Graph {
             // layout if a run without integer paths built it.
             let integer = matches!(
                 path,
-                ConvPath::W4(_) | ConvPath::Int8(_) | ConvPath::Int8Winograd
+                ConvPath::W4(..) | ConvPath::Int8(_) | ConvPath::Int8Winograd
             );
             freed += 4 * std::mem::take(&mut c.weight).len();
             let Some(folded) = c.folded.as_mut() else {
@@ -73,7 +73,7 @@ impl Graph {
                             .lowbit
                             .get()
                             .and_then(Option::as_ref)
-                            .map_or(0, |l| l.nibbles.len() + 4 * (l.step.len() + l.lo.len()));
+                            .map_or(0, |l| l.held_bytes());
                         let wino = f.winograd.get().map_or(0, Vec::len);
                         4 * (f.weight.len()
                             + f.packed.get().map_or(0, Vec::len)
@@ -85,10 +85,7 @@ impl Graph {
                     4 * f32s + folded
                 }
                 Op::Linear(l) => {
-                    let low = l
-                        .lowbit
-                        .as_deref()
-                        .map_or(0, |l| l.nibbles.len() + 4 * (l.step.len() + l.lo.len()));
+                    let low = l.lowbit.as_deref().map_or(0, |l| l.held_bytes());
                     4 * (l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)) + low
                 }
                 _ => 0,

@@ -100,53 +100,67 @@ impl Runner {
                         let x = fake_quant(input, c.act_scale);
                         let (weight, bias) = effective_conv(c);
                         let lowbit = match path {
-                            ConvPath::W4(_) => folded.as_deref().and_then(|f| lowbit_weights(f, c)),
+                            ConvPath::W4(..) => {
+                                folded.as_deref().and_then(|f| lowbit_weights(f, c))
+                            }
                             _ => None,
                         };
                         // 4-bit codes are laid out for the kernel that runs
                         // the layer; the other gets None (and `weight`).
-                        let direct = match (&path, &lowbit, folded) {
-                            (ConvPath::W4(_), Some(lb), _) => match lb.order {
-                                CodeOrder::Winograd => None,
-                                CodeOrder::Direct => Some(Weights::Nibbles {
-                                    nibbles: &lb.nibbles,
-                                    step: &lb.step,
-                                    lo: &lb.lo,
-                                }),
-                                CodeOrder::Rows => Some(Weights::Rows {
-                                    codes: &lb.nibbles,
-                                    step: &lb.step,
-                                    lo: &lb.lo,
-                                }),
-                            },
-                            (_, _, Some(f)) if runs_direct(c) => Some(Weights::F32(packed(f, c))),
-                            _ => None,
+                        let run = |nibbles: &[u8]| {
+                            let direct = match (&path, &lowbit, folded) {
+                                (ConvPath::W4(..), Some(lb), _) => match lb.order {
+                                    CodeOrder::Winograd => None,
+                                    CodeOrder::Direct => Some(Weights::Nibbles {
+                                        nibbles,
+                                        step: &lb.step,
+                                        lo: &lb.lo,
+                                    }),
+                                    CodeOrder::Rows => Some(Weights::Rows {
+                                        codes: nibbles,
+                                        step: &lb.step,
+                                        lo: &lb.lo,
+                                    }),
+                                },
+                                (_, _, Some(f)) if runs_direct(c) => {
+                                    Some(Weights::F32(packed(f, c)))
+                                }
+                                _ => None,
+                            };
+                            let wino = match (&path, &lowbit, folded) {
+                                (ConvPath::W4(..), Some(lb), _)
+                                    if lb.order == CodeOrder::Winograd =>
+                                {
+                                    Some(WinoWeights::Nibbles(winograd::Nibbles {
+                                        codes: nibbles,
+                                        step: &lb.step,
+                                        lo: &lb.lo,
+                                    }))
+                                }
+                                (ConvPath::W4(..), _, _) => None,
+                                (_, _, Some(f)) => {
+                                    winograd_weights(f, c).map(WinoWeights::Transformed)
+                                }
+                                _ => None,
+                            };
+                            ops::conv::conv2d_with(
+                                x.as_ref(),
+                                &weight,
+                                direct,
+                                wino,
+                                c.shape,
+                                c.geom,
+                                Epilogue {
+                                    bias: bias.as_deref(),
+                                    residual,
+                                    relu: c.post.relu,
+                                },
+                            )
                         };
-                        let wino = match (&path, &lowbit, folded) {
-                            (ConvPath::W4(_), Some(lb), _) if lb.order == CodeOrder::Winograd => {
-                                Some(WinoWeights::Nibbles(winograd::Nibbles {
-                                    codes: &lb.nibbles,
-                                    step: &lb.step,
-                                    lo: &lb.lo,
-                                }))
-                            }
-                            (ConvPath::W4(_), _, _) => None,
-                            (_, _, Some(f)) => winograd_weights(f, c).map(WinoWeights::Transformed),
-                            _ => None,
-                        };
-                        ops::conv::conv2d_with(
-                            x.as_ref(),
-                            &weight,
-                            direct,
-                            wino,
-                            c.shape,
-                            c.geom,
-                            Epilogue {
-                                bias: bias.as_deref(),
-                                residual,
-                                relu: c.post.relu,
-                            },
-                        )
+                        match lowbit {
+                            Some(lb) => lb.with_nibbles(run),
+                            None => run(&[]),
+                        }
                         .map_err(shape_err)?
                     }
                 }
@@ -157,7 +171,8 @@ impl Runner {
                     Some(lb) => ops::linear_w4(
                         x.as_ref(),
                         ops::Codes4 {
-                            codes: &lb.nibbles,
+                            codes: &lb.codes,
+                            packed3: lb.packed3,
                             step: &lb.step,
                             lo: &lb.lo,
                             out_features: l.out_features,
@@ -299,8 +314,9 @@ pub enum ConvPath {
     /// W8A8 as f32 simulation (integer paths off, or no fast int8 kernel here).
     SimW8A8,
     /// Weight-only ≤ 4-bit codes, decoded per call by the kernel that runs
-    /// the layer (the codes are what stays in memory).
-    W4(W4Kernel),
+    /// the layer (the codes are what stays in memory), and the bits each
+    /// code is held in (3 when all codes are below 8, else 4).
+    W4(W4Kernel, u8),
     /// f32 direct kernel.
     Fp32Direct,
     /// f32 Winograd F(2×2, 3×3) (3×3 stride-1 convs whose map tiles; the
@@ -327,10 +343,12 @@ impl ConvPath {
             ConvPath::Int8(k) => format!("int8 {}", k.name()),
             ConvPath::Int8Winograd => "int8 winograd avx2-madd16".into(),
             ConvPath::SimW8A8 => "w8a8 simulated in fp32".into(),
-            ConvPath::W4(W4Kernel::Direct) => format!("w4 weight-only (direct {})", direct_isa()),
-            ConvPath::W4(W4Kernel::Gemm) => "w4 weight-only (decoded + gemm)".into(),
-            ConvPath::W4(W4Kernel::Winograd) => {
-                format!("w4 weight-only (winograd / direct {})", direct_isa())
+            ConvPath::W4(W4Kernel::Direct, b) => {
+                format!("w{b} weight-only (direct {})", direct_isa())
+            }
+            ConvPath::W4(W4Kernel::Gemm, b) => format!("w{b} weight-only (decoded + gemm)"),
+            ConvPath::W4(W4Kernel::Winograd, b) => {
+                format!("w{b} weight-only (winograd / direct {})", direct_isa())
             }
             ConvPath::Fp32Direct => format!("fp32 direct {}", direct_isa()),
             ConvPath::Fp32Winograd => format!(
@@ -394,7 +412,8 @@ fn lowbit_weights<'a>(
 ) -> Option<&'a crate::model::lower::LowBitWeights> {
     f.lowbit
         .get_or_init(|| {
-            crate::model::lower::lower_lowbit(&f.weight, c.shape, code_order(c)).map(Arc::new)
+            crate::model::lower::lower_lowbit(&f.weight, c.shape, code_order(c))
+                .map(|lb| Arc::new(lb.hold_3bit()))
         })
         .as_deref()
 }
@@ -481,8 +500,10 @@ pub fn conv_path(c: &ConvLayer) -> ConvPath {
         };
     }
     let decodable = crate::engine::kernels::direct_conv::available() && c.geom.groups <= 1;
-    if decodable && lowbit_weights(f, c).is_some() {
-        return ConvPath::W4(w4_kernel(direct, winograd));
+    if decodable {
+        if let Some(lb) = lowbit_weights(f, c) {
+            return ConvPath::W4(w4_kernel(direct, winograd), lb.held_bits());
+        }
     }
     fp32
 }
@@ -495,7 +516,10 @@ pub fn path_summary(g: &Graph) -> String {
         let name = match &n.op {
             Op::Conv(c) => conv_path(c).name(),
             // Only a linear off the f32 GEMM is named (every model has one).
-            Op::Linear(l) if linear_lowbit(l).is_some() => "w4 weight-only linear".into(),
+            Op::Linear(l) => match linear_lowbit(l) {
+                Some(lb) => format!("w{} weight-only linear", lb.held_bits()),
+                None => continue,
+            },
             _ => continue,
         };
         match counts.iter_mut().find(|(k, _)| *k == name) {

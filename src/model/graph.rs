@@ -218,7 +218,7 @@ impl Graph {
                     shape,
                     crate::model::lower::CodeOrder::Rows,
                 )
-                .map(std::sync::Arc::new);
+                .map(|lb| std::sync::Arc::new(lb.hold_3bit()));
             }
             if let Op::Conv(c) = &mut n.op {
                 let (w, b) = crate::model::exec::fold_conv(c);

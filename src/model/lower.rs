@@ -7,7 +7,7 @@
 //! checks the round trip, so the integer path computes what the simulation
 //! computes. Layers whose values are on no such grid keep the f32 path
 //! (weight-only) or the f32 simulation (W8A8: lowered, but flagged inexact).
-use crate::engine::kernels::direct_conv;
+use crate::engine::kernels::{direct_conv, packed3};
 use crate::engine::ops::qconv::Int8Weights;
 
 /// Relative tolerance of the grid round trip: BN folding multiplies each
@@ -108,13 +108,19 @@ pub fn lower_int8(weight: &[f32], shape: [usize; 4]) -> (Int8Weights, bool) {
     (Int8Weights::new(&codes, scale, shape), exact)
 }
 
-/// Weights stored as 4-bit codes, two per byte, in the direct kernel's packed
-/// order; `value = lo[o] + step[o]·code`.
+/// Weights held as low-bit codes in the layout of the kernel that runs the
+/// layer (`order`); `value = lo[o] + step[o]·code`.
 #[derive(Clone, Debug)]
 pub struct LowBitWeights {
     pub shape: [usize; 4],
-    /// Codes, two per byte (low nibble first), in `order`.
-    pub nibbles: Vec<u8>,
+    /// The codes as held: two per byte (low nibble first) in `order`, or,
+    /// once `hold_3bit` found every code below 8, those bytes 3-bit packed
+    /// (`kernels::packed3`; for `Rows`, row by row).
+    pub codes: Vec<u8>,
+    /// Whether `codes` is 3-bit packed.
+    pub packed3: bool,
+    /// Length of the codes as nibble bytes (unpacked).
+    pub nibble_bytes: usize,
     pub order: CodeOrder,
     /// Per output channel (padded to the kernel's block of 8).
     pub step: Vec<f32>,
@@ -124,8 +130,91 @@ pub struct LowBitWeights {
 }
 
 impl LowBitWeights {
-    pub fn stored_bytes(&self) -> usize {
-        self.shape.iter().product::<usize>().div_ceil(2) + 8 * self.shape[0]
+    /// Bytes held: codes and the per-channel grid.
+    pub fn held_bytes(&self) -> usize {
+        self.codes.len() + 4 * (self.step.len() + self.lo.len())
+    }
+
+    /// Bits per code as held (3 or 4).
+    pub fn held_bits(&self) -> u8 {
+        if self.packed3 {
+            3
+        } else {
+            4
+        }
+    }
+
+    /// Nibble bytes per row in `Rows` order.
+    fn row_nibbles(&self) -> usize {
+        self.shape[1..].iter().product::<usize>().div_ceil(2)
+    }
+
+    /// The same codes held in 3 bits when every code is below 8 (3-bit and
+    /// 2-bit grids); 4 bits otherwise.
+    pub fn hold_3bit(mut self) -> Self {
+        if self.packed3 || self.levels > 8 {
+            return self;
+        }
+        let packed = match self.order {
+            CodeOrder::Rows => {
+                let rb = self.row_nibbles();
+                let mut out = Vec::with_capacity(self.shape[0] * packed3::packed_len(rb));
+                for row in self.codes.chunks(rb.max(1)) {
+                    match packed3::pack3(row) {
+                        Some(p) => out.extend(p),
+                        None => return self,
+                    }
+                }
+                out
+            }
+            _ => match packed3::pack3(&self.codes) {
+                Some(p) => p,
+                None => return self,
+            },
+        };
+        self.codes = packed;
+        self.packed3 = true;
+        self
+    }
+
+    /// Nibble bytes in `order` for a kernel: the codes themselves, or, if
+    /// held in 3 bits, unpacked into a per-thread buffer for the length of
+    /// `f` (the buffer is kept for the next layer, so a model costs its
+    /// widest 3-bit layer's nibbles per thread once).
+    pub fn with_nibbles<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        if !self.packed3 {
+            return f(&self.codes);
+        }
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        // Taken, not borrowed: a kernel's thread that runs another graph's
+        // layer meanwhile (work stealing) finds an empty buffer and grows
+        // its own.
+        let mut buf = SCRATCH.take();
+        self.unpack_into(&mut buf);
+        let out = f(&buf);
+        SCRATCH.set(buf);
+        out
+    }
+
+    fn unpack_into(&self, buf: &mut Vec<u8>) {
+        let len = self.nibble_bytes;
+        let rb = self.row_nibbles();
+        // Grown without clearing: every byte up to `len` is written below.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf.truncate(len);
+        match self.order {
+            CodeOrder::Rows => {
+                let prb = packed3::packed_len(rb);
+                for (r, dst) in buf.chunks_mut(rb.max(1)).enumerate() {
+                    packed3::unpack3(&self.codes[r * prb..(r + 1) * prb], dst);
+                }
+            }
+            _ => packed3::unpack3(&self.codes, buf),
+        }
     }
 }
 
@@ -213,7 +302,9 @@ pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], order: CodeOrder) -> Opti
     };
     Some(LowBitWeights {
         shape,
-        nibbles,
+        nibble_bytes: nibbles.len(),
+        codes: nibbles,
+        packed3: false,
         order,
         step,
         lo,

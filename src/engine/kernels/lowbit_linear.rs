@@ -14,9 +14,36 @@
 //! even inputs and high nibbles the odd ones; each image's input is
 //! de-interleaved to match once per call (`split_even_odd`).
 use super::direct_conv::{isa, Isa};
+use super::packed3;
 
 /// Images per pass over the codes (accumulators held in registers).
 pub const GEMV_MAX_IMAGES: usize = 4;
+
+/// A linear layer's codes, row by row.
+#[derive(Clone, Copy, Debug)]
+pub enum RowCodes<'a> {
+    /// Two per byte, low nibble first: `⌈d/2⌉` bytes per row.
+    Nibbles(&'a [u8]),
+    /// Each row's nibble bytes 3-bit packed (`packed3`), rows apart by
+    /// `packed_len(⌈d/2⌉)`.
+    Packed3(&'a [u8]),
+}
+
+impl<'a> RowCodes<'a> {
+    pub fn bytes(self) -> &'a [u8] {
+        match self {
+            RowCodes::Nibbles(b) | RowCodes::Packed3(b) => b,
+        }
+    }
+
+    /// Bytes from one row to the next, for `d` inputs.
+    pub fn row_stride(self, d: usize) -> usize {
+        match self {
+            RowCodes::Nibbles(_) => d.div_ceil(2),
+            RowCodes::Packed3(_) => packed3::packed_len(d.div_ceil(2)),
+        }
+    }
+}
 
 /// `out[k·o + r] = Σ_i x[k·d + i]·W[r, i] + bias[r]` for `k < n`, `r < o`.
 #[allow(clippy::too_many_arguments)]
@@ -24,7 +51,7 @@ pub fn linear_w4(
     x: &[f32],
     n: usize,
     d: usize,
-    codes: &[u8],
+    codes: RowCodes,
     step: &[f32],
     lo: &[f32],
     o: usize,
@@ -33,9 +60,10 @@ pub fn linear_w4(
     threads: usize,
 ) {
     let rb = d.div_ceil(2);
+    let stride = codes.row_stride(d);
     assert!(
         x.len() >= n * d
-            && codes.len() >= o * rb
+            && codes.bytes().len() >= o * stride
             && step.len() >= o
             && lo.len() >= o
             && out.len() >= n * o
@@ -46,6 +74,8 @@ pub fn linear_w4(
         return;
     }
     let isa = isa();
+    // 3-bit rows read in registers (else unpacked to nibbles per row).
+    let vbmi = matches!(codes, RowCodes::Packed3(_)) && isa == Some(Isa::Avx512) && packed3::vbmi();
     let block = match isa {
         Some(Isa::Avx512) => 32,
         Some(Isa::Avx2) => 16,
@@ -68,12 +98,41 @@ pub fn linear_w4(
             .map(|k| split_even_odd(image(k), block))
             .collect();
         let sums: Vec<f32> = (0..group).map(|k| image(k).iter().sum()).collect();
+        let finish = |r: usize, dots: &[f32]| {
+            for (k, dot) in dots.iter().enumerate() {
+                let v = lo[r] * sums[k] + step[r] * dot + bias.map_or(0.0, |b| b[r]);
+                // SAFETY: `(k0 + k)·o + r < n·o ≤ out.len()` (asserted);
+                // parts own disjoint rows, so no two threads write one element.
+                unsafe { *out_ptr.get().add((k0 + k) * o + r) = v };
+            }
+        };
         let part = |p: usize| {
             let (r0, r1) = (p * rows_per, ((p + 1) * rows_per).min(o));
             let mut dots = [0f32; GEMV_MAX_IMAGES];
+            // Without VBMI a 3-bit row is unpacked first, into a buffer
+            // that stays in L1.
+            let mut unpacked = match codes {
+                RowCodes::Packed3(_) if !vbmi => vec![0u8; rb],
+                _ => Vec::new(),
+            };
             for r in r0..r1 {
-                let row = &codes[r * rb..(r + 1) * rb];
                 let dots = &mut dots[..group];
+                let row = match codes {
+                    RowCodes::Nibbles(c) => &c[r * rb..(r + 1) * rb],
+                    #[cfg(target_arch = "x86_64")]
+                    RowCodes::Packed3(c) if vbmi => {
+                        let row = &c[r * stride..(r + 1) * stride];
+                        // SAFETY: AVX-512 F/BW/VL/VBMI checked (`vbmi`); `row`
+                        // holds `packed_len(⌈d/2⌉)` bytes, `xs[k]` d floats.
+                        unsafe { dots_avx512_packed3(row, &xs, d, dots) };
+                        finish(r, dots);
+                        continue;
+                    }
+                    RowCodes::Packed3(c) => {
+                        packed3::unpack3(&c[r * stride..(r + 1) * stride], &mut unpacked);
+                        &unpacked[..]
+                    }
+                };
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: AVX-512F checked by `isa`; `row` holds ⌈d/2⌉
@@ -84,12 +143,7 @@ pub fn linear_w4(
                     Some(Isa::Avx2) => unsafe { dots_avx2(row, &xs, d, dots) },
                     _ => dots_portable(row, &xs, d, 0, dots),
                 }
-                for (k, dot) in dots.iter().enumerate() {
-                    let v = lo[r] * sums[k] + step[r] * dot + bias.map_or(0.0, |b| b[r]);
-                    // SAFETY: `(k0 + k)·o + r < n·o ≤ out.len()` (asserted);
-                    // parts own disjoint rows, so no two threads write one element.
-                    unsafe { *out_ptr.get().add((k0 + k) * o + r) = v };
-                }
+                finish(r, dots);
             }
         };
         crate::engine::team::run(parts, threads, &part);
@@ -128,12 +182,17 @@ fn split_even_odd(x: &[f32], block: usize) -> Vec<f32> {
 /// `dots[k] = Σ_{i ≥ from} x_k[i]·code[i]` on inputs in their own order
 /// (the portable path, and every SIMD path's tail after its whole blocks).
 fn dots_portable(row: &[u8], xs: &[Vec<f32>], d: usize, from: usize, dots: &mut [f32]) {
+    dots_portable_from(&row[from / 2..], xs, d, from, dots)
+}
+
+/// `dots_portable` on the row's bytes from code `from` (even) on.
+fn dots_portable_from(tail: &[u8], xs: &[Vec<f32>], d: usize, from: usize, dots: &mut [f32]) {
     for (k, dot) in dots.iter_mut().enumerate() {
         let x = &xs[k];
         let mut acc = 0f32;
-        for i in from..d {
-            let code = (row[i / 2] >> (4 * (i % 2))) & 15;
-            acc += x[i] * code as f32;
+        for (j, xi) in x[from..d].iter().enumerate() {
+            let code = (tail[j / 2] >> (4 * (j % 2))) & 15;
+            acc += xi * code as f32;
         }
         *dot = if from == 0 { acc } else { *dot + acc };
     }
@@ -188,6 +247,85 @@ unsafe fn dots_avx512(row: &[u8], xs: &[Vec<f32>], d: usize, dots: &mut [f32]) {
         *dot = _mm512_reduce_add_ps(s);
     }
     dots_portable(row, xs, d, 32 * blocks, dots);
+}
+
+/// `dots_avx512` on a 3-bit packed row (`packed3`): each 24 bytes become
+/// 64 codes in registers, two 6-bit fields (even input's code in the low 3
+/// bits, odd input's in the high 3) a byte, with no unpacked copy written.
+/// The image blocks, their order and the accumulators are those of
+/// `dots_avx512`, so the sums are the same bit for bit.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VBMI present; `row.len() ≥ packed_len(⌈d/2⌉)`; each
+/// `xs[k]` holds d floats split as for `dots_avx512`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn dots_avx512_packed3(row: &[u8], xs: &[Vec<f32>], d: usize, dots: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let blocks = d / 32;
+    // Each 64-bit lane takes one group's 6 bytes; `vpmultishiftqb` then cuts
+    // its eight 6-bit fields out, one a byte (the top 2 bits masked).
+    let spread = _mm256_set_epi64x(
+        0x0000_1716_1514_1312,
+        0x0000_1110_0F0E_0D0C,
+        0x0000_0B0A_0908_0706,
+        0x0000_0504_0302_0100,
+    );
+    let shifts = _mm256_set1_epi64x(0x2A24_1E18_120C_0600);
+    let six = _mm256_set1_epi8(0x3F);
+    let seven = _mm512_set1_epi32(7);
+    let mut acc = [[_mm512_setzero_ps(); 4]; GEMV_MAX_IMAGES];
+    // Blocks b and b+1 (the latter only if `two`): 12 packed bytes each.
+    let fields = |b: usize, two: bool| {
+        let mask: __mmask32 = if two { 0xFF_FFFF } else { 0xFFF };
+        let v = _mm256_maskz_loadu_epi8(mask, row.as_ptr().add(12 * b) as *const i8);
+        let v = _mm256_multishift_epi64_epi8(shifts, _mm256_permutexvar_epi8(spread, v));
+        _mm256_and_si256(v, six)
+    };
+    let codes = |f: __m128i| {
+        let v = _mm512_cvtepu8_epi32(f);
+        (
+            _mm512_cvtepi32_ps(_mm512_and_si512(v, seven)),
+            _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 3)),
+        )
+    };
+    let mut b = 0;
+    while b + 2 <= blocks {
+        let f = fields(b, true);
+        let (e0, o0) = codes(_mm256_castsi256_si128(f));
+        let (e1, o1) = codes(_mm256_extracti128_si256(f, 1));
+        for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
+            // SAFETY: inputs 32b..32b+64 ≤ 32·blocks ≤ d.
+            let x = xs[k].as_ptr().add(32 * b);
+            a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
+            a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
+            a[2] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(x.add(32)), a[2]);
+            a[3] = _mm512_fmadd_ps(o1, _mm512_loadu_ps(x.add(48)), a[3]);
+        }
+        b += 2;
+    }
+    if b < blocks {
+        let (e0, o0) = codes(_mm256_castsi256_si128(fields(b, false)));
+        for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
+            let x = xs[k].as_ptr().add(32 * b);
+            a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
+            a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
+        }
+    }
+    for (k, dot) in dots.iter_mut().enumerate() {
+        let s = _mm512_add_ps(
+            _mm512_add_ps(acc[k][0], acc[k][1]),
+            _mm512_add_ps(acc[k][2], acc[k][3]),
+        );
+        *dot = _mm512_reduce_add_ps(s);
+    }
+    // The tail's codes (fewer than 32) start a group: 16·blocks nibble bytes
+    // are 12·blocks packed ones.
+    let rb = d.div_ceil(2);
+    let mut tail = [0u8; 16];
+    let tail = &mut tail[..rb - 16 * blocks];
+    packed3::unpack3_portable(&row[12 * blocks..], tail);
+    dots_portable_from(tail, xs, d, 32 * blocks, dots);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -6,5 +6,6 @@ pub mod sgemm;
 pub use sgemm::{sgemm, MatRef};
 pub mod int8_conv;
 pub mod lowbit_linear;
+pub mod packed3;
 pub mod weight_grad;
 pub mod winograd;

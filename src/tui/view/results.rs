@@ -35,6 +35,7 @@ fn short_kernels(path: &str) -> String {
             ("int8 portable", "int8"),
             ("w8a8 simulated", "w8a8 sim"),
             ("w4 weight-only", "w4 packed"),
+            ("w3 weight-only", "w3 packed"),
             ("fp32 direct", "fp32 direct"),
             ("fp32 winograd", "fp32 winograd"),
             ("fp32 im2col", "fp32 gemm"),
