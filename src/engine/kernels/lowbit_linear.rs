@@ -198,17 +198,58 @@ fn dots_portable_from(tail: &[u8], xs: &[Vec<f32>], d: usize, from: usize, dots:
     }
 }
 
+/// The AVX-512 GEMV over whole 32-input blocks: two blocks a step on
+/// separate accumulators, so one image's FMAs do not wait on each other's
+/// latency (4096 × 25 088 at batch 1, best of 100: 7.55 → 7.11 ms on one
+/// core, 3.83 → 3.51 ms on two; f32 weights take 23.5 ms, bound by
+/// memory), then an odd last block, then each image's sum into `dots`.
+/// `pair(b)` and `one(b)` make blocks b, b+1 (and b alone) as (even, odd)
+/// input codes in f32; the nibble and 3-bit bodies differ only there. A
+/// macro, so the intrinsics expand inside each body's `target_feature`
+/// function.
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx512_blocks {
+    ($blocks:expr, $xs:expr, $dots:expr, $pair:expr, $one:expr) => {{
+        let (blocks, xs, dots): (usize, &[Vec<f32>], &mut [f32]) = ($blocks, $xs, $dots);
+        let (pair, one) = ($pair, $one);
+        let mut acc = [[_mm512_setzero_ps(); 4]; GEMV_MAX_IMAGES];
+        let mut b = 0;
+        while b + 2 <= blocks {
+            let [(e0, o0), (e1, o1)] = pair(b);
+            for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
+                // SAFETY: inputs 32b..32b+64 ≤ 32·blocks ≤ d.
+                let x = xs[k].as_ptr().add(32 * b);
+                a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
+                a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
+                a[2] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(x.add(32)), a[2]);
+                a[3] = _mm512_fmadd_ps(o1, _mm512_loadu_ps(x.add(48)), a[3]);
+            }
+            b += 2;
+        }
+        if b < blocks {
+            let (e0, o0) = one(b);
+            for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
+                let x = xs[k].as_ptr().add(32 * b);
+                a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
+                a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
+            }
+        }
+        for (k, dot) in dots.iter_mut().enumerate() {
+            let s = _mm512_add_ps(
+                _mm512_add_ps(acc[k][0], acc[k][1]),
+                _mm512_add_ps(acc[k][2], acc[k][3]),
+            );
+            *dot = _mm512_reduce_add_ps(s);
+        }
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dots_avx512(row: &[u8], xs: &[Vec<f32>], d: usize, dots: &mut [f32]) {
     use std::arch::x86_64::*;
     let blocks = d / 32;
     let mask = _mm512_set1_epi32(15);
-    // Two blocks a step on separate accumulators, so one image's FMAs do
-    // not wait on each other's latency (4096 × 25 088 at batch 1, best of
-    // 100: 7.55 → 7.11 ms on one core, 3.83 → 3.51 ms on two; f32 weights
-    // take 23.5 ms, bound by memory).
-    let mut acc = [[_mm512_setzero_ps(); 4]; GEMV_MAX_IMAGES];
     let codes = |b: usize| {
         // SAFETY (whole block b < blocks): bytes 16b..16b+16 ≤ ⌈d/2⌉.
         let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(row.as_ptr().add(16 * b) as *const __m128i));
@@ -217,35 +258,7 @@ unsafe fn dots_avx512(row: &[u8], xs: &[Vec<f32>], d: usize, dots: &mut [f32]) {
             _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)),
         )
     };
-    let mut b = 0;
-    while b + 2 <= blocks {
-        let (e0, o0) = codes(b);
-        let (e1, o1) = codes(b + 1);
-        for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
-            // SAFETY: inputs 32b..32b+64 ≤ 32·blocks ≤ d.
-            let x = xs[k].as_ptr().add(32 * b);
-            a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
-            a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
-            a[2] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(x.add(32)), a[2]);
-            a[3] = _mm512_fmadd_ps(o1, _mm512_loadu_ps(x.add(48)), a[3]);
-        }
-        b += 2;
-    }
-    if b < blocks {
-        let (e0, o0) = codes(b);
-        for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
-            let x = xs[k].as_ptr().add(32 * b);
-            a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
-            a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
-        }
-    }
-    for (k, dot) in dots.iter_mut().enumerate() {
-        let s = _mm512_add_ps(
-            _mm512_add_ps(acc[k][0], acc[k][1]),
-            _mm512_add_ps(acc[k][2], acc[k][3]),
-        );
-        *dot = _mm512_reduce_add_ps(s);
-    }
+    avx512_blocks!(blocks, xs, dots, |b| [codes(b), codes(b + 1)], codes);
     dots_portable(row, xs, d, 32 * blocks, dots);
 }
 
@@ -274,7 +287,6 @@ unsafe fn dots_avx512_packed3(row: &[u8], xs: &[Vec<f32>], d: usize, dots: &mut 
     let shifts = _mm256_set1_epi64x(0x2A24_1E18_120C_0600);
     let six = _mm256_set1_epi8(0x3F);
     let seven = _mm512_set1_epi32(7);
-    let mut acc = [[_mm512_setzero_ps(); 4]; GEMV_MAX_IMAGES];
     // Blocks b and b+1 (the latter only if `two`): 12 packed bytes each.
     let fields = |b: usize, two: bool| {
         let mask: __mmask32 = if two { 0xFF_FFFF } else { 0xFFF };
@@ -289,36 +301,15 @@ unsafe fn dots_avx512_packed3(row: &[u8], xs: &[Vec<f32>], d: usize, dots: &mut 
             _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 3)),
         )
     };
-    let mut b = 0;
-    while b + 2 <= blocks {
+    let pair = |b: usize| {
         let f = fields(b, true);
-        let (e0, o0) = codes(_mm256_castsi256_si128(f));
-        let (e1, o1) = codes(_mm256_extracti128_si256(f, 1));
-        for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
-            // SAFETY: inputs 32b..32b+64 ≤ 32·blocks ≤ d.
-            let x = xs[k].as_ptr().add(32 * b);
-            a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
-            a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
-            a[2] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(x.add(32)), a[2]);
-            a[3] = _mm512_fmadd_ps(o1, _mm512_loadu_ps(x.add(48)), a[3]);
-        }
-        b += 2;
-    }
-    if b < blocks {
-        let (e0, o0) = codes(_mm256_castsi256_si128(fields(b, false)));
-        for (k, a) in acc.iter_mut().enumerate().take(dots.len()) {
-            let x = xs[k].as_ptr().add(32 * b);
-            a[0] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(x), a[0]);
-            a[1] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(x.add(16)), a[1]);
-        }
-    }
-    for (k, dot) in dots.iter_mut().enumerate() {
-        let s = _mm512_add_ps(
-            _mm512_add_ps(acc[k][0], acc[k][1]),
-            _mm512_add_ps(acc[k][2], acc[k][3]),
-        );
-        *dot = _mm512_reduce_add_ps(s);
-    }
+        [
+            codes(_mm256_castsi256_si128(f)),
+            codes(_mm256_extracti128_si256(f, 1)),
+        ]
+    };
+    let one = |b: usize| codes(_mm256_castsi256_si128(fields(b, false)));
+    avx512_blocks!(blocks, xs, dots, pair, one);
     // The tail's codes (fewer than 32) start a group: 16·blocks nibble bytes
     // are 12·blocks packed ones.
     let rb = d.div_ceil(2);

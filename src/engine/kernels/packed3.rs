@@ -127,27 +127,20 @@ pub unsafe fn unpack3_avx2(packed: &[u8], out: &mut [u8]) {
     let m6h = _mm256_set1_epi64x(0x3F00_3F00_3F00_3F00);
     let m3 = _mm256_set1_epi64x(0x0707_0707_0707_0707);
     let m3h = _mm256_set1_epi64x(0x7070_7070_7070_7070);
+    // One step of `spread`: the low part kept, the high part shifted up.
+    let stage = |w: __m256i, low: __m256i, high: __m256i, by: i32| {
+        let up = _mm256_sll_epi64(w, _mm_cvtsi32_si128(by));
+        _mm256_or_si256(_mm256_and_si256(w, low), _mm256_and_si256(up, high))
+    };
     for s in 0..whole {
         let src = packed.as_ptr().add(24 * s);
         let lo = _mm_loadu_si128(src as *const __m128i);
         let hi = _mm_loadu_si128(src.add(8) as *const __m128i);
         let v = _mm256_shuffle_epi8(_mm256_set_m128i(hi, lo), spread_idx);
-        let w = _mm256_or_si256(
-            _mm256_and_si256(v, m24),
-            _mm256_and_si256(_mm256_slli_epi64(v, 8), m24h),
-        );
-        let w = _mm256_or_si256(
-            _mm256_and_si256(w, m12),
-            _mm256_and_si256(_mm256_slli_epi64(w, 4), m12h),
-        );
-        let w = _mm256_or_si256(
-            _mm256_and_si256(w, m6),
-            _mm256_and_si256(_mm256_slli_epi64(w, 2), m6h),
-        );
-        let w = _mm256_or_si256(
-            _mm256_and_si256(w, m3),
-            _mm256_and_si256(_mm256_slli_epi64(w, 1), m3h),
-        );
+        let w = stage(v, m24, m24h, 8);
+        let w = stage(w, m12, m12h, 4);
+        let w = stage(w, m6, m6h, 2);
+        let w = stage(w, m3, m3h, 1);
         _mm256_storeu_si256(out.as_mut_ptr().add(32 * s) as *mut __m256i, w);
     }
     unpack3_portable(&packed[24 * whole..], &mut out[32 * whole..]);
