@@ -586,6 +586,35 @@ fn four_bit_weights_decoded_in_the_kernel_equal_the_f32_weights() {
     assert!(lower_lowbit(&w, [8, 3, 3, 3], CodeOrder::Direct).is_none());
 }
 
+/// Rows on 2- and 3-bit grids get their own step, not a 16-level one whose
+/// codes are multiples (a 2-bit row fits 0, 5, 10, 15 too), so the layer
+/// holds 3 bits a code; the decoded values stay the row's.
+#[test]
+fn coarse_grids_lower_to_small_codes_and_are_held_in_3_bits() {
+    use qscope::model::lower::{lower_lowbit, CodeOrder};
+    for levels in [2usize, 3, 4, 8] {
+        let (o, d) = (16, 72);
+        let w: Vec<f32> = (0..o * d)
+            .map(|i| {
+                let r = i / d;
+                let (lo, step) = (-0.3 - 0.01 * r as f32, 0.05 + 0.002 * r as f32);
+                // Every row spans all its levels.
+                lo + step * ((i * 7 + r) % levels) as f32
+            })
+            .collect();
+        for order in [CodeOrder::Rows, CodeOrder::Direct, CodeOrder::Winograd] {
+            let lb = lower_lowbit(&w, [o, d / 9, 3, 3], order).expect("on a grid");
+            assert_eq!(lb.levels, levels, "{levels} levels, {order:?}");
+            for r in 0..o {
+                assert!((lb.step[r] - (0.05 + 0.002 * r as f32)).abs() < 1e-6);
+            }
+            let held = lb.hold_3bit();
+            assert!(held.packed3, "{levels} levels, {order:?}");
+            assert_eq!(held.held_bits(), 3);
+        }
+    }
+}
+
 /// Winograd F(2×2, 3×3) kernel, called directly so it surely runs, against
 /// the f64 naive convolution: tile rows of 16k (32 and 64 wide maps), 8 and
 /// 4 tiles, other widths and odd sizes (gathered), pads 0–2, non-square

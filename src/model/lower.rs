@@ -31,6 +31,14 @@ fn codes_on(row: &[f32], step: f32, origin: f32, span: f32, lo: i32, hi: i32) ->
     Some(codes)
 }
 
+fn gcd(a: i32, b: i32) -> i32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The row's distinct values (bit for bit) if there are at most `max`;
 /// None as soon as a value past `max` turns up.
 fn distinct_upto(row: &[f32], max: usize) -> Option<Vec<f32>> {
@@ -268,6 +276,18 @@ pub fn lower_lowbit(weight: &[f32], shape: [usize; 4], order: CodeOrder) -> Opti
             .into_iter()
             .find_map(|s| codes_on(row, s, mn / s, span, 0, 15).map(|k| (s, k)));
         let (s, k) = found?;
+        // A grid coarser than 16 levels can pass the first candidate with
+        // every code a multiple (a 2-bit row's come out 0, 5, 10, 15): its
+        // own step keeps the codes small, so the layer can be held in fewer
+        // bits (`hold_3bit`).
+        let g = k.iter().fold(0, |g, &c| gcd(g, c));
+        let (s, k) = match g {
+            2.. => {
+                let coarse = s * g as f32;
+                codes_on(row, coarse, mn / coarse, span, 0, 15).map_or((s, k), |k| (coarse, k))
+            }
+            _ => (s, k),
+        };
         let used = *k.iter().max()? as usize + 1;
         levels = levels.max(used);
         step[r] = s;
