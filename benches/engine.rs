@@ -360,8 +360,7 @@ fn linear_batch(
             pool.install(|| {
                 let y = if bits <= 4 {
                     let codes = Codes4 {
-                        codes: &lb.codes,
-                        packed3: lb.packed3,
+                        codes: lb.row_codes(),
                         step: &lb.step,
                         lo: &lb.lo,
                         out_features: o,

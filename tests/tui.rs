@@ -810,12 +810,16 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     assert_eq!(live.train.len(), 4);
     assert_eq!(&saved.trace, live);
     let saved = round_trip(saved);
-    let mut reopened = state();
-    reopened.results = vec![saved.clone()];
-    update(&mut reopened, Action::Key(Key::Char('4')));
-    update(&mut reopened, Action::Key(Key::Enter));
-    update(&mut reopened, Action::Key(Key::Char('6')));
-    let screen = draw(&reopened, 120, 40);
+    // A new session lists `run` in Results, opens it and shows Training.
+    let reopen = |run: RunResult| {
+        let mut reopened = state();
+        reopened.results = vec![run];
+        update(&mut reopened, Action::Key(Key::Char('4')));
+        update(&mut reopened, Action::Key(Key::Enter));
+        update(&mut reopened, Action::Key(Key::Char('6')));
+        draw(&reopened, 120, 40)
+    };
+    let screen = reopen(saved.clone());
     assert!(
         screen.contains("step 4/4") && screen.contains("loss (20-step mean)"),
         "{screen}"
@@ -823,11 +827,7 @@ fn training_and_cora_screens_show_live_curves_ranks_and_budget() {
     // One saved by an earlier qscope has no curve: its figures stand in.
     let mut old = saved;
     old.trace = Default::default();
-    reopened.results = vec![old];
-    update(&mut reopened, Action::Key(Key::Char('4')));
-    update(&mut reopened, Action::Key(Key::Enter));
-    update(&mut reopened, Action::Key(Key::Char('6')));
-    let screen = draw(&reopened, 120, 40);
+    let screen = reopen(old);
     assert!(
         screen.contains("saved without its loss curve") && screen.contains("test top-1"),
         "{screen}"

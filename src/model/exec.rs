@@ -171,8 +171,7 @@ impl Runner {
                     Some(lb) => ops::linear_w4(
                         x.as_ref(),
                         ops::Codes4 {
-                            codes: &lb.codes,
-                            packed3: lb.packed3,
+                            codes: lb.row_codes(),
                             step: &lb.step,
                             lo: &lb.lo,
                             out_features: l.out_features,

@@ -7,6 +7,7 @@
 //! checks the round trip, so the integer path computes what the simulation
 //! computes. Layers whose values are on no such grid keep the f32 path
 //! (weight-only) or the f32 simulation (W8A8: lowered, but flagged inexact).
+use crate::engine::kernels::lowbit_linear::RowCodes;
 use crate::engine::kernels::{direct_conv, packed3};
 use crate::engine::ops::qconv::Int8Weights;
 
@@ -152,6 +153,15 @@ impl LowBitWeights {
         }
     }
 
+    /// The codes of a `Rows`-order layer for the linear GEMV.
+    pub fn row_codes(&self) -> RowCodes<'_> {
+        if self.packed3 {
+            RowCodes::Packed3(&self.codes)
+        } else {
+            RowCodes::Nibbles(&self.codes)
+        }
+    }
+
     /// Nibble bytes per row in `Rows` order.
     fn row_nibbles(&self) -> usize {
         self.shape[1..].iter().product::<usize>().div_ceil(2)
@@ -209,11 +219,8 @@ impl LowBitWeights {
     fn unpack_into(&self, buf: &mut Vec<u8>) {
         let len = self.nibble_bytes;
         let rb = self.row_nibbles();
-        // Grown without clearing: every byte up to `len` is written below.
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        buf.truncate(len);
+        // Only new bytes are zeroed; every byte is written below.
+        buf.resize(len, 0);
         match self.order {
             CodeOrder::Rows => {
                 let prb = packed3::packed_len(rb);

@@ -4,12 +4,10 @@ use crate::engine::kernels::lowbit_linear;
 use crate::engine::kernels::{sgemm, MatRef};
 use crate::engine::tensor::{contiguous, Tensor};
 
-/// 4-bit weights of a linear layer: codes row by row, two per byte (low
-/// nibble first) or those bytes 3-bit packed (`packed3`), and per row
-/// `W[o, i] = lo[o] + step[o]·code`.
+/// Low-bit weights of a linear layer: codes row by row (nibbles or 3-bit
+/// packed) and per row `W[o, i] = lo[o] + step[o]·code`.
 pub struct Codes4<'a> {
-    pub codes: &'a [u8],
-    pub packed3: bool,
+    pub codes: lowbit_linear::RowCodes<'a>,
     pub step: &'a [f32],
     pub lo: &'a [f32],
     pub out_features: usize,
@@ -20,12 +18,7 @@ pub struct Codes4<'a> {
 pub fn linear_w4(x: &Tensor, w: Codes4, bias: Option<&[f32]>) -> Result<Tensor, String> {
     let (n, c, h, wd) = x.dim();
     let (out_features, inf) = (w.out_features, w.in_features);
-    let codes = if w.packed3 {
-        lowbit_linear::RowCodes::Packed3(w.codes)
-    } else {
-        lowbit_linear::RowCodes::Nibbles(w.codes)
-    };
-    if w.codes.len() < out_features * codes.row_stride(inf)
+    if w.codes.bytes().len() < out_features * w.codes.row_stride(inf)
         || w.step.len() < out_features
         || w.lo.len() < out_features
     {
@@ -47,7 +40,7 @@ pub fn linear_w4(x: &Tensor, w: Codes4, bias: Option<&[f32]>) -> Result<Tensor, 
         &xs,
         n,
         inf,
-        codes,
+        w.codes,
         w.step,
         w.lo,
         out_features,
