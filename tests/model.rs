@@ -62,6 +62,47 @@ fn folding_batchnorm_and_fusing_preserve_outputs() {
     }
 }
 
+/// Checkpoints saved from a wrapper (`model.` from Lightning, `_orig_mod.`
+/// from torch.compile, DataParallel's `module.`) load as the bare network,
+/// with the same logits bit for bit; a partial prefix is not stripped.
+#[test]
+fn wrapper_prefixes_are_stripped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bare = cifar_resnet(1, &[8, 16], 5, Shortcut::Downsample, 4);
+    let p = dir.path().join("bare.safetensors");
+    bare.write(&p, None);
+    let x = random_input(2, 3, 32, 9);
+    let want = forward(&load(&p).expect("bare"), x.clone()).expect("forward");
+    for prefix in ["model.", "model._orig_mod.", "module.net.", "backbone."] {
+        let wrapped = common::Tensors(
+            bare.0
+                .iter()
+                .map(|(n, s, d)| (format!("{prefix}{n}"), s.clone(), d.clone()))
+                .collect(),
+        );
+        let p = dir.path().join("wrapped.safetensors");
+        wrapped.write(&p, None);
+        let g = load(&p).unwrap_or_else(|e| panic!("{prefix}: {e}"));
+        let got = forward(&g, x.clone()).expect("forward");
+        assert!(common::same_bits(got.iter(), want.iter()), "{prefix}");
+    }
+    // One tensor outside the wrapper: nothing is stripped, and the error
+    // names what it could not place.
+    let mut partial = common::Tensors(
+        bare.0
+            .iter()
+            .map(|(n, s, d)| (format!("model.{n}"), s.clone(), d.clone()))
+            .collect(),
+    );
+    partial
+        .0
+        .push(("loss.weight".into(), vec![5], vec![1.0; 5]));
+    let p = dir.path().join("partial.safetensors");
+    partial.write(&p, None);
+    let err = load(&p).err().expect("must not load").to_string();
+    assert!(err.contains("cannot infer the architecture"), "{err}");
+}
+
 #[test]
 fn metadata_overrides_name_and_normalisation() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -51,6 +51,32 @@ pub struct TensorStore {
     pub adapter_ranks: BTreeMap<String, usize>,
 }
 
+/// Training code often keeps the network one module down: `model.`
+/// (PyTorch Lightning), `_orig_mod.` (`torch.compile`), `net.`,
+/// `backbone.` … A bare network always has several top-level modules (a
+/// stem and a classifier at least), so when every tensor shares its first
+/// name component that component is such a wrapper: drop it, as often as
+/// it repeats (`model._orig_mod.`). Returns the prefixes dropped.
+pub fn strip_wrappers<T>(tensors: &mut HashMap<String, T>) -> Vec<String> {
+    let mut dropped = Vec::new();
+    loop {
+        let mut first: Option<&str> = None;
+        let shared = !tensors.is_empty()
+            && tensors.keys().all(|k| match k.split_once('.') {
+                Some((head, _)) => *first.get_or_insert(head) == head,
+                None => false,
+            });
+        let Some(head) = first.filter(|_| shared).map(|h| format!("{h}.")) else {
+            return dropped;
+        };
+        *tensors = std::mem::take(tensors)
+            .into_iter()
+            .map(|(k, v)| (k[head.len()..].to_string(), v))
+            .collect();
+        dropped.push(head);
+    }
+}
+
 impl TensorStore {
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -138,6 +164,7 @@ impl TensorStore {
             }
             tensors.insert(name, (view.shape().to_vec(), values));
         }
+        strip_wrappers(&mut tensors);
         let mut store = TensorStore {
             path: path.to_path_buf(),
             tensors,
