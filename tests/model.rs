@@ -134,6 +134,18 @@ fn load_err(t: &common::Tensors) -> String {
     load(&p).expect_err("must fail").to_string()
 }
 
+/// A pre-activation ResNet (no BatchNorm after the stem, one before each
+/// block's convs) is named as such, not as a file missing `bn1.weight`.
+#[test]
+fn pre_activation_resnets_are_named() {
+    let mut t = cifar_resnet(1, &[4, 8], 3, Shortcut::Downsample, 3);
+    for s in ["weight", "bias", "running_mean", "running_var"] {
+        t.remove(&format!("bn1.{s}"));
+    }
+    let err = load_err(&t);
+    assert!(err.contains("pre-activation ResNet"), "{err}");
+}
+
 #[test]
 fn missing_extra_and_misshaped_tensors_are_named() {
     let mut t = cifar_resnet(1, &[4, 8], 3, Shortcut::OptionA, 3);

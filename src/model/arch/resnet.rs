@@ -35,6 +35,18 @@ pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
             )));
         }
     }
+    // A pre-activation ResNet (kuangliu's PreActResNet, Wide ResNets) has
+    // no BatchNorm after the stem: each block normalises its input before
+    // its convs. Said here, or the error would be a `bn1.weight` "missing"
+    // from a file that is not damaged.
+    if !b.store.has("bn1.weight") && b.store.has("layer1.0.bn1.weight") {
+        return Err(arch_err(
+            "no `bn1` after the stem but `layer1.0.bn1` in the blocks: a pre-activation ResNet \
+             (BatchNorm before each conv), which qscope does not run; it runs post-activation \
+             ResNets (conv → BN → ReLU)"
+                .into(),
+        ));
+    }
     let bottleneck = b.store.has("layer1.0.conv3.weight");
     let (stem_k, stem_stride) = match family {
         Family::Cifar => (3, 1),
