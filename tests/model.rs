@@ -134,6 +134,78 @@ fn load_err(t: &common::Tensors) -> String {
     load(&p).expect_err("must fail").to_string()
 }
 
+/// torchvision names as Hugging Face `transformers` writes them
+/// (`ResNetForImageClassification`), mapped here independently of the
+/// loader's own mapping.
+fn hugging_face_name(tv: &str) -> String {
+    let conv_or_bn = |part: &str, rest: &str| -> String {
+        let kind = if part.starts_with("conv") || part == "downsample.0" {
+            "convolution"
+        } else {
+            "normalization"
+        };
+        format!("{kind}.{rest}")
+    };
+    let parts: Vec<&str> = tv.split('.').collect();
+    match parts.as_slice() {
+        ["conv1" | "bn1", rest] => {
+            format!("resnet.embedder.embedder.{}", conv_or_bn(parts[0], rest))
+        }
+        ["fc", rest] => format!("classifier.1.{rest}"),
+        [layer, i, "downsample", d, rest] => {
+            let s = layer["layer".len()..].parse::<usize>().unwrap() - 1;
+            let which = format!("downsample.{d}");
+            format!(
+                "resnet.encoder.stages.{s}.layers.{i}.shortcut.{}",
+                conv_or_bn(&which, rest)
+            )
+        }
+        [layer, i, part, rest] => {
+            let s = layer["layer".len()..].parse::<usize>().unwrap() - 1;
+            let j = part[part.len() - 1..].parse::<usize>().unwrap() - 1;
+            format!(
+                "resnet.encoder.stages.{s}.layers.{i}.layer.{j}.{}",
+                conv_or_bn(part, rest)
+            )
+        }
+        _ => panic!("unexpected torchvision name {tv}"),
+    }
+}
+
+/// Hugging Face ResNets (bottleneck at ImageNet layout, and basic blocks)
+/// give the same logits as the torchvision-named file, bit for bit.
+#[test]
+fn hugging_face_resnets_load_as_torchvision() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let md: HashMap<String, String> = [("input_size".to_string(), "64".to_string())]
+        .into_iter()
+        .collect();
+    for (t, size) in [
+        (
+            common::bottleneck_resnet((8, 7), &[(4, 16), (8, 32)], 5, 4),
+            64,
+        ),
+        (cifar_resnet(2, &[4, 8], 3, Shortcut::Downsample, 5), 32),
+    ] {
+        let tv_path = dir.path().join("tv.safetensors");
+        let hf_path = dir.path().join("hf.safetensors");
+        t.write(&tv_path, Some(md.clone()));
+        let hf = common::Tensors(
+            t.0.iter()
+                .map(|(n, s, d)| (hugging_face_name(n), s.clone(), d.clone()))
+                .collect(),
+        );
+        assert!(hf.0.iter().all(|(n, _, _)| n != "conv1.weight"));
+        hf.write(&hf_path, Some(md.clone()));
+        let (a, b) = (load(&tv_path).expect("tv"), load(&hf_path).expect("hf"));
+        assert_eq!(a.meta.arch, b.meta.arch);
+        assert_eq!(a.meta.family, b.meta.family);
+        let x = random_input(2, 3, size, 7);
+        let (ya, yb) = (forward(&a, x.clone()).unwrap(), forward(&b, x).unwrap());
+        assert!(common::same_bits(ya.iter(), yb.iter()));
+    }
+}
+
 /// A pre-activation ResNet (no BatchNorm after the stem, one before each
 /// block's convs) is named as such, not as a file missing `bn1.weight`.
 #[test]

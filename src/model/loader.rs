@@ -1,10 +1,12 @@
 //! safetensors → `Graph`. The architecture is inferred from tensor names and
 //! shapes; the file's metadata (`arch`, `family`, `mean`, `std`, `classes`,
-//! `input_size`) overrides what inference cannot know. All PyTorch naming
-//! conventions are handled here and nowhere else.
+//! `input_size`) overrides what inference cannot know. Other naming
+//! conventions are mapped to torchvision's first (`naming`), so the
+//! architectures read one set of names.
 use crate::model::arch;
 use crate::model::graph::Graph;
 use crate::model::meta::{Family, ModelMeta};
+use crate::model::naming;
 use crate::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -49,32 +51,6 @@ pub struct TensorStore {
     pub float_types: BTreeSet<String>,
     /// Rank of each layer's CoRa adapter, merged into its weight on load.
     pub adapter_ranks: BTreeMap<String, usize>,
-}
-
-/// Training code often keeps the network one module down: `model.`
-/// (PyTorch Lightning), `_orig_mod.` (`torch.compile`), `net.`,
-/// `backbone.` … A bare network always has several top-level modules (a
-/// stem and a classifier at least), so when every tensor shares its first
-/// name component that component is such a wrapper: drop it, as often as
-/// it repeats (`model._orig_mod.`). Returns the prefixes dropped.
-pub fn strip_wrappers<T>(tensors: &mut HashMap<String, T>) -> Vec<String> {
-    let mut dropped = Vec::new();
-    loop {
-        let mut first: Option<&str> = None;
-        let shared = !tensors.is_empty()
-            && tensors.keys().all(|k| match k.split_once('.') {
-                Some((head, _)) => *first.get_or_insert(head) == head,
-                None => false,
-            });
-        let Some(head) = first.filter(|_| shared).map(|h| format!("{h}.")) else {
-            return dropped;
-        };
-        *tensors = std::mem::take(tensors)
-            .into_iter()
-            .map(|(k, v)| (k[head.len()..].to_string(), v))
-            .collect();
-        dropped.push(head);
-    }
 }
 
 impl TensorStore {
@@ -164,7 +140,7 @@ impl TensorStore {
             }
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        strip_wrappers(&mut tensors);
+        naming::to_torchvision(&mut tensors);
         let mut store = TensorStore {
             path: path.to_path_buf(),
             tensors,

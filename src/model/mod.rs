@@ -1,5 +1,5 @@
-//! Graph IR, architectures, the safetensors loader (all PyTorch-name mapping
-//! lives there) and the executor that runs a graph on the engine.
+//! Graph IR, architectures, the safetensors loader (other naming
+//! conventions mapped to torchvision's in `naming`) and the executor that runs a graph on the engine.
 pub mod arch;
 pub mod compact;
 pub mod exec;
@@ -9,6 +9,7 @@ pub mod graph;
 pub mod loader;
 pub mod lower;
 pub mod meta;
+pub mod naming;
 pub mod summary;
 
 pub use exec::{forward, Runner};
