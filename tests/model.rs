@@ -206,6 +206,56 @@ fn hugging_face_resnets_load_as_torchvision() {
     }
 }
 
+/// Fine-tuning heads: `fc = Sequential(Dropout, Linear)` (`fc.1`) gives the
+/// plain `fc` model's logits bit for bit; `Sequential(Linear, ReLU,
+/// Dropout, Linear)` (`fc.0`, `fc.3`) equals the hidden layer's model
+/// followed by a ReLU and the second linear computed here (f64, 1e-5 of the
+/// largest logit).
+#[test]
+fn resnet_sequential_heads_load() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let write = |t: &common::Tensors, name: &str| {
+        let p = dir.path().join(name);
+        t.write(&p, None);
+        load(&p).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let renamed = |t: &common::Tensors, from: &str, to: &str| {
+        common::Tensors(
+            t.0.iter()
+                .map(|(n, s, d)| (n.replacen(from, to, 1), s.clone(), d.clone()))
+                .collect(),
+        )
+    };
+    let x = random_input(2, 3, 32, 5);
+    let base = cifar_resnet(1, &[4, 8], 6, Shortcut::Downsample, 8);
+    let want = forward(&write(&base, "fc.safetensors"), x.clone()).unwrap();
+    let dropout_head = write(&renamed(&base, "fc.", "fc.1."), "fc1.safetensors");
+    assert_eq!(dropout_head.meta.num_classes, 6);
+    let got = forward(&dropout_head, x.clone()).unwrap();
+    assert!(common::same_bits(got.iter(), want.iter()));
+
+    // Hidden layer: the base model's fc (6 outputs) as fc.0, then fc.3: 6 → 3.
+    let mut two = renamed(&base, "fc.", "fc.0.");
+    let w3: Vec<f32> = (0..18).map(|i| (i as f32 * 0.37).sin()).collect();
+    let b3: Vec<f32> = vec![0.1, -0.2, 0.3];
+    two.0.push(("fc.3.weight".into(), vec![3, 6], w3.clone()));
+    two.0.push(("fc.3.bias".into(), vec![3], b3.clone()));
+    let g = write(&two, "fc03.safetensors");
+    assert_eq!(g.meta.num_classes, 3);
+    let got = forward(&g, x).unwrap();
+    let scale = got.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for n in 0..2 {
+        for k in 0..3 {
+            let r: f64 = b3[k] as f64
+                + (0..6)
+                    .map(|j| w3[k * 6 + j] as f64 * (want[[n, j, 0, 0]] as f64).max(0.0))
+                    .sum::<f64>();
+            let d = (got[[n, k, 0, 0]] as f64 - r).abs();
+            assert!(d <= 1e-5 * scale as f64, "image {n} class {k}: {d}");
+        }
+    }
+}
+
 /// A pre-activation ResNet (no BatchNorm after the stem, one before each
 /// block's convs) is named as such, not as a file missing `bn1.weight`.
 #[test]

@@ -100,34 +100,66 @@ impl<'s> GraphBuilder<'s> {
         self.push(name.to_string(), op, inputs)
     }
 
-    /// Global average pool, flatten and the classifier `{prefix}.weight/bias`.
-    pub fn head(&mut self, x: usize, prefix: &str, cin: usize) -> Result<(usize, usize)> {
-        let g = self.op("avgpool", Op::GlobalAvgPool, vec![x]);
-        let f = self.op("flatten", Op::Flatten, vec![g]);
-        let wname = format!("{prefix}.weight");
-        let weight = self.store.take(&wname, &[None, Some(cin)])?;
-        let out_features = weight.len() / cin.max(1);
-        let bias = if self.store.has(&format!("{prefix}.bias")) {
-            Some(
-                self.store
-                    .take(&format!("{prefix}.bias"), &[Some(out_features)])?,
-            )
-        } else {
-            None
-        };
-        let v = self.push(
-            prefix.to_string(),
-            Op::Linear(LinearLayer {
-                weight,
-                out_features,
-                in_features: cin,
-                bias,
-                act_scale: None,
-                lowbit: None,
-            }),
-            vec![f],
-        );
-        Ok((v, out_features))
+    /// The linear layers of a classifier named `prefix`: one `{prefix}`
+    /// linear, or an `nn.Sequential` of them, `{prefix}.{j}` in index
+    /// order (Dropout and ReLU have no tensors). Empty if there is none.
+    pub fn linear_names(&self, prefix: &str) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .store
+            .names()
+            .filter_map(|n| {
+                let j = n.strip_prefix(prefix)?.strip_prefix('.')?;
+                j.strip_suffix(".weight")?.parse::<usize>().ok()
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|j| format!("{prefix}.{j}"))
+            .collect();
+        if found.is_empty() && self.store.has(&format!("{prefix}.weight")) {
+            found.push(prefix.to_string());
+        }
+        found
+    }
+
+    /// `names`' linears from `x` of `width` features, with a ReLU between
+    /// consecutive ones (torchvision's VGG classifier, and the usual
+    /// fine-tuning heads `Linear, ReLU, Dropout, Linear`). Returns the
+    /// output value and its width.
+    pub fn linears(
+        &mut self,
+        mut x: usize,
+        names: &[String],
+        mut width: usize,
+    ) -> Result<(usize, usize)> {
+        for (n, name) in names.iter().enumerate() {
+            let weight = self
+                .store
+                .take(&format!("{name}.weight"), &[None, Some(width)])?;
+            let out_features = weight.len() / width.max(1);
+            let bias_name = format!("{name}.bias");
+            let bias = if self.store.has(&bias_name) {
+                Some(self.store.take(&bias_name, &[Some(out_features)])?)
+            } else {
+                None
+            };
+            x = self.push(
+                name.clone(),
+                Op::Linear(LinearLayer {
+                    weight,
+                    out_features,
+                    in_features: width,
+                    bias,
+                    act_scale: None,
+                    lowbit: None,
+                }),
+                vec![x],
+            );
+            if n + 1 < names.len() {
+                x = self.op(&format!("{name}.relu"), Op::Relu, vec![x]);
+            }
+            width = out_features;
+        }
+        Ok((x, width))
     }
 
     /// Stage and block indices present: `layerL.i.` → sorted `(L, [i…])`.
@@ -151,10 +183,14 @@ impl<'s> GraphBuilder<'s> {
             .collect()
     }
 
-    /// Name of the classifier: `linear` (akamaster) or `fc` (torchvision).
-    pub fn classifier_name(&self) -> Option<&'static str> {
+    /// A ResNet's classifier linears: `fc` (torchvision), `linear`
+    /// (akamaster, kuangliu) or `classifier`, each one linear or a
+    /// `Sequential` of them (`fc.1` after a Dropout, `fc.0`/`fc.3` …).
+    pub fn classifier_names(&self) -> Vec<String> {
         ["fc", "linear", "classifier"]
             .into_iter()
-            .find(|n| self.store.has(&format!("{n}.weight")))
+            .map(|p| self.linear_names(p))
+            .find(|names| !names.is_empty())
+            .unwrap_or_default()
     }
 }

@@ -162,10 +162,15 @@ pub fn build(store: &mut TensorStore, family: Family) -> Result<Built> {
             blocks_total += 1;
         }
     }
-    let fc = b
-        .classifier_name()
-        .ok_or_else(|| arch_err("no classifier tensor (`fc.weight` or `linear.weight`)".into()))?;
-    let (out, classes) = b.head(x, fc, c)?;
+    let heads = b.classifier_names();
+    if heads.is_empty() {
+        return Err(arch_err(
+            "no classifier tensor (`fc.weight`, `linear.weight` or `fc.N.weight`)".into(),
+        ));
+    }
+    let x = b.op("avgpool", Op::GlobalAvgPool, vec![x]);
+    let x = b.op("flatten", Op::Flatten, vec![x]);
+    let (out, classes) = b.linears(x, &heads, c)?;
     let depth = blocks_total * if bottleneck { 3 } else { 2 } + 2;
     Ok((b.nodes, b.num_values, out, classes, depth))
 }

@@ -11,7 +11,7 @@
 //! pool has no index to find, so it is assumed.
 use super::builder::GraphBuilder;
 use super::Built;
-use crate::model::graph::{LinearLayer, Op};
+use crate::model::graph::Op;
 use crate::model::loader::TensorStore;
 use crate::model::meta::Family;
 use crate::{Error, Result};
@@ -113,20 +113,7 @@ pub fn build(store: &mut TensorStore, input_size: Option<usize>) -> Result<(Buil
     pools += 1;
 
     // The classifier: `classifier.{j}` linears in index order, or one `classifier`.
-    let mut heads: Vec<String> = b
-        .store
-        .names()
-        .filter_map(|n| {
-            let j = n.strip_prefix("classifier.")?.strip_suffix(".weight")?;
-            j.parse::<usize>().ok()
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|j| format!("classifier.{j}"))
-        .collect();
-    if heads.is_empty() && b.store.has("classifier.weight") {
-        heads.push("classifier".into());
-    }
+    let heads = b.linear_names("classifier");
     let Some(first) = heads.first() else {
         return Err(arch_err(
             "no classifier tensor (`classifier.0.weight` or `classifier.weight`)".into(),
@@ -189,34 +176,7 @@ pub fn build(store: &mut TensorStore, input_size: Option<usize>) -> Result<(Buil
         }
     }
     x = b.op("flatten", Op::Flatten, vec![x]);
-    let mut width = in_features;
-    for (n, head) in heads.iter().enumerate() {
-        let wname = format!("{head}.weight");
-        let weight = b.store.take(&wname, &[None, Some(width)])?;
-        let out_features = weight.len() / width.max(1);
-        let bias_name = format!("{head}.bias");
-        let bias = if b.store.has(&bias_name) {
-            Some(b.store.take(&bias_name, &[Some(out_features)])?)
-        } else {
-            None
-        };
-        x = b.op(
-            head,
-            Op::Linear(LinearLayer {
-                weight,
-                out_features,
-                in_features: width,
-                bias,
-                act_scale: None,
-                lowbit: None,
-            }),
-            vec![x],
-        );
-        if n + 1 < heads.len() {
-            x = b.op(&format!("{head}.relu"), Op::Relu, vec![x]);
-        }
-        width = out_features;
-    }
+    let (x, width) = b.linears(x, &heads, in_features)?;
     let depth = convs + heads.len();
     Ok((
         (b.nodes, b.num_values, x, width, depth),
