@@ -99,7 +99,7 @@ fn wrapper_prefixes_are_stripped() {
         .push(("loss.weight".into(), vec![5], vec![1.0; 5]));
     let p = dir.path().join("partial.safetensors");
     partial.write(&p, None);
-    let err = load(&p).err().expect("must not load").to_string();
+    let err = load(&p).expect_err("must not load").to_string();
     assert!(err.contains("cannot infer the architecture"), "{err}");
 }
 
