@@ -282,3 +282,66 @@ fn gpfq_single_sample_keeps_running_error_within_half_a_step() {
         }
     }
 }
+
+/// GPTQ's conv Hessian `X Xᵀ` (`quant::stats::gram`) against the definition
+/// in f64 (every padded 3×3 window of every image), on the AVX-512 Gram
+/// kernel and on the GEMM path AVX2-only CPUs run: odd channels, stride 2,
+/// 11 images (a partial group of 8). Tolerance 1e-5 of the largest diagonal
+/// entry (f32 sums over 8 images' windows).
+#[test]
+fn conv_hessian_matches_f64_on_both_kernels() {
+    use qscope::engine::kernels::direct_conv::force_avx2;
+    use qscope::engine::ops::ConvGeom;
+    use qscope::quant::stats::{gram as conv_gram, LayerGeom};
+    let (n, c, s) = (11usize, 5usize, 9usize);
+    let mut rng = Rng::new(12);
+    let x = qscope::engine::Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32);
+    for (stride, pad) in [(1usize, 1usize), (2, 1), (1, 0)] {
+        let lg = LayerGeom::Conv {
+            shape: [7, c, 3, 3],
+            geom: ConvGeom::new(stride, pad),
+        };
+        let d = c * 9;
+        let out = (s + 2 * pad - 3) / stride + 1;
+        let mut want = vec![0f64; d * d];
+        for b in 0..n {
+            for oy in 0..out {
+                for ox in 0..out {
+                    let v: Vec<f64> = (0..d)
+                        .map(|i| {
+                            let (ch, ky, kx) = (i / 9, i / 3 % 3, i % 3);
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            let inside =
+                                (0..s as isize).contains(&iy) && (0..s as isize).contains(&ix);
+                            if inside {
+                                x[[b, ch, iy as usize, ix as usize]] as f64
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    for i in 0..d {
+                        for j in 0..d {
+                            want[i * d + j] += v[i] * v[j];
+                        }
+                    }
+                }
+            }
+        }
+        let scale = (0..d).map(|i| want[i * d + i]).fold(0f64, f64::max);
+        for avx2 in [false, true] {
+            force_avx2(avx2);
+            let got = conv_gram(&x, lg);
+            force_avx2(false);
+            for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "stride {stride} pad {pad} avx2 {avx2}: ({}, {}) {g} vs {w}",
+                    k / d,
+                    k % d
+                );
+            }
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //! the captured activations): `X Xᵀ` for GPTQ, and `X X̃ᵀ`, `X̃ X̃ᵀ` on sampled
 //! patches for GPFQ. One f32 GEMM per image (fast), summed across images in
 //! f64 (ALGORITHMS.md §0: accumulate Gram matrices in f64).
+use crate::engine::kernels::gram as gram_kernel;
 use crate::engine::kernels::{sgemm, MatRef};
+use crate::engine::ops::conv::im2col_pitched;
 use crate::engine::ops::{conv_output_size, im2col, ConvGeom};
 use crate::engine::Tensor;
 use crate::ordered::ordered_sum;
@@ -50,6 +52,46 @@ fn columns(
     (col, p)
 }
 
+thread_local! {
+    /// [`group_columns`]' matrix, reused: a few MB per group of images,
+    /// which would otherwise come back as fresh pages every layer.
+    static GROUP_COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The columns of images `group` side by side in `buf`: a row-major
+/// `d × m` matrix (`m` = images × positions), as [`columns`] per image.
+fn group_columns(
+    xs: &[f32],
+    (c, h, w): (usize, usize, usize),
+    group: std::ops::Range<usize>,
+    shape: [usize; 4],
+    geom: ConvGeom,
+    buf: &mut Vec<f32>,
+) -> usize {
+    let (kh, kw, stride) = (shape[2], shape[3], geom.stride.max(1));
+    let ho = conv_output_size(h, kh, stride, geom.pad).unwrap_or(0);
+    let wo = conv_output_size(w, kw, stride, geom.pad).unwrap_or(0);
+    let (p, d, per) = (ho * wo, shape[1] * kh * kw, c * h * w);
+    let m = group.len() * p;
+    if buf.len() < d * m {
+        buf.resize(d * m, 0.0);
+    }
+    for (slot, b) in group.enumerate() {
+        im2col_pitched(
+            &xs[b * per..(b + 1) * per],
+            (h, w),
+            (0, c.min(shape[1])),
+            (kh, kw),
+            stride,
+            geom.pad,
+            (0, ho, wo),
+            &mut buf[slot * p..],
+            m,
+        );
+    }
+    m
+}
+
 /// `X Xᵀ` over every position the layer computes (its own stride and padding).
 pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
     let d = lg.d();
@@ -72,7 +114,18 @@ pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
             // Groups of 8 images summed in f32, the groups in order in f64.
             ordered_sum(n.div_ceil(8), d * d, |k| {
                 let mut acc = vec![0f32; d * d];
-                for b in 8 * k..(8 * k + 8).min(n) {
+                let group = 8 * k..(8 * k + 8).min(n);
+                if gram_kernel::available() {
+                    // The group's columns side by side, one product.
+                    GROUP_COLUMNS.with(|buf| {
+                        let mut buf = buf.borrow_mut();
+                        let m = group_columns(&xs, (c, h, w), group, shape, geom, &mut buf);
+                        gram_kernel::gram_lower_acc(&buf, d, m, &mut acc);
+                    });
+                    gram_kernel::mirror_lower(&mut acc, d);
+                    return acc;
+                }
+                for b in group {
                     let (col, p) = columns(
                         &xs[b * per..(b + 1) * per],
                         (c, h, w),

@@ -2,6 +2,7 @@
 //! its bounds, a portable fallback, and a test against that fallback.
 pub mod conv_geometry;
 pub mod direct_conv;
+pub mod gram;
 pub mod sgemm;
 pub use sgemm::{sgemm, sgemm_wide, MatRef};
 pub mod int8_conv;

@@ -81,6 +81,33 @@ pub fn winograd_available() -> bool {
 #[allow(clippy::too_many_arguments)]
 pub fn im2col(
     img: &[f32],
+    hw: (usize, usize),
+    channels: (usize, usize),
+    kernel: (usize, usize),
+    stride: usize,
+    pad: usize,
+    (oy0, oy1, wo): (usize, usize, usize),
+    col: &mut [f32],
+) {
+    let ncols = (oy1 - oy0) * wo;
+    im2col_pitched(
+        img,
+        hw,
+        channels,
+        kernel,
+        stride,
+        pad,
+        (oy0, oy1, wo),
+        col,
+        ncols,
+    );
+}
+
+/// [`im2col`] with rows `pitch` floats apart (≥ the row length), so several
+/// images' columns can sit side by side in one matrix.
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_pitched(
+    img: &[f32],
     (h, w): (usize, usize),
     (c0, cg): (usize, usize),
     (kh, kw): (usize, usize),
@@ -88,13 +115,15 @@ pub fn im2col(
     pad: usize,
     (oy0, oy1, wo): (usize, usize, usize),
     col: &mut [f32],
+    pitch: usize,
 ) {
     let ncols = (oy1 - oy0) * wo;
+    assert!(pitch >= ncols, "im2col: pitch below the row length");
     for c in 0..cg {
         let src = &img[(c0 + c) * h * w..(c0 + c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut col[((c * kh + ky) * kw + kx) * ncols..][..ncols];
+                let row = &mut col[((c * kh + ky) * kw + kx) * pitch..][..ncols];
                 // Output columns ox whose input column ox*stride + kx - pad is inside.
                 let off = kx as isize - pad as isize;
                 let ox_lo = if off >= 0 {
