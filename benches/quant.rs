@@ -51,8 +51,25 @@ fn backward_conv3x3_batch32(bencher: divan::Bencher, (c, s): (usize, usize)) {
 /// ResNet-20's three stages: the bulk of a GPTQ run.
 #[divan::bench(args = [(16, 32), (32, 16), (64, 8)], sample_count = 10)]
 fn gram_conv3x3_calib128(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    gram_bench(bencher, c, s, "best");
+}
+
+/// The same on the AVX2 Gram kernel (what AVX2-only CPUs run)...
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8)], sample_count = 10)]
+fn gram_conv3x3_calib128_avx2(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    gram_bench(bencher, c, s, "avx2");
+}
+
+/// ...and on the GEMM crate (CPUs with neither AVX2 nor AVX-512; here it
+/// runs its own AVX-512 kernels).
+#[divan::bench(args = [(16, 32), (32, 16), (64, 8)], sample_count = 10)]
+fn gram_conv3x3_calib128_gemm(bencher: divan::Bencher, (c, s): (usize, usize)) {
+    gram_bench(bencher, c, s, "gemm");
+}
+
+fn gram_bench(bencher: divan::Bencher, c: usize, s: usize, path: &str) {
     use qscope::engine::ops::ConvGeom;
-    use qscope::quant::stats::{gram, LayerGeom};
+    use qscope::quant::stats::{gram_on, LayerGeom};
     let mut rng = qscope::util::Rng::new(1);
     let x = qscope::engine::Tensor::from_shape_fn((128, c, s, s), |_| rng.normal() as f32);
     let lg = LayerGeom::Conv {
@@ -63,5 +80,10 @@ fn gram_conv3x3_calib128(bencher: divan::Bencher, (c, s): (usize, usize)) {
         .counter(divan::counter::ItemsCount::new(
             2 * 128 * (c * 9).pow(2) * s * s,
         ))
-        .bench_local(|| gram(&x, lg));
+        .bench_local(|| {
+            qscope::engine::kernels::direct_conv::force_avx2(path == "avx2");
+            let h = gram_on(&x, lg, path != "gemm");
+            qscope::engine::kernels::direct_conv::force_avx2(false);
+            h
+        });
 }

@@ -284,15 +284,15 @@ fn gpfq_single_sample_keeps_running_error_within_half_a_step() {
 }
 
 /// GPTQ's conv Hessian `X Xᵀ` (`quant::stats::gram`) against the definition
-/// in f64 (every padded 3×3 window of every image), on the AVX-512 Gram
-/// kernel and on the GEMM path AVX2-only CPUs run: odd channels, stride 2,
+/// in f64 (every padded 3×3 window of every image), on the AVX-512 and AVX2
+/// Gram kernels and on the GEMM crate (CPUs with neither): odd channels, stride 2,
 /// 11 images (a partial group of 8). Tolerance 1e-5 of the largest diagonal
 /// entry (f32 sums over 8 images' windows).
 #[test]
 fn conv_hessian_matches_f64_on_both_kernels() {
     use qscope::engine::kernels::direct_conv::force_avx2;
     use qscope::engine::ops::ConvGeom;
-    use qscope::quant::stats::{gram as conv_gram, LayerGeom};
+    use qscope::quant::stats::{gram as conv_gram, gram_on, LayerGeom};
     let (n, c, s) = (11usize, 5usize, 9usize);
     let mut rng = Rng::new(12);
     let x = qscope::engine::Tensor::from_shape_fn((n, c, s, s), |_| rng.normal() as f32);
@@ -330,14 +330,18 @@ fn conv_hessian_matches_f64_on_both_kernels() {
             }
         }
         let scale = (0..d).map(|i| want[i * d + i]).fold(0f64, f64::max);
-        for avx2 in [false, true] {
-            force_avx2(avx2);
-            let got = conv_gram(&x, lg);
+        for path in ["avx512", "avx2", "gemm"] {
+            force_avx2(path == "avx2");
+            let got = if path == "gemm" {
+                gram_on(&x, lg, false)
+            } else {
+                conv_gram(&x, lg)
+            };
             force_avx2(false);
             for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-5 * scale,
-                    "stride {stride} pad {pad} avx2 {avx2}: ({}, {}) {g} vs {w}",
+                    "stride {stride} pad {pad} {path}: ({}, {}) {g} vs {w}",
                     k / d,
                     k % d
                 );

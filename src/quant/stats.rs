@@ -94,6 +94,12 @@ fn group_columns(
 
 /// `X Xᵀ` over every position the layer computes (its own stride and padding).
 pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
+    gram_on(x, lg, gram_kernel::available())
+}
+
+/// [`gram`] on the Gram kernel, or (`kernel` false) on the GEMM crate, as
+/// CPUs without AVX2 run it (public so a test can compare the two).
+pub fn gram_on(x: &Tensor, lg: LayerGeom, kernel: bool) -> Vec<f64> {
     let d = lg.d();
     let (n, c, h, w) = x.dim();
     let xs = crate::engine::tensor::contiguous(x);
@@ -115,7 +121,7 @@ pub fn gram(x: &Tensor, lg: LayerGeom) -> Vec<f64> {
             ordered_sum(n.div_ceil(8), d * d, |k| {
                 let mut acc = vec![0f32; d * d];
                 let group = 8 * k..(8 * k + 8).min(n);
-                if gram_kernel::available() {
+                if kernel {
                     // The group's columns side by side, one product.
                     GROUP_COLUMNS.with(|buf| {
                         let mut buf = buf.borrow_mut();
