@@ -18,6 +18,19 @@ pub enum LayerGeom {
 }
 
 impl LayerGeom {
+    /// Output positions per image of an `h × w` input (1 for a linear).
+    pub fn output_positions(&self, h: usize, w: usize) -> usize {
+        match self {
+            LayerGeom::Conv { shape, geom } => {
+                let s = geom.stride.max(1);
+                let ho = conv_output_size(h, shape[2], s, geom.pad).unwrap_or(0);
+                let wo = conv_output_size(w, shape[3], s, geom.pad).unwrap_or(0);
+                ho * wo
+            }
+            LayerGeom::Linear { .. } => 1,
+        }
+    }
+
     pub fn d(&self) -> usize {
         match self {
             LayerGeom::Conv { shape, .. } => shape[1] * shape[2] * shape[3],
@@ -51,6 +64,9 @@ fn columns(
     );
     (col, p)
 }
+
+/// At most this many bytes of columns per Gram kernel call.
+const COLUMNS_BYTES: usize = 16 << 20;
 
 thread_local! {
     /// [`group_columns`]' matrix, reused: a few MB per group of images,
@@ -121,12 +137,19 @@ pub fn gram_on(x: &Tensor, lg: LayerGeom, kernel: bool) -> Vec<f64> {
             ordered_sum(n.div_ceil(8), d * d, |k| {
                 let mut acc = vec![0f32; d * d];
                 let group = 8 * k..(8 * k + 8).min(n);
-                if kernel {
-                    // The group's columns side by side, one product.
+                if kernel && gram_kernel::available() {
+                    // The group's columns side by side, one product; on
+                    // large maps a few images at a time, so the matrix stays
+                    // under COLUMNS_BYTES (ResNet-18's 56×56 layers: 7 MB an image).
+                    let positions = lg.output_positions(h, w).max(1);
+                    let per_call = (COLUMNS_BYTES / (4 * d * positions)).clamp(1, 8);
                     GROUP_COLUMNS.with(|buf| {
                         let mut buf = buf.borrow_mut();
-                        let m = group_columns(&xs, (c, h, w), group, shape, geom, &mut buf);
-                        gram_kernel::gram_lower_acc(&buf, d, m, &mut acc);
+                        for first in group.clone().step_by(per_call) {
+                            let part = first..(first + per_call).min(group.end);
+                            let m = group_columns(&xs, (c, h, w), part, shape, geom, &mut buf);
+                            gram_kernel::gram_lower_acc(&buf, d, m, &mut acc);
+                        }
                     });
                     gram_kernel::mirror_lower(&mut acc, d);
                     return acc;
