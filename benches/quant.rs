@@ -87,3 +87,30 @@ fn gram_bench(bencher: divan::Bencher, c: usize, s: usize, path: &str) {
             h
         });
 }
+
+/// GPTQ's solve for one 3×3 layer of `d / 9` inputs channels to as many
+/// outputs (ResNet-18's 64-, 256- and 512-channel layers), from a Hessian
+/// of 2·d random positions: the damped inverse's Cholesky factor and the
+/// column-by-column quantization with its lazy updates.
+#[divan::bench(args = [576, 2304, 4608], sample_count = 3, sample_size = 1)]
+fn gptq_solve(bencher: divan::Bencher, d: usize) {
+    use qscope::quant::gptq::{gptq, GptqOptions};
+    use qscope::quant::grid::{fit_rows, GridKind};
+    let n = d / 9;
+    let mut rng = qscope::util::Rng::new(2);
+    let m = 2 * d;
+    let x: Vec<f32> = (0..d * m).map(|_| rng.normal() as f32).collect();
+    let mut h32 = vec![0f32; d * d];
+    qscope::engine::kernels::sgemm(
+        qscope::engine::kernels::MatRef::row_major(&x, d, m),
+        qscope::engine::kernels::MatRef::transposed(&x, m, d),
+        &mut h32,
+        false,
+        qscope::engine::threads(),
+    );
+    let h: Vec<f64> = h32.iter().map(|&v| v as f64).collect();
+    let w: Vec<f32> = (0..n * d).map(|_| 0.05 * rng.normal() as f32).collect();
+    let grids = fit_rows(&w, n, 4, GridKind::Asym, true, false);
+    bencher
+        .bench_local(|| gptq(&w, n, d, &h, &grids, GptqOptions::default(), "bench").expect("gptq"));
+}

@@ -2,10 +2,15 @@
 //! order, spreading each column's error over the not-yet-quantized columns
 //! through the upper Cholesky factor of the damped inverse Hessian, with lazy
 //! block updates. Grid parameters come from the original W.
+use crate::engine::kernels::dgemm_acc;
 use crate::quant::grid::RowGrid;
 use crate::{Error, Result};
-use faer::linalg::solvers::SolverCore;
 use faer::{Mat, Side};
+use rayon::prelude::*;
+
+/// Rows per lazy-update GEMM: fixed, so results do not depend on the
+/// number of threads.
+const ROWS: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GptqOptions {
@@ -34,22 +39,33 @@ pub struct GptqResult {
 }
 
 /// Upper factor `U` with `Uᵀ U = (H + λI)⁻¹`, row-major `d × d`.
+///
+/// With `J` the order-reversing permutation and `J (H + λI) J = L Lᵀ`,
+/// `U = J L⁻¹ J`: upper triangular, and `Uᵀ U = J L⁻ᵀ L⁻¹ J = (H + λI)⁻¹`.
+/// One Cholesky and one triangular inverse, where factoring `H`, inverting
+/// it whole and factoring the inverse did about 2.5× the work. With the
+/// lazy update as GEMMs, a 4608-input layer's solve (`benches/quant.rs`
+/// `gptq_solve`) went from 5.9 to 2.1 s on 2 threads.
 fn inverse_cholesky_upper(h: &[f64], d: usize, lambda: f64) -> Option<Vec<f64>> {
+    let rev = |i: usize| d - 1 - i;
     let hm = Mat::<f64>::from_fn(d, d, |i, j| {
-        h[i * d + j] + if i == j { lambda } else { 0.0 }
+        h[rev(i) * d + rev(j)] + if i == j { lambda } else { 0.0 }
     });
     // Each d×d step freed as soon as the next exists: on a 25 088-input
     // layer every copy is 5 GB (`calib_memory::check_gram` counts them).
-    let factor = hm.cholesky(Side::Lower).ok()?;
+    let l = hm.cholesky(Side::Lower).ok()?.compute_l();
     drop(hm);
-    let inv = factor.inverse();
-    drop(factor);
-    let l = inv.cholesky(Side::Lower).ok()?.compute_l();
-    drop(inv);
+    let mut inv = Mat::<f64>::zeros(d, d);
+    faer::linalg::triangular_inverse::invert_lower_triangular(
+        inv.as_mut(),
+        l.as_ref(),
+        faer::get_global_parallelism(),
+    );
+    drop(l);
     let mut u = vec![0f64; d * d];
     for i in 0..d {
         for j in i..d {
-            u[i * d + j] = l.read(j, i);
+            u[i * d + j] = inv.read(rev(i), rev(j));
         }
     }
     u.iter().all(|v| v.is_finite()).then_some(u)
@@ -143,21 +159,17 @@ pub fn gptq(
                 }
             }
         }
-        // Lazy update of the columns after the block: W[:, i2:] −= E · U[i1:i2, i2:].
+        // Lazy update of the columns after the block: W[:, i2:] −= E · U[i1:i2, i2:],
+        // a GEMM per fixed block of rows, the blocks in parallel. (As a
+        // scalar loop it was a fifth of a GPTQ run on ResNet-18 at 224.)
         if i2 < d {
-            for r in 0..n {
-                let e = &err[r * bw..(r + 1) * bw];
-                let row = &mut wp[r * d..(r + 1) * d];
-                for (k, &ek) in e.iter().enumerate() {
-                    if ek == 0.0 {
-                        continue;
-                    }
-                    let urow = &u[(i1 + k) * d..(i1 + k + 1) * d];
-                    for j in i2..d {
-                        row[j] -= ek * urow[j];
-                    }
-                }
-            }
+            let ub = &u[i1 * d + i2..];
+            wp.par_chunks_mut(ROWS * d)
+                .zip(err.par_chunks(ROWS * bw))
+                .for_each(|(rows, e)| {
+                    let m = rows.len() / d;
+                    dgemm_acc((m, d - i2, bw), e, bw, ub, d, &mut rows[i2..], d, -1.0);
+                });
         }
         i1 = i2;
     }
@@ -172,4 +184,43 @@ pub fn gptq(
         loss,
         damping,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `U` is upper triangular with a positive diagonal and
+    /// `Uᵀ U (H + λI) = I` to 1e-9, on a random SPD `H` (37 inputs).
+    #[test]
+    fn inverse_cholesky_upper_inverts_the_damped_hessian() {
+        let d = 37;
+        let mut rng = crate::util::Rng::new(3);
+        let x: Vec<f64> = (0..d * 50).map(|_| rng.normal()).collect();
+        let h: Vec<f64> = (0..d * d)
+            .map(|k| (0..50).map(|t| x[k / d * 50 + t] * x[k % d * 50 + t]).sum())
+            .collect();
+        let lambda = 0.3;
+        let u = inverse_cholesky_upper(&h, d, lambda).expect("SPD");
+        for i in 0..d {
+            assert!(u[i * d + i] > 0.0);
+            assert!(
+                (0..i).all(|j| u[i * d + j] == 0.0),
+                "row {i} below the diagonal"
+            );
+        }
+        for i in 0..d {
+            for j in 0..d {
+                // (Uᵀ U (H + λI))[i][j]
+                let v: f64 = (0..d)
+                    .map(|k| {
+                        let utu: f64 = (0..d).map(|r| u[r * d + i] * u[r * d + k]).sum();
+                        utu * (h[k * d + j] + if k == j { lambda } else { 0.0 })
+                    })
+                    .sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-9, "({i}, {j}): {v}");
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@ pub mod conv_geometry;
 pub mod direct_conv;
 pub mod gram;
 pub mod sgemm;
-pub use sgemm::{sgemm, sgemm_wide, MatRef};
+pub use sgemm::{dgemm_acc, sgemm, sgemm_wide, MatRef};
 pub mod int8_conv;
 pub mod lowbit_linear;
 pub mod packed3;

@@ -141,6 +141,59 @@ pub fn sgemm_reference(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
     }
 }
 
+/// `c[i·ldc + j] += alpha · Σ_t a[i·lda + t] · b[t·ldb + j]` for `i < m`,
+/// `j < n`, `t < k` (row-major views with leading dimensions), in f64 on
+/// the calling thread: GPTQ's lazy block update, run per block of rows by
+/// its caller, so each row's sums do not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn dgemm_acc(
+    (m, n, k): (usize, usize, usize),
+    a: &[f64],
+    lda: usize,
+    b: &[f64],
+    ldb: usize,
+    c: &mut [f64],
+    ldc: usize,
+    alpha: f64,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(
+        lda >= k && ldb >= n && ldc >= n,
+        "dgemm: leading dimension too small"
+    );
+    assert!((m - 1) * lda + k <= a.len(), "dgemm: lhs out of bounds");
+    assert!((k - 1) * ldb + n <= b.len(), "dgemm: rhs out of bounds");
+    assert!((m - 1) * ldc + n <= c.len(), "dgemm: output out of bounds");
+    // SAFETY: the asserts above bound every index the kernel touches inside
+    // `a`, `b` and `c`; `c` is borrowed mutably for the call, so nothing
+    // aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            true,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            1,
+            ldb as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +244,33 @@ mod tests {
                         "{name} {m}x{k}x{n} accumulate {accumulate}: {x} vs {y}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `dgemm_acc` on sub-matrices with leading dimensions larger than
+    /// their widths (GPTQ's column blocks), against plain f64 loops.
+    #[test]
+    fn dgemm_acc_matches_loops_on_strided_views() {
+        let mut rng = Rng::new(9);
+        for &(m, n, k) in &[(1, 1, 1), (5, 17, 3), (32, 200, 64), (7, 9, 128)] {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+            let a: Vec<f64> = (0..m * lda).map(|_| rng.normal()).collect();
+            let b: Vec<f64> = (0..k * ldb).map(|_| rng.normal()).collect();
+            let mut c: Vec<f64> = (0..m * ldc).map(|_| rng.normal()).collect();
+            let mut want = c.clone();
+            for i in 0..m {
+                for j in 0..n {
+                    let s: f64 = (0..k).map(|t| a[i * lda + t] * b[t * ldb + j]).sum();
+                    want[i * ldc + j] -= s;
+                }
+            }
+            dgemm_acc((m, n, k), &a, lda, &b, ldb, &mut c, ldc, -1.0);
+            for (x, y) in c.iter().zip(&want) {
+                assert!(
+                    (x - y).abs() <= 1e-12 * (1.0 + y.abs()) * k as f64,
+                    "{m}x{n}x{k}: {x} vs {y}"
+                );
             }
         }
     }
