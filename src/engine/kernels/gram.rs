@@ -65,78 +65,81 @@ pub fn mirror_lower(acc: &mut [f32], d: usize) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn body_avx512(x: *const f32, d: usize, k: usize, acc: *mut f32) {
-    use std::arch::x86_64::*;
-    // Rows past `d` (a partial last tile) read row d − 1 and are not stored.
-    let row = |i: usize| x.add(i.min(d - 1) * k);
+/// The loops both bodies share: `k` in blocks, then every tile of 4 rows
+/// `i0 …` by `TJ` rows `j0 …` that holds part of the lower triangle
+/// (`j0 < i0 + 4`), handed to `tile` as row pointers at the block's start,
+/// `i0`, `j0` and the block's length. Rows past `d` (a partial last tile)
+/// point at row d − 1; `tile` must not store their sums.
+#[inline(always)]
+fn for_each_tile<const TJ: usize>(
+    x: *const f32,
+    d: usize,
+    k: usize,
+    mut tile: impl FnMut([*const f32; 4], [*const f32; TJ], usize, usize, usize),
+) {
+    let row = |i: usize, k0: usize| x.wrapping_add(i.min(d - 1) * k + k0);
     let block = (BLOCK_BYTES / (4 * d) / 16 * 16).clamp(256, 4096);
     let mut k0 = 0;
     while k0 < k {
         let kn = block.min(k - k0);
         for i0 in (0..d).step_by(4) {
-            let xi: [*const f32; 4] = std::array::from_fn(|r| row(i0 + r).add(k0));
-            for j0 in (0..=i0).step_by(4) {
-                let xj: [*const f32; 4] = std::array::from_fn(|s| row(j0 + s).add(k0));
-                // Lane 4s + r: row i0 + r times row j0 + s (see `reduce16`).
-                let sums = reduce16(tile(xi, xj, kn));
-                if i0 + 4 <= d {
-                    // Row i0 + r, columns j0 … j0 + 3: lanes 4r … 4r + 3
-                    // after the transpose below.
-                    let t = transpose4x4(sums);
-                    for r in 0..4 {
-                        let at = acc.add((i0 + r) * d + j0);
-                        let q = match r {
-                            0 => _mm512_castps512_ps128(t),
-                            1 => _mm512_extractf32x4_ps::<1>(t),
-                            2 => _mm512_extractf32x4_ps::<2>(t),
-                            _ => _mm512_extractf32x4_ps::<3>(t),
-                        };
-                        _mm_storeu_ps(at, _mm_add_ps(_mm_loadu_ps(at), q));
-                    }
-                } else {
-                    let mut s = [0f32; 16];
-                    _mm512_storeu_ps(s.as_mut_ptr(), sums);
-                    for r in 0..(d - i0).min(4) {
-                        for c in 0..(d - j0).min(4) {
-                            *acc.add((i0 + r) * d + j0 + c) += s[4 * c + r];
-                        }
-                    }
-                }
+            let xi = std::array::from_fn(|r| row(i0 + r, k0));
+            for j0 in (0..(i0 + 4).min(d)).step_by(TJ) {
+                tile(xi, std::array::from_fn(|s| row(j0 + s, k0)), i0, j0, kn);
             }
         }
         k0 += kn;
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn body_avx512(x: *const f32, d: usize, k: usize, acc: *mut f32) {
+    use std::arch::x86_64::*;
+    for_each_tile::<4>(x, d, k, |xi, xj, i0, j0, kn| {
+        // Lane 4s + r: row i0 + r times row j0 + s (see `reduce16`).
+        let sums = reduce16(tile(xi, xj, kn));
+        if i0 + 4 <= d {
+            // Row i0 + r, columns j0 … j0 + 3: lanes 4r … 4r + 3 after the
+            // transpose (j0 ≤ i0, so those columns exist).
+            let t = transpose4x4(sums);
+            for r in 0..4 {
+                let at = acc.add((i0 + r) * d + j0);
+                let q = match r {
+                    0 => _mm512_castps512_ps128(t),
+                    1 => _mm512_extractf32x4_ps::<1>(t),
+                    2 => _mm512_extractf32x4_ps::<2>(t),
+                    _ => _mm512_extractf32x4_ps::<3>(t),
+                };
+                _mm_storeu_ps(at, _mm_add_ps(_mm_loadu_ps(at), q));
+            }
+        } else {
+            let mut s = [0f32; 16];
+            _mm512_storeu_ps(s.as_mut_ptr(), sums);
+            for r in 0..(d - i0).min(4) {
+                for c in 0..(d - j0).min(4) {
+                    *acc.add((i0 + r) * d + j0 + c) += s[4 * c + r];
+                }
+            }
+        }
+    });
+}
+
 /// [`body_avx512`] for AVX2 + FMA: 16 registers hold tiles of 4 × 2 rows
-/// (8 sums, 6 loads per 8 multiply-adds), which cover the lower triangle
-/// with `j0 ≤ i0 + 3`.
+/// (8 sums, 6 loads per 8 multiply-adds).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn body_avx2(x: *const f32, d: usize, k: usize, acc: *mut f32) {
     use std::arch::x86_64::*;
-    let row = |i: usize| x.add(i.min(d - 1) * k);
-    let block = (BLOCK_BYTES / (4 * d) / 16 * 16).clamp(256, 4096);
-    let mut k0 = 0;
-    while k0 < k {
-        let kn = block.min(k - k0);
-        for i0 in (0..d).step_by(4) {
-            let xi: [*const f32; 4] = std::array::from_fn(|r| row(i0 + r).add(k0));
-            for j0 in (0..(i0 + 4).min(d)).step_by(2) {
-                let xj: [*const f32; 2] = std::array::from_fn(|s| row(j0 + s).add(k0));
-                let mut sums = [0f32; 8];
-                _mm256_storeu_ps(sums.as_mut_ptr(), tile_avx2(xi, xj, kn));
-                for r in 0..(d - i0).min(4) {
-                    for c in 0..(d - j0).min(2) {
-                        *acc.add((i0 + r) * d + j0 + c) += sums[2 * r + c];
-                    }
-                }
+    for_each_tile::<2>(x, d, k, |xi, xj, i0, j0, kn| {
+        let mut sums = [0f32; 8];
+        _mm256_storeu_ps(sums.as_mut_ptr(), tile_avx2(xi, xj, kn));
+        for r in 0..(d - i0).min(4) {
+            for c in 0..(d - j0).min(2) {
+                *acc.add((i0 + r) * d + j0 + c) += sums[2 * r + c];
             }
         }
-        k0 += kn;
-    }
+    });
 }
 
 /// Rows `xi[r]` times `xj[s]` over `kn` values: lane `2r + s` of the
