@@ -52,8 +52,9 @@ pub fn check(graph: &Graph, n: usize) -> Result<()> {
 }
 
 /// Copies of a layer's `d × d` f64 Gram matrix a Gram-based quantizer holds
-/// at once (GPTQ: the Hessian, its permuted copy, and the Cholesky
-/// factor, inverse and factor of the inverse while they are computed), and
+/// at once (GPTQ: the Hessian, its permuted copy, and two of the reversed
+/// copy, its Cholesky factor, the factor's inverse and `U` while they are
+/// computed; the f32 sums of the threads building the Hessian), and
 /// of its `N × d` weights in f64 (the working copy, the permuted one and
 /// the codes).
 const GRAM_COPIES: u64 = 6;
