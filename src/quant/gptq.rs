@@ -161,7 +161,8 @@ pub fn gptq(
         }
         // Lazy update of the columns after the block: W[:, i2:] −= E · U[i1:i2, i2:],
         // a GEMM per fixed block of rows, the blocks in parallel. (As a
-        // scalar loop it was a fifth of a GPTQ run on ResNet-18 at 224.)
+        // scalar loop on one thread, `gptq` was 13 % of the CPU time of a
+        // GPTQ run on ResNet-18 at 224.)
         if i2 < d {
             let ub = &u[i1 * d + i2..];
             wp.par_chunks_mut(ROWS * d)

@@ -1,7 +1,9 @@
 //! Second-moment statistics of a layer's GEMM input `X ∈ R^{d×m}` (im2col of
 //! the captured activations): `X Xᵀ` for GPTQ, and `X X̃ᵀ`, `X̃ X̃ᵀ` on sampled
-//! patches for GPFQ. One f32 GEMM per image (fast), summed across images in
-//! f64 (ALGORITHMS.md §0: accumulate Gram matrices in f64).
+//! patches for GPFQ. Groups of 8 images summed in f32 — conv Hessians on the
+//! Gram kernel (`engine::kernels::gram`) where the CPU has AVX2 or AVX-512,
+//! else one GEMM per image — and the groups in order in f64 (ALGORITHMS.md
+//! §0: accumulate Gram matrices in f64).
 use crate::engine::kernels::gram as gram_kernel;
 use crate::engine::kernels::{sgemm, MatRef};
 use crate::engine::ops::conv::im2col_pitched;
