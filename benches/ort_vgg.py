@@ -1,4 +1,4 @@
-"""ONNX Runtime FP32 latency and throughput of a torchvision-style VGG
+"""ONNX Runtime FP32 (or, with --int8, static INT8) latency and throughput of a torchvision-style VGG
 stored as safetensors (`features.N` convs with optional BatchNorm, folded;
 `classifier.N` linears), for comparing `qscope bench` on the same file.
 Pools are placed from the index gaps as qscope does; the input size comes
@@ -7,11 +7,15 @@ from the map the classifier reads (7×7 → 224).
     $HOME/.ortref/bin/python benches/ort_vgg.py --model vgg11.safetensors \
         --threads 2 --batch 16
 
+`--int8` quantizes the graph statically first, as `ort_reference.py --int8`
+does for ResNets (QDQ, per-channel int8 weights, uint8 activations, MinMax),
+calibrated on random inputs: for timing only, its accuracy means nothing.
+
 `--check tests/fixtures/vgg_bn_io.safetensors` (with the fixture's model)
 first compares the ONNX graph's logits with the numpy reference's.
 
 Prints one JSON line: latency_ms_median (batch 1), images_per_s (batch N)."""
-import argparse, json, re, tempfile, time
+import argparse, json, os, re, tempfile, time
 import numpy as np
 import onnx, onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -22,6 +26,7 @@ ap.add_argument("--model", required=True)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--seconds", type=float, default=3.0)
+ap.add_argument("--int8", action="store_true", help="static INT8 (QDQ) instead of FP32")
 ap.add_argument("--check", help="safetensors with `input` and `logits` (tests/fixtures/vgg_bn_io.safetensors)")
 a = ap.parse_args()
 
@@ -77,14 +82,35 @@ for n, h in enumerate(names):
 graph = helper.make_graph(nodes, "vgg", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
                           [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", None])], inits)
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
-    onnx.save(model, f.name, save_as_external_data=True, all_tensors_to_one_file=True,
-              location=f.name.split("/")[-1] + ".data")
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "fp32.onnx")
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="fp32.data")
+    if a.int8:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        rng = np.random.default_rng(1)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter([{"input": rng.standard_normal((2, 3, size, size), dtype=np.float32)}
+                                for _ in range(4)])
+
+            def get_next(self):
+                return next(self.it, None)
+
+        pre, int8 = os.path.join(tmp, "pre.onnx"), os.path.join(tmp, "int8.onnx")
+        quant_pre_process(path, pre, skip_symbolic_shape=True, save_as_external_data=True,
+                          all_tensors_to_one_file=True, external_data_location="pre.data")
+        quantize_static(pre, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, use_external_data_format=True)
+        path = int8
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    s = ort.InferenceSession(f.name, so, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def timed(batch):
@@ -105,5 +131,5 @@ if a.check:
     assert err < 1e-4, f"ONNX graph differs from the reference logits by {err}"
 lat = timed(1)
 thr = a.batch / timed(a.batch)
-print(json.dumps({"engine": "ort fp32", "model": a.model, "input": size, "threads": a.threads,
+print(json.dumps({"engine": "ort int8" if a.int8 else "ort fp32", "model": a.model, "input": size, "threads": a.threads,
                   "latency_ms_median": lat * 1e3, "batch": a.batch, "images_per_s": thr}))
