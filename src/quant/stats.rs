@@ -20,25 +20,20 @@ pub enum LayerGeom {
 }
 
 impl LayerGeom {
-    /// Output positions per image of an `h × w` input (1 for a linear).
-    pub fn output_positions(&self, h: usize, w: usize) -> usize {
-        match self {
-            LayerGeom::Conv { shape, geom } => {
-                let s = geom.stride.max(1);
-                let ho = conv_output_size(h, shape[2], s, geom.pad).unwrap_or(0);
-                let wo = conv_output_size(w, shape[3], s, geom.pad).unwrap_or(0);
-                ho * wo
-            }
-            LayerGeom::Linear { .. } => 1,
-        }
-    }
-
     pub fn d(&self) -> usize {
         match self {
             LayerGeom::Conv { shape, .. } => shape[1] * shape[2] * shape[3],
             LayerGeom::Linear { in_features } => *in_features,
         }
     }
+}
+
+/// Output rows and columns of a `shape` conv on an `h × w` input.
+fn out_hw(h: usize, w: usize, shape: [usize; 4], stride: usize, pad: usize) -> (usize, usize) {
+    (
+        conv_output_size(h, shape[2], stride, pad).unwrap_or(0),
+        conv_output_size(w, shape[3], stride, pad).unwrap_or(0),
+    )
 }
 
 /// Columns of image `b` (`d × P`, row-major) with the given stride override.
@@ -50,8 +45,7 @@ fn columns(
     pad: usize,
 ) -> (Vec<f32>, usize) {
     let (kh, kw) = (shape[2], shape[3]);
-    let ho = conv_output_size(h, kh, stride, pad).unwrap_or(0);
-    let wo = conv_output_size(w, kw, stride, pad).unwrap_or(0);
+    let (ho, wo) = out_hw(h, w, shape, stride, pad);
     let p = ho * wo;
     let mut col = vec![0f32; shape[1] * kh * kw * p];
     im2col(
@@ -87,8 +81,7 @@ fn group_columns(
     buf: &mut Vec<f32>,
 ) -> usize {
     let (kh, kw, stride) = (shape[2], shape[3], geom.stride.max(1));
-    let ho = conv_output_size(h, kh, stride, geom.pad).unwrap_or(0);
-    let wo = conv_output_size(w, kw, stride, geom.pad).unwrap_or(0);
+    let (ho, wo) = out_hw(h, w, shape, stride, geom.pad);
     let (p, d, per) = (ho * wo, shape[1] * kh * kw, c * h * w);
     let m = group.len() * p;
     if buf.len() < d * m {
@@ -143,7 +136,8 @@ pub fn gram_on(x: &Tensor, lg: LayerGeom, kernel: bool) -> Vec<f64> {
                     // The group's columns side by side, one product; on
                     // large maps a few images at a time, so the matrix stays
                     // under COLUMNS_BYTES (ResNet-18's 56×56 layers: 7 MB an image).
-                    let positions = lg.output_positions(h, w).max(1);
+                    let (ho, wo) = out_hw(h, w, shape, geom.stride.max(1), geom.pad);
+                    let positions = (ho * wo).max(1);
                     let per_call = (COLUMNS_BYTES / (4 * d * positions)).clamp(1, 8);
                     GROUP_COLUMNS.with(|buf| {
                         let mut buf = buf.borrow_mut();
